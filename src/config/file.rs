@@ -1,0 +1,85 @@
+//! The config file as written: serde structs that mirror the TOML one to one.
+//! Nothing here is trusted; `validate` turns it into the typed model.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole file. Unknown keys are rejected so a typo is an error, not a silent default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    pub tls: Option<TlsSection>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamSection>,
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+}
+
+/// `[server]`: listener, identity and process settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: Option<String>,
+    pub public_origin: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub redirect_https: bool,
+    #[serde(default, with = "humantime_serde")]
+    pub grace_period: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub keepalive_timeout: Option<Duration>,
+    pub upgrade_sock: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub max_request_target: Option<usize>,
+    pub max_body_bytes: Option<u64>,
+}
+
+/// `[tls]`: the TLS listener and its certificate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub listen: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub hsts: Option<bool>,
+}
+
+/// `[upstreams.NAME]`: one backend address.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub address: String,
+}
+
+/// `[[routes]]`: one routing rule; which keys apply depends on `kind`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub host: Option<String>,
+    pub prefix: Option<String>,
+    pub exact: Option<String>,
+    pub kind: Option<String>,
+    pub upstream: Option<String>,
+    pub strip_prefix: Option<bool>,
+    pub fallback: Option<String>,
+    pub to: Option<String>,
+    pub status: Option<u16>,
+    pub stream: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub read_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub write_timeout: Option<Duration>,
+    pub csp: Option<String>,
+    pub max_body_bytes: Option<u64>,
+}

@@ -1,0 +1,134 @@
+//! The validated config: typed, defaults filled in, cross-references checked.
+//! Everything downstream reads only this, never the raw file.
+
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A config that passed validation; the proxy can trust every field.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from, for messages.
+    pub source: PathBuf,
+    pub server: Server,
+    pub tls: Option<Tls>,
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// In file order; the router decides precedence.
+    pub routes: Vec<Route>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// The plain-HTTP listener.
+    pub listen: SocketAddr,
+    /// The origin browsers use (`https://hub.example.com`), when known.
+    pub public_origin: Option<String>,
+    pub data_dir: PathBuf,
+    /// Worker threads for the proxy service.
+    pub threads: usize,
+    /// Peers whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Answer plain-HTTP requests with 308 to the TLS listener.
+    pub redirect_https: bool,
+    /// How long after SIGTERM new connections are still accepted.
+    pub grace_period: Duration,
+    /// How long in-flight requests get to finish after the grace period.
+    pub shutdown_timeout: Duration,
+    /// How long an idle downstream keep-alive connection is held.
+    pub keepalive_timeout: Duration,
+    /// Socket on which a new process (`--upgrade`) receives the listeners.
+    pub upgrade_sock: PathBuf,
+    pub pid_file: PathBuf,
+    /// Longest request target (path and query) accepted, in bytes.
+    pub max_request_target: usize,
+    /// Default cap on request bodies, in bytes (0: no cap).
+    pub max_body_bytes: u64,
+}
+
+/// The TLS listener.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Send `Strict-Transport-Security` on TLS responses.
+    pub hsts: bool,
+}
+
+/// A named backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    /// A DNS name or an IP literal (without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+/// How a route matches the request path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PathMatch {
+    /// The path starts with this. A prefix without a trailing `/` matches only at a
+    /// segment boundary: `/login` matches `/login` and `/login/x`, not `/loginx`.
+    Prefix(String),
+    /// The path is exactly this.
+    Exact(String),
+}
+
+/// What a matched route does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAction {
+    /// Forward to a named upstream, optionally without the route prefix.
+    Proxy { upstream: String, strip_prefix: bool },
+    /// Answer with a redirect; the rest of the path and the query are carried over.
+    Redirect { to: String, status: u16 },
+    /// The in-process hub; paths it does not claim go to `fallback`.
+    Hub { fallback: Option<String> },
+}
+
+/// Upstream timeouts for one route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// Longest silence while reading the upstream (also the idle limit of upgraded streams).
+    pub read: Duration,
+    pub write: Duration,
+}
+
+/// One validated routing rule.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Position in the file, for messages and logs (`routes[3]`).
+    pub index: usize,
+    /// Lower-case host without port, like nginx `server_name`; `None` matches any host.
+    pub host: Option<String>,
+    pub path: PathMatch,
+    pub action: RouteAction,
+    pub timeouts: Timeouts,
+    /// Long-lived responses (SSE, websockets, long-polling): long read timeout.
+    pub stream: bool,
+    /// CSP sent when the upstream sets none.
+    pub csp: Option<String>,
+    /// Request body cap in bytes (0: no cap).
+    pub max_body_bytes: u64,
+}
+
+impl Route {
+    /// A short name for logs: the match pattern.
+    pub fn label(&self) -> &str {
+        match &self.path {
+            PathMatch::Prefix(p) | PathMatch::Exact(p) => p,
+        }
+    }
+
+    /// The upstream a proxied request on this route goes to, if any.
+    pub fn upstream(&self) -> Option<&str> {
+        match &self.action {
+            RouteAction::Proxy { upstream, .. } => Some(upstream),
+            RouteAction::Hub { fallback } => fallback.as_deref(),
+            RouteAction::Redirect { .. } => None,
+        }
+    }
+}

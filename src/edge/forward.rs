@@ -1,0 +1,202 @@
+//! What goes upstream: the request header rewritten so the upstream can trust
+//! every identity and forwarding header it sees, because the edge set them all.
+
+use pingora::http::RequestHeader;
+use pingora::Result;
+use std::net::IpAddr;
+
+/// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1).
+/// `Transfer-Encoding` and `Content-Length` are left to Pingora, which frames the body.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+/// Client-supplied headers that claim an identity or a forwarding path. Upstreams
+/// (Sim, SkyOffice, the apps behind an auth proxy) may believe them, so only the
+/// edge may set them. Compared after lower-casing and mapping `_` to `-`, since
+/// some servers treat `X_Forwarded_For` as `X-Forwarded-For`.
+fn is_identity_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase().replace('_', "-");
+    n.starts_with("x-forwarded-")
+        || n.starts_with("x-auth-")
+        || n.starts_with("remote-")
+        || n.starts_with("x-original-")
+        || matches!(
+            n.as_str(),
+            "forwarded"
+                | "x-real-ip"
+                | "x-client-ip"
+                | "true-client-ip"
+                | "x-cluster-client-ip"
+                | "cf-connecting-ip"
+                | "fastly-client-ip"
+                | "x-rewrite-url"
+                | "x-user"
+                | "x-remote-user"
+        )
+}
+
+/// What the edge knows about the downstream request, to tell the upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    pub client_ip: IpAddr,
+    /// `http` or `https`, as the browser reached us (or our trusted proxy).
+    pub proto: &'a str,
+    /// The host the browser asked for.
+    pub host: Option<&'a str>,
+}
+
+/// Rewrites `req` for the upstream: `path_and_query` as the target, hop-by-hop
+/// and client identity headers removed, forwarding headers set from `fwd`.
+/// `upgrade` keeps a websocket handshake intact.
+pub fn prepare(
+    req: &mut RequestHeader,
+    fwd: &Forwarded<'_>,
+    upgrade: bool,
+    path_and_query: &str,
+) -> Result<()> {
+    let listed_in_connection: Vec<String> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let doomed: Vec<String> = req
+        .headers
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| {
+            let hop = HOP_BY_HOP.contains(k) && !(upgrade && *k == "upgrade");
+            let listed = listed_in_connection.iter().any(|t| t == k)
+                && !(upgrade && *k == "upgrade")
+                && *k != "content-length"
+                && *k != "transfer-encoding";
+            hop || listed || is_identity_header(k)
+        })
+        .map(str::to_string)
+        .collect();
+    for name in doomed {
+        req.remove_header(&name);
+    }
+    if upgrade {
+        req.insert_header(http::header::CONNECTION, "upgrade")?;
+    }
+    if req.headers.get(http::header::HOST).is_none()
+        && let Some(authority) = req.uri.authority().map(|a| a.as_str().to_string())
+    {
+        req.insert_header(http::header::HOST, authority)?;
+    }
+    let ip = fwd.client_ip.to_string();
+    req.insert_header("x-forwarded-for", &ip)?;
+    req.insert_header("x-real-ip", &ip)?;
+    req.insert_header("x-forwarded-proto", fwd.proto)?;
+    if let Some(host) = fwd.host {
+        req.insert_header("x-forwarded-host", host)?;
+    }
+    let uri: http::Uri = path_and_query.parse().map_err(|e| {
+        pingora::Error::because(
+            pingora::ErrorType::InternalError,
+            format!("upstream target {path_and_query:?}"),
+            e,
+        )
+    })?;
+    req.set_uri(uri);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fwd() -> Forwarded<'static> {
+        Forwarded {
+            client_ip: "198.51.100.7".parse().unwrap(),
+            proto: "https",
+            host: Some("hub.example.com"),
+        }
+    }
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/studio/x?y=1", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn forged_identity_headers_are_removed_in_any_spelling() {
+        let mut r = req(&[
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("X-FORWARDED-USER", "admin"),
+            ("Forwarded", "for=6.6.6.6"),
+            ("X-Real-IP", "6.6.6.6"),
+            ("X-Auth-Request-User", "admin"),
+            ("Remote-User", "admin"),
+            ("remote_user", "admin"),
+            ("X-Original-URL", "/admin"),
+            ("Accept", "text/html"),
+        ]);
+        prepare(&mut r, &fwd(), false, "/x?y=1").unwrap();
+        let names: Vec<&str> = r.headers.keys().map(|k| k.as_str()).collect();
+        for bad in ["x_forwarded_for", "x-forwarded-user", "forwarded", "x-auth-request-user", "remote-user", "remote_user", "x-original-url"] {
+            assert!(!names.contains(&bad), "{bad} survived: {names:?}");
+        }
+        assert_eq!(r.headers["x-forwarded-for"], "198.51.100.7");
+        assert_eq!(r.headers.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(r.headers["x-real-ip"], "198.51.100.7");
+        assert_eq!(r.headers["x-forwarded-proto"], "https");
+        assert_eq!(r.headers["x-forwarded-host"], "hub.example.com");
+        assert_eq!(r.headers["accept"], "text/html");
+        assert_eq!(r.uri.to_string(), "/x?y=1");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_go() {
+        let mut r = req(&[
+            ("Connection", "keep-alive, X-Secret"),
+            ("Keep-Alive", "timeout=5"),
+            ("X-Secret", "1"),
+            ("TE", "trailers"),
+            ("Proxy-Authorization", "Basic x"),
+            ("Upgrade", "h2c"),
+        ]);
+        prepare(&mut r, &fwd(), false, "/").unwrap();
+        for gone in ["connection", "keep-alive", "x-secret", "te", "proxy-authorization", "upgrade"] {
+            assert!(r.headers.get(gone).is_none(), "{gone}");
+        }
+    }
+
+    #[test]
+    fn websocket_handshake_survives() {
+        let mut r = req(&[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]);
+        prepare(&mut r, &fwd(), true, "/socket.io/?EIO=4").unwrap();
+        assert_eq!(r.headers["upgrade"], "websocket");
+        assert_eq!(r.headers["connection"], "upgrade");
+        assert!(r.headers.get("sec-websocket-key").is_some());
+    }
+
+    #[test]
+    fn host_comes_from_authority_for_h2() {
+        let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
+        r.set_uri("https://hub.example.com/x".parse().unwrap());
+        prepare(&mut r, &fwd(), false, "/x").unwrap();
+        assert_eq!(r.headers["host"], "hub.example.com");
+        assert_eq!(r.uri.to_string(), "/x");
+    }
+}

@@ -1,0 +1,72 @@
+//! Security headers on every response, proxied or answered in-process, from one
+//! function so the two paths cannot drift apart.
+
+use pingora::http::ResponseHeader;
+use pingora::Result;
+
+/// CSP for pages the edge writes itself (errors, redirects): nothing to load.
+pub const EDGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+const HSTS: &str = "max-age=31536000";
+
+/// What to add to a response.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SecurityHeaders<'a> {
+    /// CSP to send when the response has none of its own (Sim sends its own).
+    pub csp: Option<&'a str>,
+    /// Add `Strict-Transport-Security` (TLS responses, when enabled).
+    pub hsts: bool,
+}
+
+/// Removes what reveals the stack and adds the security headers the upstream
+/// did not set; never overrides a header the upstream chose itself.
+pub fn apply(resp: &mut ResponseHeader, policy: &SecurityHeaders<'_>) -> Result<()> {
+    resp.remove_header("server");
+    resp.remove_header("x-powered-by");
+    set_default(resp, "x-content-type-options", "nosniff")?;
+    set_default(resp, "referrer-policy", "strict-origin-when-cross-origin")?;
+    set_default(resp, "x-frame-options", "SAMEORIGIN")?;
+    if let Some(csp) = policy.csp {
+        set_default(resp, "content-security-policy", csp)?;
+    }
+    if policy.hsts {
+        set_default(resp, "strict-transport-security", HSTS)?;
+    }
+    Ok(())
+}
+
+fn set_default(resp: &mut ResponseHeader, name: &'static str, value: &str) -> Result<()> {
+    if resp.headers.get(name).is_none() {
+        resp.insert_header(name, value)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_defaults_and_strips_server() {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.insert_header("Server", "nginx/1.25").unwrap();
+        r.insert_header("X-Powered-By", "Next.js").unwrap();
+        apply(&mut r, &SecurityHeaders { csp: Some("default-src 'self'"), hsts: true }).unwrap();
+        assert!(r.headers.get("server").is_none());
+        assert!(r.headers.get("x-powered-by").is_none());
+        assert_eq!(r.headers["x-content-type-options"], "nosniff");
+        assert_eq!(r.headers["content-security-policy"], "default-src 'self'");
+        assert_eq!(r.headers["strict-transport-security"], HSTS);
+    }
+
+    #[test]
+    fn upstream_csp_and_frame_options_win() {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.insert_header("Content-Security-Policy", "script-src 'self' 'nonce-x'").unwrap();
+        r.insert_header("X-Frame-Options", "DENY").unwrap();
+        apply(&mut r, &SecurityHeaders { csp: Some("default-src 'none'"), hsts: false }).unwrap();
+        assert_eq!(r.headers["content-security-policy"], "script-src 'self' 'nonce-x'");
+        assert_eq!(r.headers["x-frame-options"], "DENY");
+        assert!(r.headers.get("strict-transport-security").is_none());
+    }
+}

@@ -1,0 +1,211 @@
+//! The Pingora service. Each phase is a thin call into a policy module:
+//! `request` decides, `forward` rewrites what goes upstream, `headers` secures
+//! what comes back, `errors` says what failed.
+
+pub mod errors;
+pub mod forward;
+pub mod headers;
+pub mod path;
+pub mod request;
+pub mod respond;
+pub mod router;
+pub mod upstream;
+
+use crate::config::{Config, Route};
+use crate::telemetry;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+use request::{Decision, Facts, Policy};
+use respond::Reply;
+use std::sync::Arc;
+use std::time::Instant;
+use upstream::Upstreams;
+
+/// Per-request state shared by the phases.
+pub struct RequestCtx {
+    started: Instant,
+    facts: Facts,
+    tls: bool,
+    route: Option<Arc<Route>>,
+    upstream: Option<String>,
+    target: String,
+    body_limit: u64,
+    body_seen: u64,
+    reason: Option<&'static str>,
+}
+
+/// The edge proxy: routing, forwarding and response policy for both listeners.
+pub struct Edge {
+    policy: Policy,
+    upstreams: Upstreams,
+    hsts: bool,
+    keepalive_secs: u64,
+}
+
+impl Edge {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            policy: Policy::new(config),
+            upstreams: Upstreams::new(&config.upstreams),
+            hsts: config.tls.as_ref().is_some_and(|t| t.hsts),
+            keepalive_secs: config.server.keepalive_timeout.as_secs(),
+        }
+    }
+
+    fn hsts_for(&self, ctx: &RequestCtx) -> bool {
+        self.hsts && ctx.tls
+    }
+}
+
+fn is_tls(session: &Session) -> bool {
+    session
+        .digest()
+        .is_some_and(|d| d.ssl_digest.is_some())
+}
+
+#[async_trait]
+impl ProxyHttp for Edge {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx {
+            started: Instant::now(),
+            facts: Facts::default(),
+            tls: false,
+            route: None,
+            upstream: None,
+            target: String::new(),
+            body_limit: 0,
+            body_seen: 0,
+            reason: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        session.set_keepalive(Some(self.keepalive_secs));
+        ctx.tls = is_tls(session);
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let req = session.req_header();
+        ctx.facts = self.policy.facts(req, peer, ctx.tls);
+        match self.policy.decide(req, ctx.tls, &mut ctx.facts) {
+            Decision::Reply(reply, route) => {
+                ctx.route = route;
+                ctx.reason = Some(reply.reason);
+                respond::send(session, &reply, self.hsts_for(ctx)).await?;
+                Ok(true)
+            }
+            Decision::Proxy(fwd) => {
+                ctx.body_limit = request::body_limit(&self.policy, Some(&fwd.route));
+                ctx.route = Some(fwd.route);
+                ctx.upstream = Some(fwd.upstream);
+                ctx.target = fwd.target;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_seen += chunk.len() as u64;
+            if ctx.body_limit > 0 && ctx.body_seen > ctx.body_limit {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+        let (Some(route), Some(name)) = (&ctx.route, &ctx.upstream) else {
+            return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
+        };
+        let addr = self.upstreams.address(name).await?;
+        Ok(upstream::peer(addr, &route.timeouts))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut pingora::http::RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let client_ip = ctx
+            .facts
+            .client_ip
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let fwd = forward::Forwarded {
+            client_ip,
+            proto: ctx.facts.proto,
+            host: ctx.facts.host.as_deref(),
+        };
+        forward::prepare(upstream_request, &fwd, ctx.facts.upgrade, &ctx.target)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let policy = headers::SecurityHeaders {
+            csp: ctx.route.as_ref().and_then(|r| r.csp.as_deref()),
+            hsts: self.hsts_for(ctx),
+        };
+        headers::apply(upstream_response, &policy)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
+        let failure = errors::classify(e.etype(), e.esource());
+        ctx.reason = Some(failure.message);
+        tracing::warn!(
+            target: "edge",
+            route = ctx.route.as_ref().map(|r| r.label()).unwrap_or(""),
+            upstream = ctx.upstream.as_deref().unwrap_or(""),
+            status = failure.status,
+            error = %e,
+            "{}",
+            failure.message
+        );
+        if failure.status > 0 && session.response_written().is_none() {
+            let reply = Reply::error(failure.status, failure.message, ctx.facts.json);
+            if let Err(we) = respond::send(session, &reply, self.hsts_for(ctx)).await {
+                tracing::debug!(target: "edge", error = %we, "could not write the error response");
+            }
+        }
+        FailToProxy {
+            error_code: failure.status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, _error: &Error) -> bool {
+        // fail_to_proxy logs every failure with its route and upstream.
+        true
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        telemetry::access(&telemetry::Access {
+            client: ctx.facts.client_ip,
+            method: req.method.as_str(),
+            path: if ctx.facts.path.is_empty() { req.uri.path() } else { &ctx.facts.path },
+            status,
+            bytes: session.body_bytes_sent(),
+            duration: ctx.started.elapsed(),
+            route: ctx.route.as_ref().map(|r| r.label()),
+            upstream: ctx.upstream.as_deref(),
+            proto: ctx.facts.proto,
+            error: e.map(|e| e.to_string()).or_else(|| ctx.reason.filter(|_| status >= 400).map(str::to_string)),
+        });
+    }
+}

@@ -1,0 +1,337 @@
+//! The request policy: everything `request_filter` decides, as a pure function
+//! of the request header, the peer and the listener, so it is tested without a
+//! socket. It normalises the path, finds the route and says what to do.
+
+use super::errors::wants_json;
+use super::path::normalize;
+use super::respond::Reply;
+use super::router::{self, Router};
+use crate::config::{Config, Route, RouteAction};
+use crate::hub;
+use crate::limit::client_ip::TrustedProxies;
+use pingora::http::RequestHeader;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// The liveness endpoint: answered before routing, never touches an upstream.
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// What the edge learned about a request before deciding.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub client_ip: Option<IpAddr>,
+    /// Lower-case host without port.
+    pub host: Option<String>,
+    /// The normalised path (or the raw one when it was refused).
+    pub path: String,
+    /// Errors go out as JSON.
+    pub json: bool,
+    /// A websocket (or other) upgrade handshake.
+    pub upgrade: bool,
+    /// `https` if the browser reached us over TLS (ours or a trusted proxy's).
+    pub proto: &'static str,
+}
+
+/// Where a proxied request goes.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub route: Arc<Route>,
+    pub upstream: String,
+    /// Path and query sent upstream.
+    pub target: String,
+}
+
+/// The outcome of the request phase.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Answer in-process; the route is known when one matched.
+    Reply(Reply, Option<Arc<Route>>),
+    Proxy(Forward),
+}
+
+/// Plain-listener redirect to the TLS listener.
+#[derive(Debug, Clone)]
+pub struct HttpsRedirect {
+    /// Port of the TLS listener (omitted from the URL when 443).
+    pub port: u16,
+}
+
+/// Routing and request limits, built once from the config.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub router: Router,
+    pub trusted: TrustedProxies,
+    pub max_request_target: usize,
+    pub max_body_bytes: u64,
+    pub https_redirect: Option<HttpsRedirect>,
+}
+
+impl Policy {
+    pub fn new(config: &Config) -> Self {
+        let https_redirect = match (&config.tls, config.server.redirect_https) {
+            (Some(tls), true) => Some(HttpsRedirect {
+                port: tls.listen.port(),
+            }),
+            _ => None,
+        };
+        Self {
+            router: Router::new(&config.routes),
+            trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
+            max_request_target: config.server.max_request_target,
+            max_body_bytes: config.server.max_body_bytes,
+            https_redirect,
+        }
+    }
+
+    /// Learns the facts of `req` from `peer` on a listener that is TLS or not.
+    pub fn facts(&self, req: &RequestHeader, peer: Option<IpAddr>, tls: bool) -> Facts {
+        let peer_trusted = peer.is_some_and(|p| self.trusted.contains(p));
+        let client_ip = peer.map(|p| {
+            let xff = req
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>();
+            self.trusted.client_ip(p, xff)
+        });
+        let forwarded_https = peer_trusted
+            && req
+                .headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        Facts {
+            client_ip,
+            host: host_of(req),
+            path: req.uri.path().to_string(),
+            json: wants_json(
+                req.uri.path(),
+                req.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()),
+            ),
+            upgrade: is_upgrade(req),
+            proto: if tls || forwarded_https { "https" } else { "http" },
+        }
+    }
+
+    /// Decides what to do with `req`; `facts.path` becomes the normalised path.
+    pub fn decide(&self, req: &RequestHeader, tls: bool, facts: &mut Facts) -> Decision {
+        let raw_path = req.uri.path();
+        let query = req.uri.query();
+        let target_len = raw_path.len() + query.map_or(0, |q| q.len() + 1);
+        let path = match normalize(raw_path, target_len, self.max_request_target) {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = match e.status() {
+                    414 => "request target too long",
+                    _ => "bad request path",
+                };
+                return Decision::Reply(Reply::error(e.status(), msg, facts.json), None);
+            }
+        };
+        facts.path = path;
+        let path = facts.path.as_str();
+        if path == HEALTH_PATH {
+            return Decision::Reply(Reply::text(200, "ok\n", "health"), None);
+        }
+        if let (Some(r), false) = (&self.https_redirect, tls) {
+            let Some(host) = &facts.host else {
+                return Decision::Reply(Reply::error(400, "missing Host header", facts.json), None);
+            };
+            let port = if r.port == 443 { String::new() } else { format!(":{}", r.port) };
+            let q = query.map(|q| format!("?{q}")).unwrap_or_default();
+            let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+            return Decision::Reply(Reply::redirect(308, format!("https://{host}{port}{path}{q}")), None);
+        }
+        let Some(route) = self.router.find(facts.host.as_deref(), path) else {
+            return Decision::Reply(Reply::error(404, "no route for this path", facts.json), None);
+        };
+        let limit = body_limit(self, Some(route));
+        if limit > 0 && content_length(req).is_some_and(|n| n > limit) {
+            return Decision::Reply(
+                Reply::error(413, "request body too large", facts.json),
+                Some(route.clone()),
+            );
+        }
+        let with_query = |p: &str| match query {
+            Some(q) => format!("{p}?{q}"),
+            None => p.to_string(),
+        };
+        match &route.action {
+            RouteAction::Redirect { to, status } => Decision::Reply(
+                Reply::redirect(*status, router::redirect_target(to, &route.path, path, query)),
+                Some(route.clone()),
+            ),
+            RouteAction::Proxy { upstream, strip_prefix } => {
+                let target = if *strip_prefix {
+                    with_query(&router::stripped(&route.path, path))
+                } else {
+                    with_query(path)
+                };
+                Decision::Proxy(Forward {
+                    route: route.clone(),
+                    upstream: upstream.clone(),
+                    target,
+                })
+            }
+            RouteAction::Hub { fallback } => {
+                if hub::claims(path) {
+                    return Decision::Reply(hub::unavailable(), Some(route.clone()));
+                }
+                match fallback {
+                    Some(upstream) => Decision::Proxy(Forward {
+                        route: route.clone(),
+                        upstream: upstream.clone(),
+                        target: with_query(path),
+                    }),
+                    None => Decision::Reply(
+                        Reply::error(404, "no such endpoint", facts.json),
+                        Some(route.clone()),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// The request's body limit in force for `route`.
+pub fn body_limit(policy: &Policy, route: Option<&Route>) -> u64 {
+    match route {
+        Some(r) if r.max_body_bytes > 0 => r.max_body_bytes,
+        _ => policy.max_body_bytes,
+    }
+}
+
+fn content_length(req: &RequestHeader) -> Option<u64> {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `Host` (or the h2 authority), lower-cased, port removed; `None` if absent or not a host.
+fn host_of(req: &RequestHeader) -> Option<String> {
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))?;
+    let auth: http::uri::Authority = raw.parse().ok()?;
+    if raw.contains('@') {
+        return None;
+    }
+    let host = auth.host().trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+fn is_upgrade(req: &RequestHeader) -> bool {
+    if req.version == http::Version::HTTP_2 || req.headers.get(http::header::UPGRADE).is_none() {
+        return false;
+    }
+    req.headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn policy() -> Policy {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::config::DEFAULT_PATH);
+        Policy::new(&crate::config::load_with_env(&path, Vec::new()).unwrap())
+    }
+
+    fn run(method: &str, target: &str, headers: &[(&str, &str)]) -> (Facts, Decision) {
+        let mut req = RequestHeader::build(method, target.as_bytes(), None).unwrap();
+        for (k, v) in headers {
+            req.append_header(k.to_string(), *v).unwrap();
+        }
+        let p = policy();
+        let mut f = p.facts(&req, Some("203.0.113.5".parse().unwrap()), false);
+        let d = p.decide(&req, false, &mut f);
+        (f, d)
+    }
+
+    fn proxied(target: &str) -> (String, String) {
+        match run("GET", target, &[("Host", "hub.local")]).1 {
+            Decision::Proxy(f) => (f.upstream, f.target),
+            other => panic!("{target}: expected proxy, got {other:?}"),
+        }
+    }
+
+    fn replied(target: &str) -> Reply {
+        match run("GET", target, &[("Host", "hub.local")]).1 {
+            Decision::Reply(r, _) => r,
+            other => panic!("{target}: expected reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_routing_table() {
+        assert_eq!(proxied("/"), ("skyoffice".into(), "/".into()));
+        assert_eq!(proxied("/assets/app.js"), ("skyoffice".into(), "/assets/app.js".into()));
+        assert_eq!(proxied("/studio/"), ("sim".into(), "/".into()));
+        assert_eq!(proxied("/studio/w/1?x=1"), ("sim".into(), "/w/1?x=1".into()));
+        assert_eq!(proxied("/sim/abc"), ("sim".into(), "/abc".into()));
+        assert_eq!(proxied("/_next/static/a.js"), ("sim".into(), "/_next/static/a.js".into()));
+        assert_eq!(proxied("/api/workflows/1"), ("sim".into(), "/api/workflows/1".into()));
+        assert_eq!(proxied("/api/auth/get-session"), ("sim".into(), "/api/auth/get-session".into()));
+        assert_eq!(proxied("/socket.io/?EIO=4&transport=polling"), ("realtime".into(), "/socket.io/?EIO=4&transport=polling".into()));
+    }
+
+    #[test]
+    fn redirects_and_hub() {
+        let r = replied("/studio");
+        assert_eq!((r.status, r.location.as_deref()), (308, Some("/studio/")));
+        let r = replied("/login?next=x");
+        assert_eq!((r.status, r.location.as_deref()), (302, Some("/studio/login?next=x")));
+        let r = replied("/workspace/abc/w/1");
+        assert_eq!(r.location.as_deref(), Some("/studio/workspace/abc/w/1"));
+        let r = replied("/api/run/research");
+        assert_eq!(r.status, 503);
+        assert_eq!(r.content_type, Some("application/json"));
+    }
+
+    #[test]
+    fn health_and_bad_paths() {
+        assert_eq!(replied("/healthz").status, 200);
+        assert_eq!(replied("/auth/../api/run/x").status, 400);
+        assert_eq!(replied("/api%2Frun").status, 400);
+        assert_eq!(replied(&format!("/{}", "a".repeat(9000))).status, 414);
+    }
+
+    #[test]
+    fn double_slash_cannot_dodge_the_api_route() {
+        assert_eq!(replied("//api/run/x").status, 503);
+    }
+
+    #[test]
+    fn facts() {
+        let (f, _) = run(
+            "GET",
+            "/socket.io/?EIO=4&transport=websocket",
+            &[("Host", "Hub.Local:8080"), ("Connection", "keep-alive, Upgrade"), ("Upgrade", "websocket"), ("X-Forwarded-For", "1.2.3.4")],
+        );
+        assert!(f.upgrade);
+        assert_eq!(f.host.as_deref(), Some("hub.local"));
+        assert_eq!(f.client_ip, Some("203.0.113.5".parse().unwrap()));
+        assert_eq!(f.proto, "http");
+    }
+
+    #[test]
+    fn oversized_content_length() {
+        let mut p = policy();
+        p.max_body_bytes = 10;
+        let mut req = RequestHeader::build("POST", b"/x", None).unwrap();
+        req.append_header("Content-Length", "11").unwrap();
+        let mut f = p.facts(&req, None, false);
+        match p.decide(&req, false, &mut f) {
+            Decision::Reply(r, _) => assert_eq!(r.status, 413),
+            d => panic!("{d:?}"),
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Answers the edge writes itself (health, redirects, errors, in-process
+//! handlers), sent with the same security headers as proxied responses.
+
+use super::errors;
+use super::headers::{self, SecurityHeaders, EDGE_CSP};
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+/// A complete in-process response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: Option<&'static str>,
+    pub body: Bytes,
+    /// `Location`, for redirects.
+    pub location: Option<String>,
+    /// `Retry-After` seconds, for 429 and 503.
+    pub retry_after: Option<u64>,
+    /// Why the edge answered, for the access log.
+    pub reason: &'static str,
+}
+
+impl Reply {
+    /// An error in the form the client reads.
+    pub fn error(status: u16, message: &'static str, json: bool) -> Self {
+        let (ct, body) = errors::body(status, message, json);
+        Self {
+            status,
+            content_type: Some(ct),
+            body,
+            location: None,
+            retry_after: None,
+            reason: message,
+        }
+    }
+
+    /// A JSON body.
+    pub fn json(status: u16, value: &serde_json::Value, reason: &'static str) -> Self {
+        Self {
+            status,
+            content_type: Some("application/json"),
+            body: Bytes::from(value.to_string()),
+            location: None,
+            retry_after: None,
+            reason,
+        }
+    }
+
+    /// Plain text.
+    pub fn text(status: u16, body: &'static str, reason: &'static str) -> Self {
+        Self {
+            status,
+            content_type: Some("text/plain; charset=utf-8"),
+            body: Bytes::from_static(body.as_bytes()),
+            location: None,
+            retry_after: None,
+            reason,
+        }
+    }
+
+    /// A redirect with no body.
+    pub fn redirect(status: u16, location: String) -> Self {
+        Self {
+            status,
+            content_type: None,
+            body: Bytes::new(),
+            location: Some(location),
+            retry_after: None,
+            reason: "redirect",
+        }
+    }
+
+    /// The full response header, security headers included.
+    pub fn header(&self, hsts: bool) -> Result<ResponseHeader> {
+        let mut resp = ResponseHeader::build(self.status, Some(6))?;
+        if let Some(ct) = self.content_type {
+            resp.insert_header(http::header::CONTENT_TYPE, ct)?;
+        }
+        resp.insert_header(http::header::CONTENT_LENGTH, self.body.len())?;
+        resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        if let Some(loc) = &self.location {
+            resp.insert_header(http::header::LOCATION, loc)?;
+        }
+        if let Some(secs) = self.retry_after {
+            resp.insert_header(http::header::RETRY_AFTER, secs)?;
+        }
+        headers::apply(&mut resp, &SecurityHeaders { csp: Some(EDGE_CSP), hsts })?;
+        Ok(resp)
+    }
+}
+
+/// Writes `reply` to the client; no body for HEAD.
+pub async fn send(session: &mut Session, reply: &Reply, hsts: bool) -> Result<()> {
+    let head = session.req_header().method == http::Method::HEAD;
+    let header = reply.header(hsts)?;
+    let no_body = head || reply.body.is_empty();
+    session.write_response_header(Box::new(header), no_body).await?;
+    if !no_body {
+        session.write_response_body(Some(reply.body.clone()), true).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! Assembles the Pingora server from a validated config: listeners, the edge
+//! service, certificate reload, and the shutdown and upgrade settings that make
+//! `docker stop` and SIGQUIT hand-overs behave.
+
+use crate::config::Config;
+use crate::edge::Edge;
+use crate::tls::{CertStore, ReloadOnHangup};
+use anyhow::Context;
+use pingora::prelude::{Opt, Server};
+use pingora::proxy::http_proxy_service;
+use pingora::server::configuration::ServerConf;
+use pingora::services::background::background_service;
+
+/// Whole seconds, at least `min`: Pingora counts its shutdown phases in seconds.
+fn secs(d: std::time::Duration, min: u64) -> u64 {
+    d.as_secs().max(min)
+}
+
+/// Checks what start-up would load beyond the config itself (certificates).
+pub fn preflight(config: &Config) -> anyhow::Result<()> {
+    if let Some(tls) = &config.tls {
+        crate::tls::load(&tls.cert, &tls.key)
+            .with_context(|| format!("{}: tls", config.source.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs until SIGTERM (graceful), SIGINT (fast) or SIGQUIT (hand-over to `--upgrade`).
+pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
+    let certs = match &config.tls {
+        Some(tls) => Some(
+            CertStore::open(&tls.cert, &tls.key)
+                .with_context(|| format!("{}: tls", config.source.display()))?,
+        ),
+        None => None,
+    };
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(secs(config.server.grace_period, 0)),
+        graceful_shutdown_timeout_seconds: Some(secs(config.server.shutdown_timeout, 1)),
+        upgrade_sock: config.server.upgrade_sock.display().to_string(),
+        pid_file: config.server.pid_file.display().to_string(),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let mut edge = http_proxy_service(&server.configuration, Edge::new(&config));
+    let plain = config.server.listen.to_string();
+    edge.add_tcp(&plain);
+    tracing::info!(target: "edge", listen = %plain, tls = false, routes = config.routes.len(), "listening");
+    if let (Some(tls), Some(certs)) = (&config.tls, certs) {
+        let addr = tls.listen.to_string();
+        edge.add_tls_with_settings(&addr, None, certs.settings()?);
+        tracing::info!(target: "edge", listen = %addr, tls = true, "listening");
+        server.add_service(background_service("certificate reload", ReloadOnHangup(certs)));
+    }
+    server.add_service(edge);
+    server.run_forever()
+}

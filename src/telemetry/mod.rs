@@ -1,0 +1,52 @@
+//! Logs: JSON lines on stdout, one access line per request, Pingora's own `log`
+//! output bridged into the same stream.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Installs the JSON subscriber. `RUST_LOG` overrides the default `info` level.
+pub fn init() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(true)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .try_init();
+}
+
+/// One finished request, as the access log records it.
+#[derive(Debug)]
+pub struct Access<'a> {
+    pub client: Option<IpAddr>,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub bytes: usize,
+    pub duration: Duration,
+    pub route: Option<&'a str>,
+    pub upstream: Option<&'a str>,
+    pub proto: &'a str,
+    pub error: Option<String>,
+}
+
+/// Writes the access-log line.
+pub fn access(a: &Access<'_>) {
+    tracing::info!(
+        target: "access",
+        client = a.client.map(|c| c.to_string()).unwrap_or_default(),
+        method = a.method,
+        path = a.path,
+        status = a.status,
+        bytes = a.bytes,
+        duration_ms = a.duration.as_secs_f64() * 1000.0,
+        route = a.route.unwrap_or(""),
+        upstream = a.upstream.unwrap_or(""),
+        proto = a.proto,
+        error = a.error.as_deref().unwrap_or(""),
+    );
+}
