@@ -1,0 +1,236 @@
+//! Test bed shared by the integration suites: the real `esprit-edge` binary on a
+//! free loopback port, and real peers for it to talk to.
+#![allow(dead_code)]
+
+pub mod peers;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A loopback port nobody is listening on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// The binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_esprit-edge")
+}
+
+/// A running esprit-edge process with its own temp dir, killed on drop.
+pub struct Edge {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub config: PathBuf,
+}
+
+/// Server settings every test config gets, keeping sockets inside the temp dir.
+pub fn server_section(dir: &Path, port: u16) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nthreads = 2\nupgrade_sock = \"{}/upgrade.sock\"\npid_file = \"{}/edge.pid\"\n",
+        dir.display(),
+        dir.display()
+    )
+}
+
+impl Edge {
+    /// Writes `body` (everything after `[server]`, which is generated) and starts the edge.
+    pub fn start(body: &str) -> Edge {
+        Self::start_with(|dir, port| format!("{}{body}", server_section(dir, port)), &[])
+    }
+
+    /// Starts with a config built from the temp dir and port, plus extra env vars.
+    pub fn start_with(make: impl FnOnce(&Path, u16) -> String, env: &[(&str, String)]) -> Edge {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = dir.path().join("edge.toml");
+        std::fs::write(&config, make(dir.path(), port)).expect("write config");
+        let mut edge = Edge {
+            child: None,
+            dir,
+            port,
+            config,
+        };
+        edge.spawn(env, &[]);
+        edge.wait_listening(port);
+        edge
+    }
+
+    /// Starts the process (stdout and stderr to files in the temp dir).
+    pub fn spawn(&mut self, env: &[(&str, String)], extra_args: &[&str]) {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stdout.log"))
+            .expect("log");
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stderr.log"))
+            .expect("log");
+        let mut cmd = Command::new(binary());
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(extra_args)
+            .env_remove("ESPRIT_CONFIG")
+            .env_remove("ESPRIT_LISTEN")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn esprit-edge"));
+    }
+
+    /// Blocks until `port` accepts connections; panics with the logs if the process dies first.
+    pub fn wait_listening(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("esprit-edge exited with {status} before listening\nstderr:\n{}\nstdout:\n{}", self.stderr(), self.stdout());
+            }
+            assert!(Instant::now() < deadline, "esprit-edge did not listen on {port}\n{}", self.stdout());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Sends a signal by name (`TERM`, `QUIT`, `HUP`).
+    pub fn signal(&self, sig: &str) {
+        signal(self.pid(), sig);
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Access-log lines (JSON) written so far.
+    pub fn access_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "access")
+            .collect()
+    }
+
+    /// Waits until a log line satisfying `pred` appears (logs are written after the response).
+    pub fn wait_log(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = self
+                .stdout()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| pred(v));
+            if let Some(v) = found {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "no matching log line in:\n{}", self.stdout());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid} failed");
+}
+
+/// Runs the binary to completion with `args`; returns status, stdout, stderr.
+pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let mut cmd = Command::new(binary());
+    cmd.args(args)
+        .env_remove("ESPRIT_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("esprit-edge {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    child.stdout.take().map(|mut s| s.read_to_string(&mut out));
+    child.stderr.take().map(|mut s| s.read_to_string(&mut err));
+    (status, out, err)
+}
+
+/// An HTTP client that never follows redirects and trusts `extra_root` if given.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// Path of the node test peers (socket.io), installed by `scripts/setup`.
+pub fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+}

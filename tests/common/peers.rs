@@ -1,0 +1,212 @@
+//! Real upstream peers: an HTTP echo server (hyper) with slow and SSE modes,
+//! a websocket echo (tungstenite), and the node socket.io server.
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// A running peer; its accept loop ends with the test's runtime.
+pub struct Peer {
+    pub port: u16,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl Peer {
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+fn query_param<'a>(q: Option<&'a str>, key: &str) -> Option<&'a str> {
+    q?.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+async fn handle(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let q = req.uri().query().map(str::to_string);
+    let q = q.as_deref();
+    let mode = query_param(q, "mode").unwrap_or("echo");
+    let ms: u64 = query_param(q, "ms").and_then(|v| v.parse().ok()).unwrap_or(3000);
+    if mode == "sse" {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+        tokio::spawn(async move {
+            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"id: 1\ndata: first\n\n")))).await;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"id: 2\ndata: second\n\n")))).await;
+        });
+        let stream = tokio_stream_from(rx);
+        let body = BodyExt::boxed(StreamBody::new(stream));
+        return Ok(Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .body(body)
+            .expect("response"));
+    }
+    if mode == "slow" || mode == "drain" {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let method = req.method().to_string();
+    let target = req.uri().to_string();
+    let version = format!("{:?}", req.version());
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let json = serde_json::json!({
+        "peer": &*name,
+        "method": method,
+        "target": target,
+        "version": version,
+        "headers": headers,
+        "body_len": body.len(),
+        "body": String::from_utf8_lossy(&body),
+    });
+    let mut resp = Response::builder()
+        .header("content-type", "application/json")
+        .header("server", "echo-peer/1.0")
+        .header("x-powered-by", "hyper");
+    if mode == "csp" {
+        resp = resp.header("content-security-policy", "script-src 'nonce-peer'");
+    }
+    Ok(resp.body(full(json.to_string())).expect("response"))
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Starts the HTTP echo peer named `name` (the name comes back in every JSON answer).
+/// Query `mode=slow&ms=N` delays the answer, `mode=sse` streams two events `ms` apart,
+/// `mode=csp` sets the peer's own CSP.
+pub async fn echo(name: &str) -> Peer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let name: Arc<str> = Arc::from(name);
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let name = name.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    handle(name.clone(), req)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Peer { port, hits }
+}
+
+/// Starts a websocket echo: every text or binary frame comes back unchanged.
+pub async fn ws_echo() -> Peer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Peer { port, hits }
+}
+
+/// A port with nothing listening: connections are refused.
+pub fn dead_address() -> String {
+    format!("127.0.0.1:{}", super::free_port())
+}
+
+/// The node socket.io 4 server (tests/peers), killed on drop.
+pub struct SocketIo {
+    pub port: u16,
+    child: Child,
+}
+
+impl SocketIo {
+    pub fn start() -> SocketIo {
+        let dir = super::peers_dir();
+        assert!(
+            dir.join("node_modules/socket.io").exists(),
+            "socket.io is not installed: run scripts/setup (npm ci --prefix tests/peers)"
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join("socketio-server.js"))
+            .arg("0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line).expect("read ready line");
+        let port = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("socket.io server said {line:?}"));
+        SocketIo { port, child }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for SocketIo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the node socket.io client against `url`; returns its JSON report.
+pub fn socketio_client(url: &str, transports: &str, mode: Option<&str>) -> serde_json::Value {
+    let dir = super::peers_dir();
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("socketio-client.js")).arg(url).arg(transports);
+    if let Some(m) = mode {
+        cmd.arg(m);
+    }
+    let out = cmd.output().expect("node client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|_| {
+        panic!("socket.io client printed {text:?}, stderr {}", String::from_utf8_lossy(&out.stderr))
+    })
+}

@@ -1,0 +1,336 @@
+//! The default config's routing table, forwarding headers, path tricks and
+//! request limits, against the real binary and real upstream peers.
+
+mod common;
+
+use common::peers::{self, Peer};
+use common::{client, Edge};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+struct Stack {
+    edge: Edge,
+    skyoffice: Peer,
+    sim: Peer,
+    realtime: Peer,
+}
+
+/// The shipped `conf/esprit-edge.toml`, pointed at test peers through the
+/// operator's environment overrides (as docker compose would).
+async fn default_stack(extra_server: &str) -> Stack {
+    let skyoffice = peers::echo("skyoffice").await;
+    let sim = peers::echo("sim").await;
+    let realtime = peers::echo("realtime").await;
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/esprit-edge.toml")).unwrap();
+    let extra = extra_server.to_string();
+    let env = vec![
+        ("ESPRIT_UPSTREAM_SKYOFFICE", skyoffice.address()),
+        ("ESPRIT_UPSTREAM_SIM", sim.address()),
+        ("ESPRIT_UPSTREAM_REALTIME", realtime.address()),
+    ];
+    let edge = Edge::start_with(
+        move |dir, port| {
+            let server = format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\nupgrade_sock = \"{d}/u.sock\"\npid_file = \"{d}/pid\"\n{extra}\n",
+                d = dir.display()
+            );
+            // Replace the shipped [server] block, keep every route and upstream.
+            let rest = shipped.split_once("[upstreams.skyoffice]").map(|(_, r)| r).unwrap();
+            format!("{server}[upstreams.skyoffice]{rest}")
+        },
+        &env,
+    );
+    Stack { edge, skyoffice, sim, realtime }
+}
+
+async fn get_json(url: &str) -> (u16, Value) {
+    let r = client().get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn header<'a>(echo: &'a Value, name: &str) -> Vec<&'a str> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+        .map(|h| h[1].as_str().unwrap())
+        .collect()
+}
+
+/// Sends raw bytes (for requests no client library would produce) and returns (status, body).
+fn raw(port: u16, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn get_raw(port: u16, target: &str, headers: &str) -> (u16, String) {
+    raw(port, &format!("GET {target} HTTP/1.1\r\nHost: hub.local\r\n{headers}Connection: close\r\n\r\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_routing_table_proxies_each_row() {
+    let s = default_stack("").await;
+    let rows = [
+        ("/", "skyoffice", "/"),
+        ("/index.html?v=2", "skyoffice", "/index.html?v=2"),
+        ("/studio/", "sim", "/"),
+        ("/studio/workspace/w1/w/f2?tab=logs", "sim", "/workspace/w1/w/f2?tab=logs"),
+        ("/sim/", "sim", "/"),
+        ("/sim/api/x", "sim", "/api/x"),
+        ("/_next/static/chunks/main.js", "sim", "/_next/static/chunks/main.js"),
+        ("/api/workflows/123", "sim", "/api/workflows/123"),
+        ("/api/auth/get-session", "sim", "/api/auth/get-session"),
+        ("/api/webhooks/trigger/abc", "sim", "/api/webhooks/trigger/abc"),
+        ("/socket.io/?EIO=4&transport=polling", "realtime", "/socket.io/?EIO=4&transport=polling"),
+    ];
+    for (path, peer, target) in rows {
+        let (status, echo) = get_json(&s.edge.url(path)).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(echo["peer"], peer, "{path}");
+        assert_eq!(echo["target"], target, "{path}");
+    }
+    assert!(s.skyoffice.hits() >= 2 && s.sim.hits() >= 8 && s.realtime.hits() == 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_redirects_carry_path_and_query() {
+    let s = default_stack("").await;
+    let rows = [
+        ("/studio", 308, "/studio/"),
+        ("/studio?x=1", 308, "/studio/?x=1"),
+        ("/sim", 308, "/sim/"),
+        ("/login", 302, "/studio/login"),
+        ("/login?callbackUrl=%2Fworkspace", 302, "/studio/login?callbackUrl=%2Fworkspace"),
+        ("/signup", 302, "/studio/signup"),
+        ("/verify?token=t", 302, "/studio/verify?token=t"),
+        ("/forgot-password", 302, "/studio/forgot-password"),
+        ("/reset-password?token=t", 302, "/studio/reset-password?token=t"),
+        ("/workspace/abc/w/def", 302, "/studio/workspace/abc/w/def"),
+    ];
+    for (path, status, location) in rows {
+        let r = client().get(s.edge.url(path)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        assert_eq!(r.headers()["location"], location, "{path}");
+    }
+    // Segment boundary: /loginx is not /login.
+    let (_, echo) = get_json(&s.edge.url("/loginx")).await;
+    assert_eq!(echo["peer"], "skyoffice");
+    assert_eq!(s.sim.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_endpoints_answer_503_json_and_never_reach_sim() {
+    let s = default_stack("").await;
+    for (method, path) in [("POST", "/api/run/research"), ("POST", "/api/events"), ("GET", "/api/stream?npc=a"), ("GET", "/api/agents"), ("GET", "/api/runs")] {
+        let r = client()
+            .request(method.parse().unwrap(), s.edge.url(path))
+            .header("accept", "text/html")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 503, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().contains("hub"), "{v}");
+    }
+    assert_eq!(s.sim.hits(), 0, "a hub path leaked to Sim");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_body_pass_through_unchanged() {
+    let s = default_stack("").await;
+    let body = "x".repeat(100_000);
+    let r = client()
+        .post(s.edge.url("/api/workflows/1/execute"))
+        .header("host", "hub.example.com:8080")
+        .header("content-type", "text/plain")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["body_len"], 100_000);
+    assert_eq!(header(&echo, "host"), ["hub.example.com:8080"]);
+    assert_eq!(header(&echo, "x-forwarded-host"), ["hub.example.com"]);
+    assert_eq!(header(&echo, "x-forwarded-proto"), ["http"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_forwarding_and_identity_headers_never_reach_upstream() {
+    let s = default_stack("").await;
+    let forged = "X-Forwarded-For: 6.6.6.6\r\n\
+        x_forwarded_for: 6.6.6.6\r\n\
+        X-FORWARDED-USER: admin\r\n\
+        X_Forwarded_User: admin\r\n\
+        x-forwarded-email: admin@evil\r\n\
+        X-Forwarded-Proto: https\r\n\
+        X-Forwarded-Host: evil.example\r\n\
+        Forwarded: for=6.6.6.6;proto=https\r\n\
+        X-Real-IP: 6.6.6.6\r\n\
+        X-Auth-Request-User: admin\r\n\
+        Remote-User: admin\r\n\
+        REMOTE_USER: admin\r\n\
+        Remote-Email: admin@evil\r\n\
+        X-Original-URL: /admin\r\n\
+        X-Keep-Me: yes\r\n";
+    let (status, body) = get_raw(s.edge.port, "/studio/x", forged);
+    assert_eq!(status, 200, "{body}");
+    let echo: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<String> = echo["headers"].as_array().unwrap().iter().map(|h| h[0].as_str().unwrap().to_ascii_lowercase()).collect();
+    for bad in ["x_forwarded_for", "x-forwarded-user", "x_forwarded_user", "x-forwarded-email", "forwarded", "x-auth-request-user", "remote-user", "remote_user", "remote-email", "x-original-url"] {
+        assert!(!names.contains(&bad.to_string()), "{bad} reached the upstream: {names:?}");
+    }
+    assert_eq!(header(&echo, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(header(&echo, "x-real-ip"), ["127.0.0.1"]);
+    assert_eq!(header(&echo, "x-forwarded-proto"), ["http"]);
+    assert_eq!(header(&echo, "x-forwarded-host"), ["hub.local"]);
+    assert_eq!(header(&echo, "x-keep-me"), ["yes"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_proxy_xff_is_walked_right_to_left() {
+    let s = default_stack("trusted_proxies = [\"127.0.0.0/8\"]").await;
+    let r = client()
+        .get(s.edge.url("/studio/"))
+        .header("x-forwarded-for", "6.6.6.6, 198.51.100.7, 127.0.0.9")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(header(&echo, "x-forwarded-for"), ["198.51.100.7"]);
+    assert_eq!(header(&echo, "x-forwarded-proto"), ["https"]);
+    let line = s.edge.wait_log(|v| v["target"] == "access" && v["path"] == "/studio/");
+    assert_eq!(line["client"], "198.51.100.7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_peer_cannot_claim_another_ip() {
+    let s = default_stack("").await;
+    let r = client().get(s.edge.url("/studio/")).header("x-forwarded-for", "198.51.100.7").send().await.unwrap();
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(header(&echo, "x-forwarded-for"), ["127.0.0.1"]);
+    let line = s.edge.wait_log(|v| v["target"] == "access" && v["path"] == "/studio/");
+    assert_eq!(line["client"], "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_tricks_are_refused_before_any_upstream() {
+    let s = default_stack("").await;
+    let long = format!("/{}", "a".repeat(9000));
+    let cases: [(&str, u16); 10] = [
+        ("/auth/../api/run/x", 400),
+        ("/auth/%2e%2e/api/run/x", 400),
+        ("/studio/%2E%2E/api/run/x", 400),
+        ("/api%2Frun%2Fx", 400),
+        ("/studio%2f..%2fapi", 400),
+        ("/a%5c..%5capi", 400),
+        ("/a\\..\\api", 400),
+        ("/a%00b", 400),
+        ("/a%0d%0aSet-Cookie:%20x=1", 400),
+        (long.as_str(), 414),
+    ];
+    for (target, want) in cases {
+        let (status, body) = get_raw(s.edge.port, target, "Accept: application/json\r\n");
+        assert_eq!(status, want, "{target}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{target}: not JSON: {body}"));
+        assert!(v["error"].is_string());
+    }
+    // Merged slashes and case: //api/ is /api/ (hub), /API/ is not the API.
+    assert_eq!(get_raw(s.edge.port, "//api/run/x", "").0, 503);
+    let (status, body) = get_raw(s.edge.port, "/API/run/x", "");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"peer\":\"skyoffice\""), "{body}");
+    assert_eq!(s.sim.hits(), 0);
+    assert_eq!(s.skyoffice.hits(), 1);
+    let line = s.edge.wait_log(|v| v["target"] == "access" && v["status"] == 414);
+    assert_eq!(line["error"], "request target too long");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_400_and_reach_nothing() {
+    let s = default_stack("").await;
+    for req in [
+        "GARBAGE\r\n\r\n",
+        "GET /studio/ HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n",
+        "GET /studio/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+    ] {
+        let (status, _) = raw(s.edge.port, req);
+        assert!(status == 400 || status == 0, "{req:?} got {status}");
+    }
+    assert_eq!(s.sim.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_are_refused_with_413() {
+    let s = default_stack("max_body_bytes = 1024").await;
+    let r = client().post(s.edge.url("/studio/upload")).body("y".repeat(2048)).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(s.sim.hits(), 0, "an oversized declared body reached Sim");
+    // A chunked body (no Content-Length) is counted as it streams.
+    let chunks = futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'z'; 512]))));
+    let r = client()
+        .post(s.edge.url("/studio/upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+    }
+    let ok = client().post(s.edge.url("/studio/upload")).body("y".repeat(1000)).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_headers_and_upstream_csp() {
+    let s = default_stack("").await;
+    let r = client().get(s.edge.url("/")).send().await.unwrap();
+    let h = r.headers();
+    assert!(h.get("server").is_none());
+    assert!(h.get("x-powered-by").is_none());
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert!(h["content-security-policy"].to_str().unwrap().starts_with("default-src 'self'"));
+    // Sim sets its own CSP: the edge must not replace it.
+    let r = client().get(s.edge.url("/studio/?mode=csp")).send().await.unwrap();
+    assert_eq!(r.headers()["content-security-policy"], "script-src 'nonce-peer'");
+    // In-process answers carry the same headers.
+    let r = client().get(s.edge.url("/studio")).send().await.unwrap();
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert!(r.headers().get("content-security-policy").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_needs_no_upstream_and_access_log_is_json() {
+    let s = default_stack("").await;
+    drop(s.skyoffice);
+    let r = client().get(s.edge.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok\n");
+    client().get(s.edge.url("/studio/a?b=1")).send().await.unwrap();
+    let line = s.edge.wait_log(|v| v["target"] == "access" && v["path"] == "/studio/a");
+    for key in ["timestamp", "client", "method", "path", "status", "bytes", "duration_ms", "route", "upstream"] {
+        assert!(!line[key].is_null(), "access log lacks {key}: {line}");
+    }
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["route"], "/studio/");
+    assert_eq!(line["upstream"], "sim");
+    assert_eq!(line["method"], "GET");
+}
