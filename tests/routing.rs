@@ -17,30 +17,17 @@ struct Stack {
     realtime: Peer,
 }
 
-/// The shipped `conf/esprit-edge.toml`, pointed at test peers through the
-/// operator's environment overrides (as docker compose would).
 async fn default_stack(extra_server: &str) -> Stack {
     let skyoffice = peers::echo("skyoffice").await;
     let sim = peers::echo("sim").await;
     let realtime = peers::echo("realtime").await;
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/esprit-edge.toml")).unwrap();
-    let extra = extra_server.to_string();
-    let env = vec![
-        ("ESPRIT_UPSTREAM_SKYOFFICE", skyoffice.address()),
-        ("ESPRIT_UPSTREAM_SIM", sim.address()),
-        ("ESPRIT_UPSTREAM_REALTIME", realtime.address()),
-    ];
-    let edge = Edge::start_with(
-        move |dir, port| {
-            let server = format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\nupgrade_sock = \"{d}/u.sock\"\npid_file = \"{d}/pid\"\n{extra}\n",
-                d = dir.display()
-            );
-            // Replace the shipped [server] block, keep every route and upstream.
-            let rest = shipped.split_once("[upstreams.skyoffice]").map(|(_, r)| r).unwrap();
-            format!("{server}[upstreams.skyoffice]{rest}")
-        },
-        &env,
+    let edge = common::start_default(
+        extra_server,
+        &[
+            ("ESPRIT_UPSTREAM_SKYOFFICE", skyoffice.address()),
+            ("ESPRIT_UPSTREAM_SIM", sim.address()),
+            ("ESPRIT_UPSTREAM_REALTIME", realtime.address()),
+        ],
     );
     Stack { edge, skyoffice, sim, realtime }
 }

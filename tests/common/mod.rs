@@ -230,6 +230,25 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// The shipped `conf/esprit-edge.toml` with its `[server]` block replaced (test
+/// port and sockets, plus `extra_server` lines) and upstreams set through the
+/// operator's `ESPRIT_UPSTREAM_<NAME>` overrides, as docker compose would.
+pub fn start_default(extra_server: &str, env: &[(&str, String)]) -> Edge {
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/esprit-edge.toml"))
+        .expect("shipped config");
+    let extra = extra_server.to_string();
+    Edge::start_with(
+        move |dir, port| {
+            let rest = shipped
+                .split_once("[upstreams.skyoffice]")
+                .map(|(_, r)| r)
+                .expect("shipped config has [upstreams.skyoffice]");
+            format!("{}{extra}\n[upstreams.skyoffice]{rest}", server_section(dir, port))
+        },
+        env,
+    )
+}
+
 /// Path of the node test peers (socket.io), installed by `scripts/setup`.
 pub fn peers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")

@@ -1,0 +1,146 @@
+//! Long-lived streams through the edge: SSE unbuffered, websockets, and a real
+//! socket.io 4 server and client on both transports.
+
+mod common;
+
+use common::peers;
+use common::{client, Edge};
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+fn stream_config(sse: &str, ws: &str) -> String {
+    format!(
+        r#"
+[upstreams.sse]
+address = "{sse}"
+[upstreams.ws]
+address = "{ws}"
+[[routes]]
+prefix = "/events/"
+upstream = "sse"
+stream = true
+[[routes]]
+prefix = "/ws/"
+upstream = "ws"
+stream = true
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_first_event_arrives_while_upstream_holds_the_stream() {
+    let sse = peers::echo("sse").await;
+    let edge = Edge::start(&stream_config(&sse.address(), &peers::dead_address()));
+    // The peer sends one event, then holds the response open for 60 s. A
+    // buffering proxy would deliver nothing until then; the bound below is a
+    // liveness limit far inside that, not a speed assertion.
+    let resp = client()
+        .get(edge.url("/events/?mode=sse&ms=60000"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    assert!(resp.headers().get("content-length").is_none());
+    assert!(resp.headers().get("content-encoding").is_none());
+    let mut body = resp.bytes_stream();
+    let mut got = Vec::new();
+    let first = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(chunk) = body.next().await {
+            got.extend_from_slice(&chunk.unwrap());
+            if got.windows(5).any(|w| w == b"first") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(first, Ok(true), "first SSE event was held back: {:?}", String::from_utf8_lossy(&got));
+    assert!(!got.windows(6).any(|w| w == b"second"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_stream_completes_with_every_event() {
+    let sse = peers::echo("sse").await;
+    let edge = Edge::start(&stream_config(&sse.address(), &peers::dead_address()));
+    let body = client().get(edge.url("/events/?mode=sse&ms=200")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(body, "id: 1\ndata: first\n\nid: 2\ndata: second\n\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echoes_text_and_binary_frames() {
+    let ws = peers::ws_echo().await;
+    let edge = Edge::start(&stream_config(&peers::dead_address(), &ws.address()));
+    let (mut sock, resp) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws/echo", edge.port))
+        .await
+        .expect("websocket handshake through the edge");
+    assert_eq!(resp.status(), 101);
+    let big: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
+    let msgs = [
+        Message::text("hello through the edge"),
+        Message::binary(vec![0u8, 1, 2, 253, 254, 255]),
+        Message::binary(big),
+        Message::text("é✓ unicode"),
+    ];
+    for m in msgs {
+        sock.send(m.clone()).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(15), sock.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(back, m);
+    }
+    sock.close(None).await.unwrap();
+    assert_eq!(ws.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_to_a_dead_upstream_fails_cleanly() {
+    let edge = Edge::start(&stream_config(&peers::dead_address(), &peers::dead_address()));
+    let err = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws/echo", edge.port)).await;
+    match err {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 502),
+        other => panic!("expected a 502 handshake failure, got {other:?}"),
+    }
+}
+
+fn socketio_stack() -> (Edge, peers::SocketIo) {
+    let sio = peers::SocketIo::start();
+    let edge = common::start_default(
+        "",
+        &[
+            ("ESPRIT_UPSTREAM_SKYOFFICE", peers::dead_address()),
+            ("ESPRIT_UPSTREAM_SIM", peers::dead_address()),
+            ("ESPRIT_UPSTREAM_REALTIME", sio.address()),
+        ],
+    );
+    (edge, sio)
+}
+
+fn assert_echoed(report: &serde_json::Value, transport: &str) {
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["text"], "héllo through the edge");
+    assert_eq!(report["binary"], serde_json::json!([0, 1, 2, 254, 255]));
+    assert_eq!(report["serverTransport"], transport, "{report}");
+    assert_eq!(report["forwardedFor"], "127.0.0.1", "{report}");
+}
+
+#[test]
+fn socketio_websocket_transport_through_the_default_config() {
+    let (edge, _sio) = socketio_stack();
+    let report = peers::socketio_client(&edge.url(""), "websocket", None);
+    assert_echoed(&report, "websocket");
+}
+
+#[test]
+fn socketio_long_polling_through_the_default_config() {
+    let (edge, _sio) = socketio_stack();
+    let report = peers::socketio_client(&edge.url(""), "polling", None);
+    assert_echoed(&report, "polling");
+}
+
+#[test]
+fn socketio_polling_upgrades_to_websocket() {
+    let (edge, _sio) = socketio_stack();
+    let report = peers::socketio_client(&edge.url(""), "polling,websocket", None);
+    assert_echoed(&report, "websocket");
+}
