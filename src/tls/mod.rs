@@ -30,18 +30,37 @@ fn cert_error(file: &Path, problem: impl Into<String>) -> CertError {
     }
 }
 
+/// PEM parse errors in words (the crate's own text prints raw bytes).
+fn pem_problem(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error as E;
+    match e {
+        E::MissingSectionEnd { end_marker } => {
+            format!("broken PEM: a {} section has no END line", String::from_utf8_lossy(end_marker))
+        }
+        E::IllegalSectionStart { line } => {
+            format!("broken PEM: bad BEGIN line {:?}", String::from_utf8_lossy(line))
+        }
+        E::Base64Decode(why) => format!("broken PEM: bad base64 ({why})"),
+        E::NoItemsFound => "nothing of the expected kind in the file".to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Reads and checks a PEM chain and key: the chain is not empty, the key parses,
 /// and the key belongs to the leaf certificate.
 pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, CertError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| cert_error(cert, format!("cannot read certificate: {e}")))?
+        .map_err(|e| cert_error(cert, format!("cannot read certificate: {}", pem_problem(&e))))?
         .collect::<Result<_, _>>()
-        .map_err(|e| cert_error(cert, format!("bad PEM certificate: {e}")))?;
+        .map_err(|e| cert_error(cert, pem_problem(&e)))?;
     if chain.is_empty() {
         return Err(cert_error(cert, "no certificate found (expected PEM \"BEGIN CERTIFICATE\")"));
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        cert_error(key, format!("no usable private key (PEM PKCS#8, PKCS#1 or SEC1): {e}"))
+        cert_error(
+            key,
+            format!("no usable private key (PEM PKCS#8, PKCS#1 or SEC1): {}", pem_problem(&e)),
+        )
     })?;
     let provider = rustls::crypto::ring::default_provider();
     CertifiedKey::from_der(chain, key_der, &provider).map_err(|e| match e {

@@ -2,6 +2,7 @@
 //! free loopback port, and real peers for it to talk to.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod peers;
 
 use std::io::Read;

@@ -1,0 +1,187 @@
+//! TLS termination: HTTP/2 by ALPN, HTTP/1.1, certificate chains, redirect to
+//! HTTPS, bad certificates refused at start-up, and reload on SIGHUP.
+
+mod common;
+
+use common::certs::pki;
+use common::{client, free_port, peers, run_binary, Edge};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const HOST: &str = "edge.test";
+
+struct TlsEdge {
+    edge: Edge,
+    tls_port: u16,
+}
+
+impl TlsEdge {
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.tls_port))
+    }
+    fn url(&self, path: &str) -> String {
+        format!("https://{HOST}:{}{path}", self.tls_port)
+    }
+}
+
+fn start(pki: &common::certs::Pki, upstream: &str, redirect: bool) -> TlsEdge {
+    let tls_port = free_port();
+    let chain = pki.chain_pem.clone();
+    let key = pki.key_pem.clone();
+    let upstream = upstream.to_string();
+    let mut edge = Edge::start_with(
+        move |dir, port| {
+            std::fs::write(dir.join("cert.pem"), chain).unwrap();
+            std::fs::write(dir.join("key.pem"), key).unwrap();
+            format!(
+                "{}redirect_https = {redirect}\n\
+                 [tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n\
+                 [upstreams.app]\naddress = \"{upstream}\"\n\
+                 [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+                common::server_section(dir, port),
+                d = dir.display()
+            )
+        },
+        &[],
+    );
+    edge.wait_listening(tls_port);
+    TlsEdge { edge, tls_port }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_by_alpn_through_a_chain_with_hsts() {
+    let app = peers::echo("app").await;
+    let p = pki(HOST);
+    let e = start(&p, &app.address(), false);
+    let c = p.client(HOST, e.addr()).build().unwrap();
+    let r = c.get(e.url("/x?y=1")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["strict-transport-security"].to_str().unwrap().starts_with("max-age="));
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["target"], "/x?y=1");
+    assert_eq!(echo["version"], "HTTP/1.1", "upstreams speak HTTP/1.1");
+    let headers = echo["headers"].as_array().unwrap();
+    let get = |n: &str| headers.iter().find(|h| h[0] == n).map(|h| h[1].as_str().unwrap().to_string());
+    assert_eq!(get("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(get("host").as_deref(), Some(&*format!("{HOST}:{}", e.tls_port)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_and_tls12_clients_work_too() {
+    let app = peers::echo("app").await;
+    let p = pki(HOST);
+    let e = start(&p, &app.address(), false);
+    let c = p
+        .client(HOST, e.addr())
+        .http1_only()
+        .max_tls_version(reqwest::tls::Version::TLS_1_2)
+        .build()
+        .unwrap();
+    let r = c.get(e.url("/")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_client_handshake_fails_and_edge_keeps_serving() {
+    let app = peers::echo("app").await;
+    let p = pki(HOST);
+    let e = start(&p, &app.address(), false);
+    let stranger = pki(HOST); // another root the client trusts instead
+    let err = stranger.client(HOST, e.addr()).build().unwrap().get(e.url("/")).send().await;
+    assert!(err.is_err(), "handshake with an untrusted chain succeeded");
+    let ok = p.client(HOST, e.addr()).build().unwrap().get(e.url("/")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_listener_redirects_to_https_but_serves_healthz() {
+    let app = peers::echo("app").await;
+    let p = pki(HOST);
+    let e = start(&p, &app.address(), true);
+    let r = client()
+        .get(e.edge.url("/studio/x?y=1"))
+        .header("host", format!("{HOST}:{}", e.edge.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], format!("https://{HOST}:{}/studio/x?y=1", e.tls_port));
+    assert_eq!(client().get(e.edge.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(app.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_swaps_the_certificate_without_dropping_connections() {
+    let app = peers::echo("app").await;
+    let old = pki(HOST);
+    let e = start(&old, &app.address(), false);
+    let old_client = old.client(HOST, e.addr()).http1_only().pool_idle_timeout(Duration::from_secs(60)).build().unwrap();
+    assert_eq!(old_client.get(e.url("/")).send().await.unwrap().status(), 200);
+
+    let new = pki(HOST);
+    let new_client = new.client(HOST, e.addr()).build().unwrap();
+    assert!(new_client.get(e.url("/")).send().await.is_err(), "new root trusted before reload");
+
+    // A broken file on SIGHUP keeps the old certificate and says why.
+    std::fs::write(e.edge.dir.path().join("cert.pem"), "not a certificate").unwrap();
+    e.edge.signal("HUP");
+    let line = e.edge.wait_log(|v| v["target"] == "tls" && v["level"] == "ERROR");
+    assert!(line["error"].as_str().unwrap().contains("cert.pem"), "{line}");
+    assert_eq!(old_client.get(e.url("/")).send().await.unwrap().status(), 200);
+
+    new.write(e.edge.dir.path());
+    e.edge.signal("HUP");
+    e.edge.wait_log(|v| v["target"] == "tls" && v["message"] == "certificate reloaded");
+    assert_eq!(new_client.get(e.url("/")).send().await.unwrap().status(), 200);
+    // The kept-alive connection from before the reload still works.
+    assert_eq!(old_client.get(e.url("/")).send().await.unwrap().status(), 200);
+}
+
+fn tls_config(dir: &std::path::Path, cert: &str, key: &str) -> std::path::PathBuf {
+    let path = dir.join("edge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[tls]\nlisten = \"127.0.0.1:{}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
+             [upstreams.app]\naddress = \"127.0.0.1:9\"\n[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn bad_certificates_are_start_up_errors_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = pki(HOST);
+    let other = pki(HOST);
+    std::fs::write(d.join("garbage.pem"), "just some text\n").unwrap();
+    std::fs::write(d.join("broken.pem"), "-----BEGIN CERTIFICATE-----\nxx\n").unwrap();
+    std::fs::write(d.join("good.pem"), &good.chain_pem).unwrap();
+    std::fs::write(d.join("good.key"), &good.key_pem).unwrap();
+    std::fs::write(d.join("other.key"), &other.key_pem).unwrap();
+    std::fs::write(d.join("empty.key"), "").unwrap();
+    let g = |n: &str| d.join(n).display().to_string();
+    let cases = [
+        (g("garbage.pem"), g("good.key"), "garbage.pem: no certificate found"),
+        (g("broken.pem"), g("good.key"), "broken.pem: broken PEM: a CERTIFICATE section has no END line"),
+        (g("good.pem"), g("other.key"), "other.key: private key does not match the certificate"),
+        (g("good.pem"), g("empty.key"), "empty.key: no usable private key"),
+        (g("missing.pem"), g("good.key"), "tls.cert: cannot read"),
+    ];
+    for (cert, key, want) in cases {
+        let cfg = tls_config(d, &cert, &key);
+        let cfg = cfg.to_str().unwrap();
+        for args in [vec!["check", "--config", cfg], vec!["--config", cfg]] {
+            let (status, _out, err) = run_binary(&args, &[]);
+            assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains(want), "{args:?}: wanted {want:?} in {err:?}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+}
