@@ -49,19 +49,25 @@ impl Edge {
 
     /// Starts with a config built from the temp dir and port, plus extra env vars.
     pub fn start_with(make: impl FnOnce(&Path, u16) -> String, env: &[(&str, String)]) -> Edge {
+        let mut edge = Self::create(make);
+        edge.spawn(env, &[]);
+        let port = edge.port;
+        edge.wait_listening(port);
+        edge
+    }
+
+    /// Writes the config into a fresh temp dir without starting anything.
+    pub fn create(make: impl FnOnce(&Path, u16) -> String) -> Edge {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let config = dir.path().join("edge.toml");
         std::fs::write(&config, make(dir.path(), port)).expect("write config");
-        let mut edge = Edge {
+        Edge {
             child: None,
             dir,
             port,
             config,
-        };
-        edge.spawn(env, &[]);
-        edge.wait_listening(port);
-        edge
+        }
     }
 
     /// Starts the process (stdout and stderr to files in the temp dir).
