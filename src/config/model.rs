@@ -33,9 +33,10 @@ pub struct Server {
     pub trusted_proxies: Vec<IpNet>,
     /// Answer plain-HTTP requests with 308 to the TLS listener.
     pub redirect_https: bool,
-    /// How long after SIGTERM new connections are still accepted.
+    /// After SIGTERM the listeners close at once; in-flight requests (and open
+    /// streams) get this long to finish before they are cut.
     pub grace_period: Duration,
-    /// How long in-flight requests get to finish after the grace period.
+    /// Then the worker runtimes get this long to stop their remaining blocking work.
     pub shutdown_timeout: Duration,
     /// How long an idle downstream keep-alive connection is held.
     pub keepalive_timeout: Duration,
