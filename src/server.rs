@@ -57,7 +57,10 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         let addr = tls.listen.to_string();
         edge.add_tls_with_settings(&addr, None, certs.settings()?);
         tracing::info!(target: "edge", listen = %addr, tls = true, "listening");
-        server.add_service(background_service("certificate reload", ReloadOnHangup(certs)));
+        server.add_service(background_service(
+            "certificate reload",
+            ReloadOnHangup(certs),
+        ));
     }
     server.add_service(edge);
     server.run_forever()

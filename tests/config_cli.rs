@@ -39,7 +39,14 @@ fn expect_rejected(text: &str, want: &[&str]) {
 
 #[test]
 fn shipped_config_checks_ok() {
-    let (status, out, err) = run_binary(&["check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/conf/esprit-edge.toml")], &[]);
+    let (status, out, err) = run_binary(
+        &[
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/conf/esprit-edge.toml"),
+        ],
+        &[],
+    );
     assert!(status.success(), "{err}");
     assert!(out.contains("ok (14 routes, 3 upstreams)"), "{out}");
 }
@@ -53,12 +60,18 @@ fn esprit_config_names_the_file_when_no_flag() {
     assert!(out.starts_with(&path), "{out}");
     let (status, _, err) = run_binary(&["check"], &[("ESPRIT_CONFIG", "/nonexistent/edge.toml")]);
     assert_eq!(status.code(), Some(2));
-    assert!(err.contains("/nonexistent/edge.toml: cannot read the config file"), "{err}");
+    assert!(
+        err.contains("/nonexistent/edge.toml: cannot read the config file"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_key() {
-    expect_rejected(&format!("[server]\nlisten_port = 80\n{BASE}"), &["line 2", "unknown field `listen_port`"]);
+    expect_rejected(
+        &format!("[server]\nlisten_port = 80\n{BASE}"),
+        &["line 2", "unknown field `listen_port`"],
+    );
 }
 
 #[test]
@@ -68,32 +81,58 @@ fn toml_syntax_error() {
 
 #[test]
 fn undefined_upstream() {
-    expect_rejected(&BASE.replace("upstream = \"app\"", "upstream = \"simm\""), &["routes[0].upstream: no upstream named \"simm\" (defined: app)"]);
+    expect_rejected(
+        &BASE.replace("upstream = \"app\"", "upstream = \"simm\""),
+        &["routes[0].upstream: no upstream named \"simm\" (defined: app)"],
+    );
 }
 
 #[test]
 fn duplicate_prefix() {
-    expect_rejected(&format!("{BASE}[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n"), &["routes[1]: matches the same host and path as routes[0]"]);
+    expect_rejected(
+        &format!("{BASE}[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n"),
+        &["routes[1]: matches the same host and path as routes[0]"],
+    );
 }
 
 #[test]
 fn bad_addresses() {
-    expect_rejected(&BASE.replace("127.0.0.1:9", "app"), &["upstreams.app.address: \"app\" is not host:port"]);
+    expect_rejected(
+        &BASE.replace("127.0.0.1:9", "app"),
+        &["upstreams.app.address: \"app\" is not host:port"],
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), BASE);
-    let (status, _, err) = run_binary(&["check", "--config", &path], &[("ESPRIT_LISTEN", "localhost:80:80")]);
+    let (status, _, err) = run_binary(
+        &["check", "--config", &path],
+        &[("ESPRIT_LISTEN", "localhost:80:80")],
+    );
     assert_eq!(status.code(), Some(2));
-    assert!(err.contains("server.listen (from ESPRIT_LISTEN): \"localhost:80:80\" is not an IP:port"), "{err}");
-    let (status, _, err) = run_binary(&["check", "--config", &path], &[("ESPRIT_UPSTREAM_NOPE", "a:1")]);
+    assert!(
+        err.contains("server.listen (from ESPRIT_LISTEN): \"localhost:80:80\" is not an IP:port"),
+        "{err}"
+    );
+    let (status, _, err) = run_binary(
+        &["check", "--config", &path],
+        &[("ESPRIT_UPSTREAM_NOPE", "a:1")],
+    );
     assert_eq!(status.code(), Some(2));
-    assert!(err.contains("ESPRIT_UPSTREAM_NOPE: no upstream named \"nope\""), "{err}");
+    assert!(
+        err.contains("ESPRIT_UPSTREAM_NOPE: no upstream named \"nope\""),
+        "{err}"
+    );
 }
 
 #[test]
 fn unreadable_certificate_files() {
     expect_rejected(
-        &format!("[tls]\nlisten = \"127.0.0.1:0\"\ncert = \"/nonexistent/edge.crt\"\nkey = \"/nonexistent/edge.key\"\n{BASE}"),
-        &["tls.cert: cannot read /nonexistent/edge.crt", "tls.key: cannot read /nonexistent/edge.key"],
+        &format!(
+            "[tls]\nlisten = \"127.0.0.1:0\"\ncert = \"/nonexistent/edge.crt\"\nkey = \"/nonexistent/edge.key\"\n{BASE}"
+        ),
+        &[
+            "tls.cert: cannot read /nonexistent/edge.crt",
+            "tls.key: cannot read /nonexistent/edge.key",
+        ],
     );
 }
 
@@ -130,11 +169,16 @@ status = 200
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_overrides_apply_to_the_running_server() {
     let app = common::peers::echo("from-env").await;
-    let mut edge = common::Edge::create(|dir, port| {
-        format!("{}{}", common::server_section(dir, port), BASE)
-    });
+    let mut edge =
+        common::Edge::create(|dir, port| format!("{}{}", common::server_section(dir, port), BASE));
     let port = free_port();
-    edge.spawn(&[("ESPRIT_LISTEN", format!("127.0.0.1:{port}")), ("ESPRIT_UPSTREAM_APP", app.address())], &[]);
+    edge.spawn(
+        &[
+            ("ESPRIT_LISTEN", format!("127.0.0.1:{port}")),
+            ("ESPRIT_UPSTREAM_APP", app.address()),
+        ],
+        &[],
+    );
     edge.wait_listening(port);
     let body: serde_json::Value = common::client()
         .get(format!("http://127.0.0.1:{port}/x"))

@@ -4,7 +4,7 @@
 mod common;
 
 use common::peers;
-use common::{client, Edge};
+use common::{Edge, client};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -40,45 +40,98 @@ async fn dead_upstream_gives_502_in_the_clients_format_and_a_log_line() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"], "upstream refused the connection");
 
-    let r = client().get(edge.url("/down/page")).header("accept", "text/html").send().await.unwrap();
+    let r = client()
+        .get(edge.url("/down/page"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 502);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     assert!(r.text().await.unwrap().contains("502 Bad Gateway"));
 
-    let r = client().get(edge.url("/down/x")).header("accept", "application/json").send().await.unwrap();
+    let r = client()
+        .get(edge.url("/down/x"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["content-type"], "application/json");
 
     let line = edge.wait_log(|v| v["target"] == "edge" && v["status"] == 502);
     assert_eq!(line["level"], "WARN");
     assert_eq!(line["route"], "/api/");
     assert_eq!(line["upstream"], "dead");
-    assert!(line["error"].as_str().unwrap().contains("Connection refused"), "{line}");
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{line}"
+    );
 
     // Other routes are unaffected.
-    assert_eq!(client().get(edge.url("/fine")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(edge.url("/fine"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unresolvable_upstream_gives_502() {
     let edge = Edge::start(&config("no-such-host.invalid:80", &peers::dead_address()));
-    let r = client().get(edge.url("/x")).header("accept", "application/json").send().await.unwrap();
+    let r = client()
+        .get(edge.url("/x"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 502);
     let line = edge.wait_log(|v| v["target"] == "edge" && v["status"] == 502);
-    assert!(line["error"].as_str().unwrap().contains("cannot resolve upstream app"), "{line}");
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot resolve upstream app"),
+        "{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_gives_504() {
     let app = peers::echo("app").await;
     let edge = Edge::start(&config(&app.address(), &peers::dead_address()));
-    let r = client().get(edge.url("/slow?mode=slow&ms=4000")).header("accept", "application/json").send().await.unwrap();
+    let r = client()
+        .get(edge.url("/slow?mode=slow&ms=4000"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 504);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"], "upstream timed out");
     let line = edge.wait_log(|v| v["target"] == "edge" && v["status"] == 504);
     assert_eq!(line["upstream"], "app");
     // The same upstream still answers fast requests.
-    assert_eq!(client().get(edge.url("/quick")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(edge.url("/quick"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,18 +139,26 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let app = peers::echo("app").await;
     let mut edge = Edge::start(&format!(
         "grace_period = \"3s\"\nshutdown_timeout = \"1s\"\n{}",
-        config(&app.address(), &peers::dead_address()).replace("read_timeout = \"1s\"", "read_timeout = \"10s\"")
+        config(&app.address(), &peers::dead_address())
+            .replace("read_timeout = \"1s\"", "read_timeout = \"10s\"")
     ));
     let url = edge.url("/drain?mode=drain&ms=1000");
-    let inflight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status().as_u16()) });
+    let inflight =
+        tokio::spawn(async move { client().get(url).send().await.map(|r| r.status().as_u16()) });
     while app.hits() == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let sent = Instant::now();
     edge.signal("TERM");
-    assert_eq!(inflight.await.unwrap().expect("in-flight request was cut"), 200);
+    assert_eq!(
+        inflight.await.unwrap().expect("in-flight request was cut"),
+        200
+    );
     // The listener is closed for new connections during the drain.
-    assert!(std::net::TcpStream::connect(edge.addr()).is_err(), "still accepting after SIGTERM");
+    assert!(
+        std::net::TcpStream::connect(edge.addr()).is_err(),
+        "still accepting after SIGTERM"
+    );
     let status = tokio::task::spawn_blocking(move || {
         let s = edge.wait_exit(Duration::from_secs(15));
         (s, edge)
@@ -122,7 +183,12 @@ async fn sigquit_hands_the_listener_to_an_upgraded_process() {
     let upgrade_sock = sock_dir.join("upgrade.sock");
     let deadline = Instant::now() + Duration::from_secs(15);
     while !upgrade_sock.exists() {
-        assert!(Instant::now() < deadline, "new process never opened {}\n{}", upgrade_sock.display(), new.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "new process never opened {}\n{}",
+            upgrade_sock.display(),
+            new.stderr()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Requests keep flowing while the old process hands over and drains.
@@ -144,11 +210,20 @@ async fn sigquit_hands_the_listener_to_an_upgraded_process() {
     let (ok, failed) = load.await.unwrap();
     assert!(ok > 50, "{ok} requests succeeded");
     assert_eq!(failed, 0, "requests failed during the hand-over");
-    let exited = tokio::task::spawn_blocking(move || (old.wait_exit(Duration::from_secs(20)), old)).await.unwrap();
-    assert!(exited.0.is_some_and(|s| s.success()), "old process did not exit cleanly\n{}", exited.1.stdout());
+    let exited = tokio::task::spawn_blocking(move || (old.wait_exit(Duration::from_secs(20)), old))
+        .await
+        .unwrap();
+    assert!(
+        exited.0.is_some_and(|s| s.success()),
+        "old process did not exit cleanly\n{}",
+        exited.1.stdout()
+    );
     // The new process serves alone now.
     let r = client().get(exited.1.url("/after")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let new_log = std::fs::read_to_string(new.dir.path().join("stdout.log")).unwrap();
-    assert!(new_log.contains("\"path\":\"/after\""), "request not served by the new process:\n{new_log}");
+    assert!(
+        new_log.contains("\"path\":\"/after\""),
+        "request not served by the new process:\n{new_log}"
+    );
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::peers::{self, Peer};
-use common::{client, Edge};
+use common::{Edge, client};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -29,7 +29,12 @@ async fn default_stack(extra_server: &str) -> Stack {
             ("ESPRIT_UPSTREAM_REALTIME", realtime.address()),
         ],
     );
-    Stack { edge, skyoffice, sim, realtime }
+    Stack {
+        edge,
+        skyoffice,
+        sim,
+        realtime,
+    }
 }
 
 async fn get_json(url: &str) -> (u16, Value) {
@@ -61,12 +66,18 @@ fn raw(port: u16, request: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 fn get_raw(port: u16, target: &str, headers: &str) -> (u16, String) {
-    raw(port, &format!("GET {target} HTTP/1.1\r\nHost: hub.local\r\n{headers}Connection: close\r\n\r\n"))
+    raw(
+        port,
+        &format!("GET {target} HTTP/1.1\r\nHost: hub.local\r\n{headers}Connection: close\r\n\r\n"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,14 +87,30 @@ async fn default_routing_table_proxies_each_row() {
         ("/", "skyoffice", "/"),
         ("/index.html?v=2", "skyoffice", "/index.html?v=2"),
         ("/studio/", "sim", "/"),
-        ("/studio/workspace/w1/w/f2?tab=logs", "sim", "/workspace/w1/w/f2?tab=logs"),
+        (
+            "/studio/workspace/w1/w/f2?tab=logs",
+            "sim",
+            "/workspace/w1/w/f2?tab=logs",
+        ),
         ("/sim/", "sim", "/"),
         ("/sim/api/x", "sim", "/api/x"),
-        ("/_next/static/chunks/main.js", "sim", "/_next/static/chunks/main.js"),
+        (
+            "/_next/static/chunks/main.js",
+            "sim",
+            "/_next/static/chunks/main.js",
+        ),
         ("/api/workflows/123", "sim", "/api/workflows/123"),
         ("/api/auth/get-session", "sim", "/api/auth/get-session"),
-        ("/api/webhooks/trigger/abc", "sim", "/api/webhooks/trigger/abc"),
-        ("/socket.io/?EIO=4&transport=polling", "realtime", "/socket.io/?EIO=4&transport=polling"),
+        (
+            "/api/webhooks/trigger/abc",
+            "sim",
+            "/api/webhooks/trigger/abc",
+        ),
+        (
+            "/socket.io/?EIO=4&transport=polling",
+            "realtime",
+            "/socket.io/?EIO=4&transport=polling",
+        ),
     ];
     for (path, peer, target) in rows {
         let (status, echo) = get_json(&s.edge.url(path)).await;
@@ -102,11 +129,19 @@ async fn default_redirects_carry_path_and_query() {
         ("/studio?x=1", 308, "/studio/?x=1"),
         ("/sim", 308, "/sim/"),
         ("/login", 302, "/studio/login"),
-        ("/login?callbackUrl=%2Fworkspace", 302, "/studio/login?callbackUrl=%2Fworkspace"),
+        (
+            "/login?callbackUrl=%2Fworkspace",
+            302,
+            "/studio/login?callbackUrl=%2Fworkspace",
+        ),
         ("/signup", 302, "/studio/signup"),
         ("/verify?token=t", 302, "/studio/verify?token=t"),
         ("/forgot-password", 302, "/studio/forgot-password"),
-        ("/reset-password?token=t", 302, "/studio/reset-password?token=t"),
+        (
+            "/reset-password?token=t",
+            302,
+            "/studio/reset-password?token=t",
+        ),
         ("/workspace/abc/w/def", 302, "/studio/workspace/abc/w/def"),
     ];
     for (path, status, location) in rows {
@@ -123,7 +158,13 @@ async fn default_redirects_carry_path_and_query() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_endpoints_answer_503_json_and_never_reach_sim() {
     let s = default_stack("").await;
-    for (method, path) in [("POST", "/api/run/research"), ("POST", "/api/events"), ("GET", "/api/stream?npc=a"), ("GET", "/api/agents"), ("GET", "/api/runs")] {
+    for (method, path) in [
+        ("POST", "/api/run/research"),
+        ("POST", "/api/events"),
+        ("GET", "/api/stream?npc=a"),
+        ("GET", "/api/agents"),
+        ("GET", "/api/runs"),
+    ] {
         let r = client()
             .request(method.parse().unwrap(), s.edge.url(path))
             .header("accept", "text/html")
@@ -181,9 +222,28 @@ async fn forged_forwarding_and_identity_headers_never_reach_upstream() {
     let (status, body) = get_raw(s.edge.port, "/studio/x", forged);
     assert_eq!(status, 200, "{body}");
     let echo: Value = serde_json::from_str(&body).unwrap();
-    let names: Vec<String> = echo["headers"].as_array().unwrap().iter().map(|h| h[0].as_str().unwrap().to_ascii_lowercase()).collect();
-    for bad in ["x_forwarded_for", "x-forwarded-user", "x_forwarded_user", "x-forwarded-email", "forwarded", "x-auth-request-user", "remote-user", "remote_user", "remote-email", "x-original-url"] {
-        assert!(!names.contains(&bad.to_string()), "{bad} reached the upstream: {names:?}");
+    let names: Vec<String> = echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h[0].as_str().unwrap().to_ascii_lowercase())
+        .collect();
+    for bad in [
+        "x_forwarded_for",
+        "x-forwarded-user",
+        "x_forwarded_user",
+        "x-forwarded-email",
+        "forwarded",
+        "x-auth-request-user",
+        "remote-user",
+        "remote_user",
+        "remote-email",
+        "x-original-url",
+    ] {
+        assert!(
+            !names.contains(&bad.to_string()),
+            "{bad} reached the upstream: {names:?}"
+        );
     }
     assert_eq!(header(&echo, "x-forwarded-for"), ["127.0.0.1"]);
     assert_eq!(header(&echo, "x-real-ip"), ["127.0.0.1"]);
@@ -205,17 +265,26 @@ async fn trusted_proxy_xff_is_walked_right_to_left() {
     let echo: Value = r.json().await.unwrap();
     assert_eq!(header(&echo, "x-forwarded-for"), ["198.51.100.7"]);
     assert_eq!(header(&echo, "x-forwarded-proto"), ["https"]);
-    let line = s.edge.wait_log(|v| v["target"] == "access" && v["path"] == "/studio/");
+    let line = s
+        .edge
+        .wait_log(|v| v["target"] == "access" && v["path"] == "/studio/");
     assert_eq!(line["client"], "198.51.100.7");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_peer_cannot_claim_another_ip() {
     let s = default_stack("").await;
-    let r = client().get(s.edge.url("/studio/")).header("x-forwarded-for", "198.51.100.7").send().await.unwrap();
+    let r = client()
+        .get(s.edge.url("/studio/"))
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
     let echo: Value = r.json().await.unwrap();
     assert_eq!(header(&echo, "x-forwarded-for"), ["127.0.0.1"]);
-    let line = s.edge.wait_log(|v| v["target"] == "access" && v["path"] == "/studio/");
+    let line = s
+        .edge
+        .wait_log(|v| v["target"] == "access" && v["path"] == "/studio/");
     assert_eq!(line["client"], "127.0.0.1");
 }
 
@@ -238,7 +307,8 @@ async fn path_tricks_are_refused_before_any_upstream() {
     for (target, want) in cases {
         let (status, body) = get_raw(s.edge.port, target, "Accept: application/json\r\n");
         assert_eq!(status, want, "{target}: {body}");
-        let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{target}: not JSON: {body}"));
+        let v: Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("{target}: not JSON: {body}"));
         assert!(v["error"].is_string());
     }
     // Merged slashes and case: //api/ is /api/ (hub), /API/ is not the API.
@@ -248,7 +318,9 @@ async fn path_tricks_are_refused_before_any_upstream() {
     assert!(body.contains("\"peer\":\"skyoffice\""), "{body}");
     assert_eq!(s.sim.hits(), 0);
     assert_eq!(s.skyoffice.hits(), 1);
-    let line = s.edge.wait_log(|v| v["target"] == "access" && v["status"] == 414);
+    let line = s
+        .edge
+        .wait_log(|v| v["target"] == "access" && v["status"] == 414);
     assert_eq!(line["error"], "request target too long");
 }
 
@@ -269,11 +341,18 @@ async fn malformed_requests_get_400_and_reach_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_are_refused_with_413() {
     let s = default_stack("max_body_bytes = 1024").await;
-    let r = client().post(s.edge.url("/studio/upload")).body("y".repeat(2048)).send().await.unwrap();
+    let r = client()
+        .post(s.edge.url("/studio/upload"))
+        .body("y".repeat(2048))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     assert_eq!(s.sim.hits(), 0, "an oversized declared body reached Sim");
     // A chunked body (no Content-Length) is counted as it streams.
-    let chunks = futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'z'; 512]))));
+    let chunks = futures_util::stream::iter(
+        (0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'z'; 512]))),
+    );
     let r = client()
         .post(s.edge.url("/studio/upload"))
         .body(reqwest::Body::wrap_stream(chunks))
@@ -282,7 +361,12 @@ async fn oversized_bodies_are_refused_with_413() {
     if let Ok(r) = r {
         assert_eq!(r.status(), 413);
     }
-    let ok = client().post(s.edge.url("/studio/upload")).body("y".repeat(1000)).send().await.unwrap();
+    let ok = client()
+        .post(s.edge.url("/studio/upload"))
+        .body("y".repeat(1000))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
 }
 
@@ -294,10 +378,22 @@ async fn security_headers_and_upstream_csp() {
     assert!(h.get("server").is_none());
     assert!(h.get("x-powered-by").is_none());
     assert_eq!(h["x-content-type-options"], "nosniff");
-    assert!(h["content-security-policy"].to_str().unwrap().starts_with("default-src 'self'"));
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'self'")
+    );
     // Sim sets its own CSP: the edge must not replace it.
-    let r = client().get(s.edge.url("/studio/?mode=csp")).send().await.unwrap();
-    assert_eq!(r.headers()["content-security-policy"], "script-src 'nonce-peer'");
+    let r = client()
+        .get(s.edge.url("/studio/?mode=csp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-security-policy"],
+        "script-src 'nonce-peer'"
+    );
     // In-process answers carry the same headers.
     let r = client().get(s.edge.url("/studio")).send().await.unwrap();
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
@@ -311,9 +407,25 @@ async fn healthz_needs_no_upstream_and_access_log_is_json() {
     let r = client().get(s.edge.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "ok\n");
-    client().get(s.edge.url("/studio/a?b=1")).send().await.unwrap();
-    let line = s.edge.wait_log(|v| v["target"] == "access" && v["path"] == "/studio/a");
-    for key in ["timestamp", "client", "method", "path", "status", "bytes", "duration_ms", "route", "upstream"] {
+    client()
+        .get(s.edge.url("/studio/a?b=1"))
+        .send()
+        .await
+        .unwrap();
+    let line = s
+        .edge
+        .wait_log(|v| v["target"] == "access" && v["path"] == "/studio/a");
+    for key in [
+        "timestamp",
+        "client",
+        "method",
+        "path",
+        "status",
+        "bytes",
+        "duration_ms",
+        "route",
+        "upstream",
+    ] {
         assert!(!line[key].is_null(), "access log lacks {key}: {line}");
     }
     assert_eq!(line["status"], 200);

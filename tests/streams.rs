@@ -4,7 +4,7 @@
 mod common;
 
 use common::peers;
-use common::{client, Edge};
+use common::{Edge, client};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
@@ -57,7 +57,12 @@ async fn sse_first_event_arrives_while_upstream_holds_the_stream() {
         false
     })
     .await;
-    assert_eq!(first, Ok(true), "first SSE event was held back: {:?}", String::from_utf8_lossy(&got));
+    assert_eq!(
+        first,
+        Ok(true),
+        "first SSE event was held back: {:?}",
+        String::from_utf8_lossy(&got)
+    );
     assert!(!got.windows(6).any(|w| w == b"second"));
 }
 
@@ -65,7 +70,14 @@ async fn sse_first_event_arrives_while_upstream_holds_the_stream() {
 async fn sse_stream_completes_with_every_event() {
     let sse = peers::echo("sse").await;
     let edge = Edge::start(&stream_config(&sse.address(), &peers::dead_address()));
-    let body = client().get(edge.url("/events/?mode=sse&ms=200")).send().await.unwrap().text().await.unwrap();
+    let body = client()
+        .get(edge.url("/events/?mode=sse&ms=200"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(body, "id: 1\ndata: first\n\nid: 2\ndata: second\n\n");
 }
 
@@ -73,9 +85,10 @@ async fn sse_stream_completes_with_every_event() {
 async fn websocket_echoes_text_and_binary_frames() {
     let ws = peers::ws_echo().await;
     let edge = Edge::start(&stream_config(&peers::dead_address(), &ws.address()));
-    let (mut sock, resp) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws/echo", edge.port))
-        .await
-        .expect("websocket handshake through the edge");
+    let (mut sock, resp) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws/echo", edge.port))
+            .await
+            .expect("websocket handshake through the edge");
     assert_eq!(resp.status(), 101);
     let big: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
     let msgs = [
@@ -86,7 +99,11 @@ async fn websocket_echoes_text_and_binary_frames() {
     ];
     for m in msgs {
         sock.send(m.clone()).await.unwrap();
-        let back = tokio::time::timeout(Duration::from_secs(15), sock.next()).await.unwrap().unwrap().unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(15), sock.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(back, m);
     }
     sock.close(None).await.unwrap();
@@ -95,8 +112,12 @@ async fn websocket_echoes_text_and_binary_frames() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_to_a_dead_upstream_fails_cleanly() {
-    let edge = Edge::start(&stream_config(&peers::dead_address(), &peers::dead_address()));
-    let err = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws/echo", edge.port)).await;
+    let edge = Edge::start(&stream_config(
+        &peers::dead_address(),
+        &peers::dead_address(),
+    ));
+    let err =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws/echo", edge.port)).await;
     match err {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 502),
         other => panic!("expected a 502 handshake failure, got {other:?}"),

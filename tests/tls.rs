@@ -4,7 +4,7 @@
 mod common;
 
 use common::certs::pki;
-use common::{client, free_port, peers, run_binary, Edge};
+use common::{Edge, client, free_port, peers, run_binary};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -58,14 +58,27 @@ async fn h2_by_alpn_through_a_chain_with_hsts() {
     let r = c.get(e.url("/x?y=1")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["strict-transport-security"].to_str().unwrap().starts_with("max-age="));
+    assert!(
+        r.headers()["strict-transport-security"]
+            .to_str()
+            .unwrap()
+            .starts_with("max-age=")
+    );
     let echo: Value = r.json().await.unwrap();
     assert_eq!(echo["target"], "/x?y=1");
     assert_eq!(echo["version"], "HTTP/1.1", "upstreams speak HTTP/1.1");
     let headers = echo["headers"].as_array().unwrap();
-    let get = |n: &str| headers.iter().find(|h| h[0] == n).map(|h| h[1].as_str().unwrap().to_string());
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|h| h[0] == n)
+            .map(|h| h[1].as_str().unwrap().to_string())
+    };
     assert_eq!(get("x-forwarded-proto").as_deref(), Some("https"));
-    assert_eq!(get("host").as_deref(), Some(&*format!("{HOST}:{}", e.tls_port)));
+    assert_eq!(
+        get("host").as_deref(),
+        Some(&*format!("{HOST}:{}", e.tls_port))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,9 +103,22 @@ async fn untrusted_client_handshake_fails_and_edge_keeps_serving() {
     let p = pki(HOST);
     let e = start(&p, &app.address(), false);
     let stranger = pki(HOST); // another root the client trusts instead
-    let err = stranger.client(HOST, e.addr()).build().unwrap().get(e.url("/")).send().await;
+    let err = stranger
+        .client(HOST, e.addr())
+        .build()
+        .unwrap()
+        .get(e.url("/"))
+        .send()
+        .await;
     assert!(err.is_err(), "handshake with an untrusted chain succeeded");
-    let ok = p.client(HOST, e.addr()).build().unwrap().get(e.url("/")).send().await.unwrap();
+    let ok = p
+        .client(HOST, e.addr())
+        .build()
+        .unwrap()
+        .get(e.url("/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
 }
 
@@ -108,8 +134,19 @@ async fn plain_listener_redirects_to_https_but_serves_healthz() {
         .await
         .unwrap();
     assert_eq!(r.status(), 308);
-    assert_eq!(r.headers()["location"], format!("https://{HOST}:{}/studio/x?y=1", e.tls_port));
-    assert_eq!(client().get(e.edge.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        r.headers()["location"],
+        format!("https://{HOST}:{}/studio/x?y=1", e.tls_port)
+    );
+    assert_eq!(
+        client()
+            .get(e.edge.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert_eq!(app.hits(), 0);
 }
 
@@ -118,26 +155,52 @@ async fn sighup_swaps_the_certificate_without_dropping_connections() {
     let app = peers::echo("app").await;
     let old = pki(HOST);
     let e = start(&old, &app.address(), false);
-    let old_client = old.client(HOST, e.addr()).http1_only().pool_idle_timeout(Duration::from_secs(60)).build().unwrap();
-    assert_eq!(old_client.get(e.url("/")).send().await.unwrap().status(), 200);
+    let old_client = old
+        .client(HOST, e.addr())
+        .http1_only()
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    assert_eq!(
+        old_client.get(e.url("/")).send().await.unwrap().status(),
+        200
+    );
 
     let new = pki(HOST);
     let new_client = new.client(HOST, e.addr()).build().unwrap();
-    assert!(new_client.get(e.url("/")).send().await.is_err(), "new root trusted before reload");
+    assert!(
+        new_client.get(e.url("/")).send().await.is_err(),
+        "new root trusted before reload"
+    );
 
     // A broken file on SIGHUP keeps the old certificate and says why.
     std::fs::write(e.edge.dir.path().join("cert.pem"), "not a certificate").unwrap();
     e.edge.signal("HUP");
-    let line = e.edge.wait_log(|v| v["target"] == "tls" && v["level"] == "ERROR");
-    assert!(line["error"].as_str().unwrap().contains("cert.pem"), "{line}");
-    assert_eq!(old_client.get(e.url("/")).send().await.unwrap().status(), 200);
+    let line = e
+        .edge
+        .wait_log(|v| v["target"] == "tls" && v["level"] == "ERROR");
+    assert!(
+        line["error"].as_str().unwrap().contains("cert.pem"),
+        "{line}"
+    );
+    assert_eq!(
+        old_client.get(e.url("/")).send().await.unwrap().status(),
+        200
+    );
 
     new.write(e.edge.dir.path());
     e.edge.signal("HUP");
-    e.edge.wait_log(|v| v["target"] == "tls" && v["message"] == "certificate reloaded");
-    assert_eq!(new_client.get(e.url("/")).send().await.unwrap().status(), 200);
+    e.edge
+        .wait_log(|v| v["target"] == "tls" && v["message"] == "certificate reloaded");
+    assert_eq!(
+        new_client.get(e.url("/")).send().await.unwrap().status(),
+        200
+    );
     // The kept-alive connection from before the reload still works.
-    assert_eq!(old_client.get(e.url("/")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        old_client.get(e.url("/")).send().await.unwrap().status(),
+        200
+    );
 }
 
 fn tls_config(dir: &std::path::Path, cert: &str, key: &str) -> std::path::PathBuf {
@@ -168,10 +231,26 @@ fn bad_certificates_are_start_up_errors_naming_the_file() {
     std::fs::write(d.join("empty.key"), "").unwrap();
     let g = |n: &str| d.join(n).display().to_string();
     let cases = [
-        (g("garbage.pem"), g("good.key"), "garbage.pem: no certificate found"),
-        (g("broken.pem"), g("good.key"), "broken.pem: broken PEM: a CERTIFICATE section has no END line"),
-        (g("good.pem"), g("other.key"), "other.key: private key does not match the certificate"),
-        (g("good.pem"), g("empty.key"), "empty.key: no usable private key"),
+        (
+            g("garbage.pem"),
+            g("good.key"),
+            "garbage.pem: no certificate found",
+        ),
+        (
+            g("broken.pem"),
+            g("good.key"),
+            "broken.pem: broken PEM: a CERTIFICATE section has no END line",
+        ),
+        (
+            g("good.pem"),
+            g("other.key"),
+            "other.key: private key does not match the certificate",
+        ),
+        (
+            g("good.pem"),
+            g("empty.key"),
+            "empty.key: no usable private key",
+        ),
         (g("missing.pem"), g("good.key"), "tls.cert: cannot read"),
     ];
     for (cert, key, want) in cases {

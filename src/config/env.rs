@@ -26,7 +26,10 @@ impl Overrides {
 
 /// The env var name that overrides upstream `name`.
 pub fn upstream_var(name: &str) -> String {
-    format!("{UPSTREAM_PREFIX}{}", name.to_ascii_uppercase().replace('-', "_"))
+    format!(
+        "{UPSTREAM_PREFIX}{}",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
 }
 
 /// Applies the `ESPRIT_*` variables from `vars` to `file`.
@@ -65,13 +68,18 @@ where
                         set.insert(format!("upstreams.{name}.address"), var);
                     }
                     None => {
-                        let known: Vec<_> = file.upstreams.keys().map(|n| upstream_var(n)).collect();
+                        let known: Vec<_> =
+                            file.upstreams.keys().map(|n| upstream_var(n)).collect();
                         problems.add(
                             var.clone(),
                             format!(
                                 "no upstream named {:?} in the config (known: {})",
                                 suffix.to_ascii_lowercase(),
-                                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                                if known.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    known.join(", ")
+                                }
                             ),
                         );
                     }

@@ -101,12 +101,16 @@ mod tests {
     fn unknown_key_names_line_and_key() {
         let e = parse_str("[server]\nlisten = \"0.0.0.0:1\"\nlistne = 1\n").unwrap_err();
         let s = e.to_string();
-        assert!(s.starts_with("test.toml: line 3: unknown field `listne`"), "{s}");
+        assert!(
+            s.starts_with("test.toml: line 3: unknown field `listne`"),
+            "{s}"
+        );
     }
 
     #[test]
     fn undefined_upstream_is_named() {
-        let e = parse_str(&MINIMAL.replace("upstream = \"app\"", "upstream = \"simm\"")).unwrap_err();
+        let e =
+            parse_str(&MINIMAL.replace("upstream = \"app\"", "upstream = \"simm\"")).unwrap_err();
         assert_eq!(
             e.to_string(),
             "test.toml: routes[0].upstream: no upstream named \"simm\" (defined: app)"
@@ -117,15 +121,24 @@ mod tests {
     fn duplicate_prefix_is_rejected() {
         let text = format!("{MINIMAL}\n[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n");
         let e = parse_str(&text).unwrap_err();
-        assert!(e.to_string().contains("routes[1]: matches the same host and path as routes[0]"));
+        assert!(
+            e.to_string()
+                .contains("routes[1]: matches the same host and path as routes[0]")
+        );
     }
 
     #[test]
     fn bad_address_and_listen() {
         let text = MINIMAL.replace("127.0.0.1:9000", "nope") + "[server]\nlisten = \"localhost\"\n";
         let e = parse_str(&text).unwrap_err().to_string();
-        assert!(e.contains("upstreams.app.address: \"nope\" is not host:port"), "{e}");
-        assert!(e.contains("server.listen: \"localhost\" is not an IP:port"), "{e}");
+        assert!(
+            e.contains("upstreams.app.address: \"nope\" is not host:port"),
+            "{e}"
+        );
+        assert!(
+            e.contains("server.listen: \"localhost\" is not an IP:port"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -134,21 +147,37 @@ mod tests {
             ("ESPRIT_LISTEN".to_string(), "127.0.0.1:9999".to_string()),
             ("ESPRIT_UPSTREAM_APP".to_string(), "10.1.2.3:80".to_string()),
             ("ESPRIT_DATA_DIR".to_string(), "/var/lib/edge".to_string()),
-            ("ESPRIT_PUBLIC_ORIGIN".to_string(), "https://hub.example.com".to_string()),
+            (
+                "ESPRIT_PUBLIC_ORIGIN".to_string(),
+                "https://hub.example.com".to_string(),
+            ),
         ];
         let c = parse(Path::new("t.toml"), MINIMAL, vars).unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:9999");
         assert_eq!(c.upstreams["app"].host, "10.1.2.3");
         assert_eq!(c.server.data_dir, PathBuf::from("/var/lib/edge"));
-        assert_eq!(c.server.public_origin.as_deref(), Some("https://hub.example.com"));
+        assert_eq!(
+            c.server.public_origin.as_deref(),
+            Some("https://hub.example.com")
+        );
 
         let bad = vec![("ESPRIT_LISTEN".to_string(), "x".to_string())];
-        let e = parse(Path::new("t.toml"), MINIMAL, bad).unwrap_err().to_string();
-        assert!(e.contains("server.listen (from ESPRIT_LISTEN): \"x\""), "{e}");
+        let e = parse(Path::new("t.toml"), MINIMAL, bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server.listen (from ESPRIT_LISTEN): \"x\""),
+            "{e}"
+        );
 
         let unknown = vec![("ESPRIT_UPSTREAM_NOPE".to_string(), "a:1".to_string())];
-        let e = parse(Path::new("t.toml"), MINIMAL, unknown).unwrap_err().to_string();
-        assert!(e.contains("ESPRIT_UPSTREAM_NOPE: no upstream named \"nope\""), "{e}");
+        let e = parse(Path::new("t.toml"), MINIMAL, unknown)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ESPRIT_UPSTREAM_NOPE: no upstream named \"nope\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -168,16 +197,27 @@ mod tests {
             to = "//evil"
         "#;
         let e = parse_str(text).unwrap_err().to_string();
-        assert!(e.contains("routes[0].upstream: does not apply to kind = \"redirect\""), "{e}");
-        assert!(e.contains("routes[1].kind: unknown kind \"teleport\""), "{e}");
+        assert!(
+            e.contains("routes[0].upstream: does not apply to kind = \"redirect\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("routes[1].kind: unknown kind \"teleport\""),
+            "{e}"
+        );
         assert!(e.contains("routes[2].to: \"//evil\" must be a path"), "{e}");
     }
 
     #[test]
     fn missing_cert_is_named() {
-        let text = format!("{MINIMAL}\n[tls]\nlisten = \"0.0.0.0:8443\"\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n");
+        let text = format!(
+            "{MINIMAL}\n[tls]\nlisten = \"0.0.0.0:8443\"\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n"
+        );
         let e = parse_str(&text).unwrap_err().to_string();
-        assert!(e.contains("tls.cert: cannot read /nonexistent/c.pem"), "{e}");
+        assert!(
+            e.contains("tls.cert: cannot read /nonexistent/c.pem"),
+            "{e}"
+        );
         assert!(e.contains("tls.key: cannot read /nonexistent/k.pem"), "{e}");
     }
 

@@ -82,7 +82,10 @@ pub enum PathMatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteAction {
     /// Forward to a named upstream, optionally without the route prefix.
-    Proxy { upstream: String, strip_prefix: bool },
+    Proxy {
+        upstream: String,
+        strip_prefix: bool,
+    },
     /// Answer with a redirect; the rest of the path and the query are carried over.
     Redirect { to: String, status: u16 },
     /// The in-process hub; paths it does not claim go to `fallback`.

@@ -4,9 +4,7 @@
 use super::env::Overrides;
 use super::error::Problems;
 use super::file::{FileConfig, RouteSection, ServerSection, TlsSection};
-use super::model::{
-    Config, PathMatch, Route, RouteAction, Server, Timeouts, Tls, Upstream,
-};
+use super::model::{Config, PathMatch, Route, RouteAction, Server, Timeouts, Tls, Upstream};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -32,7 +30,10 @@ pub(crate) fn validate(
     let server = server(file.server, env, problems);
     let tls = file.tls.map(|t| tls(t, problems));
     if server.redirect_https && tls.is_none() {
-        problems.add("server.redirect_https", "is true but there is no [tls] listener to redirect to");
+        problems.add(
+            "server.redirect_https",
+            "is true but there is no [tls] listener to redirect to",
+        );
     }
     let routes = routes(file.routes, &upstreams, problems);
     Config {
@@ -46,14 +47,16 @@ pub(crate) fn validate(
 
 fn server(s: ServerSection, env: &Overrides, p: &mut Problems) -> Server {
     let listen_key = env.label("server.listen");
-    let listen = socket_addr(s.listen.as_deref().unwrap_or(DEFAULT_LISTEN), &listen_key, p);
-    let public_origin = s.public_origin.and_then(|o| {
-        match origin(&o) {
-            Ok(o) => Some(o),
-            Err(why) => {
-                p.add(env.label("server.public_origin"), why);
-                None
-            }
+    let listen = socket_addr(
+        s.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+        &listen_key,
+        p,
+    );
+    let public_origin = s.public_origin.and_then(|o| match origin(&o) {
+        Ok(o) => Some(o),
+        Err(why) => {
+            p.add(env.label("server.public_origin"), why);
+            None
         }
     });
     let mut trusted = Vec::new();
@@ -66,11 +69,14 @@ fn server(s: ServerSection, env: &Overrides, p: &mut Problems) -> Server {
             ),
         }
     }
-    let threads = s.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    });
+    let threads = s
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads == 0 || threads > 256 {
-        p.add("server.threads", format!("{threads} is out of range (1 to 256)"));
+        p.add(
+            "server.threads",
+            format!("{threads} is out of range (1 to 256)"),
+        );
     }
     let max_request_target = s.max_request_target.unwrap_or(8192);
     if !(256..=65536).contains(&max_request_target) {
@@ -92,7 +98,9 @@ fn server(s: ServerSection, env: &Overrides, p: &mut Problems) -> Server {
         upgrade_sock: s
             .upgrade_sock
             .unwrap_or_else(|| PathBuf::from("/tmp/esprit-edge-upgrade.sock")),
-        pid_file: s.pid_file.unwrap_or_else(|| PathBuf::from("/tmp/esprit-edge.pid")),
+        pid_file: s
+            .pid_file
+            .unwrap_or_else(|| PathBuf::from("/tmp/esprit-edge.pid")),
         max_request_target,
         max_body_bytes: s.max_body_bytes.unwrap_or(0),
     }
@@ -159,7 +167,10 @@ fn routes(
             if let Some(first) = seen.get(&id) {
                 p.add(
                     &key,
-                    format!("matches the same host and path as routes[{first}] ({})", route.label()),
+                    format!(
+                        "matches the same host and path as routes[{first}] ({})",
+                        route.label()
+                    ),
                 );
                 continue;
             }
@@ -186,14 +197,21 @@ fn route(
             None
         }
         (None, None) => {
-            p.add(key, "missing `prefix` or `exact`: every route matches a path");
+            p.add(
+                key,
+                "missing `prefix` or `exact`: every route matches a path",
+            );
             None
         }
     };
     if let Some(PathMatch::Prefix(s) | PathMatch::Exact(s)) = &path
         && let Err(why) = config_path(s)
     {
-        let which = if r.prefix.is_some() { "prefix" } else { "exact" };
+        let which = if r.prefix.is_some() {
+            "prefix"
+        } else {
+            "exact"
+        };
         p.add(format!("{key}.{which}"), why);
     }
     let host = r.host.as_deref().map(|h| h.to_ascii_lowercase());
@@ -203,7 +221,10 @@ fn route(
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
     {
-        p.add(format!("{key}.host"), format!("{h:?} is not a host name (no port, no scheme)"));
+        p.add(
+            format!("{key}.host"),
+            format!("{h:?} is not a host name (no port, no scheme)"),
+        );
     }
     let kind = r.kind.clone().unwrap_or_else(|| {
         if r.to.is_some() {
@@ -223,7 +244,10 @@ fn route(
     };
     let not_for = |field: &str, set: bool, p: &mut Problems| {
         if set {
-            p.add(format!("{key}.{field}"), format!("does not apply to kind = {kind:?}"));
+            p.add(
+                format!("{key}.{field}"),
+                format!("does not apply to kind = {kind:?}"),
+            );
         }
     };
     let action = match kind.as_str() {
@@ -233,7 +257,10 @@ fn route(
             not_for("fallback", r.fallback.is_some(), p);
             let strip = r.strip_prefix.unwrap_or(false);
             if strip && r.exact.is_some() {
-                p.add(format!("{key}.strip_prefix"), "needs a `prefix` route, not `exact`");
+                p.add(
+                    format!("{key}.strip_prefix"),
+                    "needs a `prefix` route, not `exact`",
+                );
             }
             match &r.upstream {
                 Some(u) => {
@@ -261,7 +288,11 @@ fn route(
                 );
             }
             match &r.to {
-                Some(to) if to.starts_with('/') && !to.starts_with("//") || to.starts_with("https://") || to.starts_with("http://") => {
+                Some(to)
+                    if to.starts_with('/') && !to.starts_with("//")
+                        || to.starts_with("https://")
+                        || to.starts_with("http://") =>
+                {
                     if to.bytes().any(|b| b.is_ascii_control() || b == b' ') {
                         p.add(format!("{key}.to"), "contains spaces or control characters");
                     }
@@ -306,9 +337,11 @@ fn route(
     let stream = r.stream.unwrap_or(false);
     let timeouts = Timeouts {
         connect: r.connect_timeout.unwrap_or(DEFAULT_CONNECT),
-        read: r
-            .read_timeout
-            .unwrap_or(if stream { DEFAULT_STREAM_READ } else { DEFAULT_READ }),
+        read: r.read_timeout.unwrap_or(if stream {
+            DEFAULT_STREAM_READ
+        } else {
+            DEFAULT_READ
+        }),
         write: r.write_timeout.unwrap_or(DEFAULT_WRITE),
     };
     for (field, d) in [
@@ -323,7 +356,10 @@ fn route(
     if let Some(csp) = &r.csp
         && http::HeaderValue::from_str(csp).is_err()
     {
-        p.add(format!("{key}.csp"), "is not a valid header value (no newlines or control characters)");
+        p.add(
+            format!("{key}.csp"),
+            "is not a valid header value (no newlines or control characters)",
+        );
     }
     if p.len() != before {
         return None;
@@ -348,8 +384,12 @@ fn config_path(s: &str) -> Result<(), String> {
     if s.contains("//") || s.split('/').any(|seg| seg == "." || seg == "..") {
         return Err(format!("{s:?} has an empty, '.' or '..' segment"));
     }
-    if s.bytes().any(|b| b.is_ascii_control() || b == b'%' || b == b'?' || b == b'#' || b == b' ' || b == b'\\') {
-        return Err(format!("{s:?} has characters a normalised path never has (%, ?, #, space, \\, controls)"));
+    if s.bytes().any(|b| {
+        b.is_ascii_control() || b == b'%' || b == b'?' || b == b'#' || b == b' ' || b == b'\\'
+    }) {
+        return Err(format!(
+            "{s:?} has characters a normalised path never has (%, ?, #, space, \\, controls)"
+        ));
     }
     Ok(())
 }
@@ -358,7 +398,10 @@ fn socket_addr(s: &str, key: &str, p: &mut Problems) -> SocketAddr {
     match s.parse::<SocketAddr>() {
         Ok(a) => a,
         Err(_) => {
-            p.add(key, format!("{s:?} is not an IP:port address (like 0.0.0.0:8080 or [::]:8080)"));
+            p.add(
+                key,
+                format!("{s:?} is not an IP:port address (like 0.0.0.0:8080 or [::]:8080)"),
+            );
             SocketAddr::from(([0, 0, 0, 0], 0))
         }
     }
@@ -396,7 +439,11 @@ fn origin(s: &str) -> Result<String, String> {
     if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() || s.ends_with('/') {
         return Err(bad("no path, query or trailing slash"));
     }
-    Ok(format!("{}://{}", uri.scheme_str().unwrap_or("http"), auth.as_str().to_ascii_lowercase()))
+    Ok(format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or("http"),
+        auth.as_str().to_ascii_lowercase()
+    ))
 }
 
 fn parse_cidr(s: &str) -> Option<IpNet> {
@@ -422,8 +469,14 @@ mod tests {
 
     #[test]
     fn origins() {
-        assert_eq!(origin("https://Hub.Example.com").unwrap(), "https://hub.example.com");
-        assert_eq!(origin("http://localhost:8080").unwrap(), "http://localhost:8080");
+        assert_eq!(
+            origin("https://Hub.Example.com").unwrap(),
+            "https://hub.example.com"
+        );
+        assert_eq!(
+            origin("http://localhost:8080").unwrap(),
+            "http://localhost:8080"
+        );
         assert!(origin("ftp://x").is_err());
         assert!(origin("https://x/path").is_err());
         assert!(origin("https://x/").is_err());

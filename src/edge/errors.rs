@@ -74,7 +74,10 @@ pub fn body(status: u16, message: &str, json: bool) -> (&'static str, Bytes) {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -83,12 +86,30 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(classify(&ErrorType::ConnectRefused, &ErrorSource::Upstream).status, 502);
-        assert_eq!(classify(&ErrorType::ReadTimedout, &ErrorSource::Upstream).status, 504);
-        assert_eq!(classify(&ErrorType::ConnectTimedout, &ErrorSource::Upstream).status, 504);
-        assert_eq!(classify(&ErrorType::H1Error, &ErrorSource::Upstream).status, 502);
-        assert_eq!(classify(&ErrorType::ConnectionClosed, &ErrorSource::Downstream).status, 0);
-        assert_eq!(classify(&ErrorType::HTTPStatus(413), &ErrorSource::Downstream).status, 413);
+        assert_eq!(
+            classify(&ErrorType::ConnectRefused, &ErrorSource::Upstream).status,
+            502
+        );
+        assert_eq!(
+            classify(&ErrorType::ReadTimedout, &ErrorSource::Upstream).status,
+            504
+        );
+        assert_eq!(
+            classify(&ErrorType::ConnectTimedout, &ErrorSource::Upstream).status,
+            504
+        );
+        assert_eq!(
+            classify(&ErrorType::H1Error, &ErrorSource::Upstream).status,
+            502
+        );
+        assert_eq!(
+            classify(&ErrorType::ConnectionClosed, &ErrorSource::Downstream).status,
+            0
+        );
+        assert_eq!(
+            classify(&ErrorType::HTTPStatus(413), &ErrorSource::Downstream).status,
+            413
+        );
     }
 
     #[test]
@@ -103,6 +124,10 @@ mod tests {
         assert_eq!(v["error"], "upstream refused the connection");
         let (ct, b) = body(504, "<x>", false);
         assert!(ct.starts_with("text/html"));
-        assert!(std::str::from_utf8(&b).unwrap().contains("504 Gateway Timeout</h1><p>&lt;x&gt;"));
+        assert!(
+            std::str::from_utf8(&b)
+                .unwrap()
+                .contains("504 Gateway Timeout</h1><p>&lt;x&gt;")
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! What goes upstream: the request header rewritten so the upstream can trust
 //! every identity and forwarding header it sees, because the edge set them all.
 
-use pingora::http::RequestHeader;
 use pingora::Result;
+use pingora::http::RequestHeader;
 use std::net::IpAddr;
 
 /// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1).
@@ -150,7 +150,15 @@ mod tests {
         ]);
         prepare(&mut r, &fwd(), false, "/x?y=1").unwrap();
         let names: Vec<&str> = r.headers.keys().map(|k| k.as_str()).collect();
-        for bad in ["x_forwarded_for", "x-forwarded-user", "forwarded", "x-auth-request-user", "remote-user", "remote_user", "x-original-url"] {
+        for bad in [
+            "x_forwarded_for",
+            "x-forwarded-user",
+            "forwarded",
+            "x-auth-request-user",
+            "remote-user",
+            "remote_user",
+            "x-original-url",
+        ] {
             assert!(!names.contains(&bad), "{bad} survived: {names:?}");
         }
         assert_eq!(r.headers["x-forwarded-for"], "198.51.100.7");
@@ -173,7 +181,14 @@ mod tests {
             ("Upgrade", "h2c"),
         ]);
         prepare(&mut r, &fwd(), false, "/").unwrap();
-        for gone in ["connection", "keep-alive", "x-secret", "te", "proxy-authorization", "upgrade"] {
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret",
+            "te",
+            "proxy-authorization",
+            "upgrade",
+        ] {
             assert!(r.headers.get(gone).is_none(), "{gone}");
         }
     }

@@ -1,8 +1,8 @@
 //! Security headers on every response, proxied or answered in-process, from one
 //! function so the two paths cannot drift apart.
 
-use pingora::http::ResponseHeader;
 use pingora::Result;
+use pingora::http::ResponseHeader;
 
 /// CSP for pages the edge writes itself (errors, redirects): nothing to load.
 pub const EDGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
@@ -51,7 +51,14 @@ mod tests {
         let mut r = ResponseHeader::build(200, None).unwrap();
         r.insert_header("Server", "nginx/1.25").unwrap();
         r.insert_header("X-Powered-By", "Next.js").unwrap();
-        apply(&mut r, &SecurityHeaders { csp: Some("default-src 'self'"), hsts: true }).unwrap();
+        apply(
+            &mut r,
+            &SecurityHeaders {
+                csp: Some("default-src 'self'"),
+                hsts: true,
+            },
+        )
+        .unwrap();
         assert!(r.headers.get("server").is_none());
         assert!(r.headers.get("x-powered-by").is_none());
         assert_eq!(r.headers["x-content-type-options"], "nosniff");
@@ -62,10 +69,21 @@ mod tests {
     #[test]
     fn upstream_csp_and_frame_options_win() {
         let mut r = ResponseHeader::build(200, None).unwrap();
-        r.insert_header("Content-Security-Policy", "script-src 'self' 'nonce-x'").unwrap();
+        r.insert_header("Content-Security-Policy", "script-src 'self' 'nonce-x'")
+            .unwrap();
         r.insert_header("X-Frame-Options", "DENY").unwrap();
-        apply(&mut r, &SecurityHeaders { csp: Some("default-src 'none'"), hsts: false }).unwrap();
-        assert_eq!(r.headers["content-security-policy"], "script-src 'self' 'nonce-x'");
+        apply(
+            &mut r,
+            &SecurityHeaders {
+                csp: Some("default-src 'none'"),
+                hsts: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            r.headers["content-security-policy"],
+            "script-src 'self' 'nonce-x'"
+        );
         assert_eq!(r.headers["x-frame-options"], "DENY");
         assert!(r.headers.get("strict-transport-security").is_none());
     }

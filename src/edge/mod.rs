@@ -62,9 +62,7 @@ impl Edge {
 }
 
 fn is_tls(session: &Session) -> bool {
-    session
-        .digest()
-        .is_some_and(|d| d.ssl_digest.is_some())
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
 #[async_trait]
@@ -88,7 +86,10 @@ impl ProxyHttp for Edge {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         session.set_keepalive(Some(self.keepalive_secs));
         ctx.tls = is_tls(session);
-        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let req = session.req_header();
         ctx.facts = self.policy.facts(req, peer, ctx.tls);
         match self.policy.decide(req, ctx.tls, &mut ctx.facts) {
@@ -124,7 +125,11 @@ impl ProxyHttp for Edge {
         Ok(())
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
         let (Some(route), Some(name)) = (&ctx.route, &ctx.upstream) else {
             return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
         };
@@ -163,7 +168,12 @@ impl ProxyHttp for Edge {
         headers::apply(upstream_response, &policy)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
         let failure = errors::classify(e.etype(), e.esource());
         ctx.reason = Some(failure.message);
         tracing::warn!(
@@ -198,14 +208,20 @@ impl ProxyHttp for Edge {
         telemetry::access(&telemetry::Access {
             client: ctx.facts.client_ip,
             method: req.method.as_str(),
-            path: if ctx.facts.path.is_empty() { req.uri.path() } else { &ctx.facts.path },
+            path: if ctx.facts.path.is_empty() {
+                req.uri.path()
+            } else {
+                &ctx.facts.path
+            },
             status,
             bytes: session.body_bytes_sent(),
             duration: ctx.started.elapsed(),
             route: ctx.route.as_ref().map(|r| r.label()),
             upstream: ctx.upstream.as_deref(),
             proto: ctx.facts.proto,
-            error: e.map(|e| e.to_string()).or_else(|| ctx.reason.filter(|_| status >= 400).map(str::to_string)),
+            error: e
+                .map(|e| e.to_string())
+                .or_else(|| ctx.reason.filter(|_| status >= 400).map(str::to_string)),
         });
     }
 }

@@ -156,7 +156,10 @@ mod tests {
 
     #[test]
     fn dots_inside_names_are_fine() {
-        assert_eq!(n("/a..b/.well-known/x.js").unwrap(), "/a..b/.well-known/x.js");
+        assert_eq!(
+            n("/a..b/.well-known/x.js").unwrap(),
+            "/a..b/.well-known/x.js"
+        );
     }
 
     #[test]

@@ -106,10 +106,16 @@ impl Policy {
             path: req.uri.path().to_string(),
             json: wants_json(
                 req.uri.path(),
-                req.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()),
+                req.headers
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok()),
             ),
             upgrade: is_upgrade(req),
-            proto: if tls || forwarded_https { "https" } else { "http" },
+            proto: if tls || forwarded_https {
+                "https"
+            } else {
+                "http"
+            },
         }
     }
 
@@ -137,13 +143,27 @@ impl Policy {
             let Some(host) = &facts.host else {
                 return Decision::Reply(Reply::error(400, "missing Host header", facts.json), None);
             };
-            let port = if r.port == 443 { String::new() } else { format!(":{}", r.port) };
+            let port = if r.port == 443 {
+                String::new()
+            } else {
+                format!(":{}", r.port)
+            };
             let q = query.map(|q| format!("?{q}")).unwrap_or_default();
-            let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
-            return Decision::Reply(Reply::redirect(308, format!("https://{host}{port}{path}{q}")), None);
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.clone()
+            };
+            return Decision::Reply(
+                Reply::redirect(308, format!("https://{host}{port}{path}{q}")),
+                None,
+            );
         }
         let Some(route) = self.router.find(facts.host.as_deref(), path) else {
-            return Decision::Reply(Reply::error(404, "no route for this path", facts.json), None);
+            return Decision::Reply(
+                Reply::error(404, "no route for this path", facts.json),
+                None,
+            );
         };
         let limit = body_limit(self, Some(route));
         if limit > 0 && content_length(req).is_some_and(|n| n > limit) {
@@ -158,10 +178,16 @@ impl Policy {
         };
         match &route.action {
             RouteAction::Redirect { to, status } => Decision::Reply(
-                Reply::redirect(*status, router::redirect_target(to, &route.path, path, query)),
+                Reply::redirect(
+                    *status,
+                    router::redirect_target(to, &route.path, path, query),
+                ),
                 Some(route.clone()),
             ),
-            RouteAction::Proxy { upstream, strip_prefix } => {
+            RouteAction::Proxy {
+                upstream,
+                strip_prefix,
+            } => {
                 let target = if *strip_prefix {
                     with_query(&router::stripped(&route.path, path))
                 } else {
@@ -273,14 +299,35 @@ mod tests {
     #[test]
     fn default_routing_table() {
         assert_eq!(proxied("/"), ("skyoffice".into(), "/".into()));
-        assert_eq!(proxied("/assets/app.js"), ("skyoffice".into(), "/assets/app.js".into()));
+        assert_eq!(
+            proxied("/assets/app.js"),
+            ("skyoffice".into(), "/assets/app.js".into())
+        );
         assert_eq!(proxied("/studio/"), ("sim".into(), "/".into()));
-        assert_eq!(proxied("/studio/w/1?x=1"), ("sim".into(), "/w/1?x=1".into()));
+        assert_eq!(
+            proxied("/studio/w/1?x=1"),
+            ("sim".into(), "/w/1?x=1".into())
+        );
         assert_eq!(proxied("/sim/abc"), ("sim".into(), "/abc".into()));
-        assert_eq!(proxied("/_next/static/a.js"), ("sim".into(), "/_next/static/a.js".into()));
-        assert_eq!(proxied("/api/workflows/1"), ("sim".into(), "/api/workflows/1".into()));
-        assert_eq!(proxied("/api/auth/get-session"), ("sim".into(), "/api/auth/get-session".into()));
-        assert_eq!(proxied("/socket.io/?EIO=4&transport=polling"), ("realtime".into(), "/socket.io/?EIO=4&transport=polling".into()));
+        assert_eq!(
+            proxied("/_next/static/a.js"),
+            ("sim".into(), "/_next/static/a.js".into())
+        );
+        assert_eq!(
+            proxied("/api/workflows/1"),
+            ("sim".into(), "/api/workflows/1".into())
+        );
+        assert_eq!(
+            proxied("/api/auth/get-session"),
+            ("sim".into(), "/api/auth/get-session".into())
+        );
+        assert_eq!(
+            proxied("/socket.io/?EIO=4&transport=polling"),
+            (
+                "realtime".into(),
+                "/socket.io/?EIO=4&transport=polling".into()
+            )
+        );
     }
 
     #[test]
@@ -288,7 +335,10 @@ mod tests {
         let r = replied("/studio");
         assert_eq!((r.status, r.location.as_deref()), (308, Some("/studio/")));
         let r = replied("/login?next=x");
-        assert_eq!((r.status, r.location.as_deref()), (302, Some("/studio/login?next=x")));
+        assert_eq!(
+            (r.status, r.location.as_deref()),
+            (302, Some("/studio/login?next=x"))
+        );
         let r = replied("/workspace/abc/w/1");
         assert_eq!(r.location.as_deref(), Some("/studio/workspace/abc/w/1"));
         let r = replied("/api/run/research");
@@ -314,7 +364,12 @@ mod tests {
         let (f, _) = run(
             "GET",
             "/socket.io/?EIO=4&transport=websocket",
-            &[("Host", "Hub.Local:8080"), ("Connection", "keep-alive, Upgrade"), ("Upgrade", "websocket"), ("X-Forwarded-For", "1.2.3.4")],
+            &[
+                ("Host", "Hub.Local:8080"),
+                ("Connection", "keep-alive, Upgrade"),
+                ("Upgrade", "websocket"),
+                ("X-Forwarded-For", "1.2.3.4"),
+            ],
         );
         assert!(f.upgrade);
         assert_eq!(f.host.as_deref(), Some("hub.local"));

@@ -2,11 +2,11 @@
 //! handlers), sent with the same security headers as proxied responses.
 
 use super::errors;
-use super::headers::{self, SecurityHeaders, EDGE_CSP};
+use super::headers::{self, EDGE_CSP, SecurityHeaders};
 use bytes::Bytes;
+use pingora::Result;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use pingora::Result;
 
 /// A complete in-process response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +86,13 @@ impl Reply {
         if let Some(secs) = self.retry_after {
             resp.insert_header(http::header::RETRY_AFTER, secs)?;
         }
-        headers::apply(&mut resp, &SecurityHeaders { csp: Some(EDGE_CSP), hsts })?;
+        headers::apply(
+            &mut resp,
+            &SecurityHeaders {
+                csp: Some(EDGE_CSP),
+                hsts,
+            },
+        )?;
         Ok(resp)
     }
 }
@@ -96,9 +102,13 @@ pub async fn send(session: &mut Session, reply: &Reply, hsts: bool) -> Result<()
     let head = session.req_header().method == http::Method::HEAD;
     let header = reply.header(hsts)?;
     let no_body = head || reply.body.is_empty();
-    session.write_response_header(Box::new(header), no_body).await?;
+    session
+        .write_response_header(Box::new(header), no_body)
+        .await?;
     if !no_body {
-        session.write_response_body(Some(reply.body.clone()), true).await?;
+        session
+            .write_response_body(Some(reply.body.clone()), true)
+            .await?;
     }
     Ok(())
 }

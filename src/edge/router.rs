@@ -43,10 +43,9 @@ fn matches(m: &PathMatch, path: &str) -> bool {
     match m {
         PathMatch::Exact(p) => path == p,
         PathMatch::Prefix(p) if p.ends_with('/') => path.starts_with(p.as_str()),
-        PathMatch::Prefix(p) => {
-            path.strip_prefix(p.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        }
+        PathMatch::Prefix(p) => path
+            .strip_prefix(p.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
     }
 }
 
@@ -65,7 +64,11 @@ pub fn rest_of<'a>(m: &PathMatch, path: &'a str) -> &'a str {
 /// The path sent upstream when the prefix is stripped: never empty.
 pub fn stripped(m: &PathMatch, path: &str) -> String {
     let rest = rest_of(m, path);
-    if rest.is_empty() { "/".to_string() } else { rest.to_string() }
+    if rest.is_empty() {
+        "/".to_string()
+    } else {
+        rest.to_string()
+    }
 }
 
 /// Where a redirect route sends `path?query`: its target plus the rest of the path and the query.
@@ -153,11 +156,23 @@ mod tests {
         assert_eq!(stripped(&studio, "/studio/"), "/");
         assert_eq!(stripped(&studio, "/studio/w/1"), "/w/1");
         let login = PathMatch::Prefix("/login".into());
-        assert_eq!(redirect_target("/studio/login", &login, "/login", Some("a=1")), "/studio/login?a=1");
-        assert_eq!(redirect_target("/studio/login", &login, "/login/x", None), "/studio/login/x");
+        assert_eq!(
+            redirect_target("/studio/login", &login, "/login", Some("a=1")),
+            "/studio/login?a=1"
+        );
+        assert_eq!(
+            redirect_target("/studio/login", &login, "/login/x", None),
+            "/studio/login/x"
+        );
         let exact = PathMatch::Exact("/studio".into());
-        assert_eq!(redirect_target("/studio/", &exact, "/studio", Some("q")), "/studio/?q");
+        assert_eq!(
+            redirect_target("/studio/", &exact, "/studio", Some("q")),
+            "/studio/?q"
+        );
         let ws = PathMatch::Prefix("/workspace/".into());
-        assert_eq!(redirect_target("/studio/workspace/", &ws, "/workspace/a/b", None), "/studio/workspace/a/b");
+        assert_eq!(
+            redirect_target("/studio/workspace/", &ws, "/workspace/a/b", None),
+            "/studio/workspace/a/b"
+        );
     }
 }

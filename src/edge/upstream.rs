@@ -32,7 +32,11 @@ impl Upstreams {
         let entries = config
             .values()
             .map(|u| {
-                let fixed = u.host.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, u.port));
+                let fixed = u
+                    .host
+                    .parse::<IpAddr>()
+                    .ok()
+                    .map(|ip| SocketAddr::new(ip, u.port));
                 let e = Entry {
                     host: u.host.clone(),
                     port: u.port,
@@ -47,10 +51,12 @@ impl Upstreams {
 
     /// The current address of upstream `name`.
     pub async fn address(&self, name: &str) -> Result<SocketAddr> {
-        let entry = self
-            .entries
-            .get(name)
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, format!("no upstream named {name}")))?;
+        let entry = self.entries.get(name).ok_or_else(|| {
+            Error::explain(
+                ErrorType::InternalError,
+                format!("no upstream named {name}"),
+            )
+        })?;
         if let Some(addr) = entry.fixed {
             return Ok(addr);
         }
@@ -65,7 +71,10 @@ impl Upstreams {
             .map_err(|e| {
                 Error::because(
                     ErrorType::ConnectNoRoute,
-                    format!("cannot resolve upstream {name} ({}:{})", entry.host, entry.port),
+                    format!(
+                        "cannot resolve upstream {name} ({}:{})",
+                        entry.host, entry.port
+                    ),
                     e,
                 )
             })?

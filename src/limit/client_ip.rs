@@ -69,7 +69,10 @@ mod tests {
     use super::*;
 
     fn tp() -> TrustedProxies {
-        TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()])
+        TrustedProxies::new(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "::1/128".parse().unwrap(),
+        ])
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -78,7 +81,10 @@ mod tests {
 
     #[test]
     fn untrusted_peer_is_the_client_whatever_it_claims() {
-        assert_eq!(tp().client_ip(ip("203.0.113.9"), ["1.1.1.1"]), ip("203.0.113.9"));
+        assert_eq!(
+            tp().client_ip(ip("203.0.113.9"), ["1.1.1.1"]),
+            ip("203.0.113.9")
+        );
     }
 
     #[test]
@@ -100,7 +106,10 @@ mod tests {
 
     #[test]
     fn garbage_stops_the_walk() {
-        assert_eq!(tp().client_ip(ip("10.0.0.2"), ["1.1.1.1, junk, 10.0.0.9"]), ip("10.0.0.9"));
+        assert_eq!(
+            tp().client_ip(ip("10.0.0.2"), ["1.1.1.1, junk, 10.0.0.9"]),
+            ip("10.0.0.9")
+        );
         assert_eq!(tp().client_ip(ip("10.0.0.2"), ["junk"]), ip("10.0.0.2"));
     }
 
@@ -108,7 +117,10 @@ mod tests {
     fn mapped_v4_and_ports() {
         let got = tp().client_ip(ip("::ffff:10.0.0.2"), ["198.51.100.7:4444"]);
         assert_eq!(got, ip("198.51.100.7"));
-        assert_eq!(tp().client_ip(ip("::1"), ["[2001:db8::1]:80"]), ip("2001:db8::1"));
+        assert_eq!(
+            tp().client_ip(ip("::1"), ["[2001:db8::1]:80"]),
+            ip("2001:db8::1")
+        );
     }
 
     #[test]

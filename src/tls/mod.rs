@@ -35,10 +35,16 @@ fn pem_problem(e: &rustls_pki_types::pem::Error) -> String {
     use rustls_pki_types::pem::Error as E;
     match e {
         E::MissingSectionEnd { end_marker } => {
-            format!("broken PEM: a {} section has no END line", String::from_utf8_lossy(end_marker))
+            format!(
+                "broken PEM: a {} section has no END line",
+                String::from_utf8_lossy(end_marker)
+            )
         }
         E::IllegalSectionStart { line } => {
-            format!("broken PEM: bad BEGIN line {:?}", String::from_utf8_lossy(line))
+            format!(
+                "broken PEM: bad BEGIN line {:?}",
+                String::from_utf8_lossy(line)
+            )
         }
         E::Base64Decode(why) => format!("broken PEM: bad base64 ({why})"),
         E::NoItemsFound => "nothing of the expected kind in the file".to_string(),
@@ -50,23 +56,37 @@ fn pem_problem(e: &rustls_pki_types::pem::Error) -> String {
 /// and the key belongs to the leaf certificate.
 pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, CertError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| cert_error(cert, format!("cannot read certificate: {}", pem_problem(&e))))?
+        .map_err(|e| {
+            cert_error(
+                cert,
+                format!("cannot read certificate: {}", pem_problem(&e)),
+            )
+        })?
         .collect::<Result<_, _>>()
         .map_err(|e| cert_error(cert, pem_problem(&e)))?;
     if chain.is_empty() {
-        return Err(cert_error(cert, "no certificate found (expected PEM \"BEGIN CERTIFICATE\")"));
+        return Err(cert_error(
+            cert,
+            "no certificate found (expected PEM \"BEGIN CERTIFICATE\")",
+        ));
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
         cert_error(
             key,
-            format!("no usable private key (PEM PKCS#8, PKCS#1 or SEC1): {}", pem_problem(&e)),
+            format!(
+                "no usable private key (PEM PKCS#8, PKCS#1 or SEC1): {}",
+                pem_problem(&e)
+            ),
         )
     })?;
     let provider = rustls::crypto::ring::default_provider();
     CertifiedKey::from_der(chain, key_der, &provider).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => cert_error(
             key,
-            format!("private key does not match the certificate in {}", cert.display()),
+            format!(
+                "private key does not match the certificate in {}",
+                cert.display()
+            ),
         ),
         other => cert_error(key, format!("unusable key or certificate: {other}")),
     })
@@ -81,7 +101,9 @@ pub struct CertStore {
 
 impl fmt::Debug for CertStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CertStore").field("cert", &self.cert).finish()
+        f.debug_struct("CertStore")
+            .field("cert", &self.cert)
+            .finish()
     }
 }
 
@@ -124,7 +146,7 @@ pub struct ReloadOnHangup(pub Arc<CertStore>);
 #[async_trait]
 impl BackgroundService for ReloadOnHangup {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => s,
             Err(e) => {

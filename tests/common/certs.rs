@@ -22,8 +22,11 @@ fn ca_params(cn: &str) -> CertificateParams {
 
 /// A fresh root → intermediate → leaf for `dns_name`.
 pub fn pki(dns_name: &str) -> Pki {
-    let root = CertifiedIssuer::self_signed(ca_params("esprit-edge TEST-ONLY root"), KeyPair::generate().expect("key"))
-        .expect("root");
+    let root = CertifiedIssuer::self_signed(
+        ca_params("esprit-edge TEST-ONLY root"),
+        KeyPair::generate().expect("key"),
+    )
+    .expect("root");
     let inter = CertifiedIssuer::signed_by(
         ca_params("esprit-edge TEST-ONLY intermediate"),
         KeyPair::generate().expect("key"),
@@ -54,7 +57,9 @@ impl Pki {
     /// An HTTPS client that trusts only this PKI's root and resolves `host` to the edge.
     pub fn client(&self, host: &str, addr: std::net::SocketAddr) -> reqwest::ClientBuilder {
         reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(self.root_pem.as_bytes()).expect("root"))
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.root_pem.as_bytes()).expect("root"),
+            )
             .tls_built_in_root_certs(false)
             .resolve(host, addr)
             .redirect(reqwest::redirect::Policy::none())

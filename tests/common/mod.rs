@@ -44,7 +44,10 @@ pub fn server_section(dir: &Path, port: u16) -> String {
 impl Edge {
     /// Writes `body` (everything after `[server]`, which is generated) and starts the edge.
     pub fn start(body: &str) -> Edge {
-        Self::start_with(|dir, port| format!("{}{body}", server_section(dir, port)), &[])
+        Self::start_with(
+            |dir, port| format!("{}{body}", server_section(dir, port)),
+            &[],
+        )
     }
 
     /// Starts with a config built from the temp dir and port, plus extra env vars.
@@ -107,9 +110,17 @@ impl Edge {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("esprit-edge exited with {status} before listening\nstderr:\n{}\nstdout:\n{}", self.stderr(), self.stdout());
+                panic!(
+                    "esprit-edge exited with {status} before listening\nstderr:\n{}\nstdout:\n{}",
+                    self.stderr(),
+                    self.stdout()
+                );
             }
-            assert!(Instant::now() < deadline, "esprit-edge did not listen on {port}\n{}", self.stdout());
+            assert!(
+                Instant::now() < deadline,
+                "esprit-edge did not listen on {port}\n{}",
+                self.stdout()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -173,7 +184,11 @@ impl Edge {
             if let Some(v) = found {
                 return v;
             }
-            assert!(Instant::now() < deadline, "no matching log line in:\n{}", self.stdout());
+            assert!(
+                Instant::now() < deadline,
+                "no matching log line in:\n{}",
+                self.stdout()
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -241,8 +256,11 @@ pub fn client() -> reqwest::Client {
 /// port and sockets, plus `extra_server` lines) and upstreams set through the
 /// operator's `ESPRIT_UPSTREAM_<NAME>` overrides, as docker compose would.
 pub fn start_default(extra_server: &str, env: &[(&str, String)]) -> Edge {
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/esprit-edge.toml"))
-        .expect("shipped config");
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/conf/esprit-edge.toml"
+    ))
+    .expect("shipped config");
     let extra = extra_server.to_string();
     Edge::start_with(
         move |dir, port| {
@@ -250,7 +268,10 @@ pub fn start_default(extra_server: &str, env: &[(&str, String)]) -> Edge {
                 .split_once("[upstreams.skyoffice]")
                 .map(|(_, r)| r)
                 .expect("shipped config has [upstreams.skyoffice]");
-            format!("{}{extra}\n[upstreams.skyoffice]{rest}", server_section(dir, port))
+            format!(
+                "{}{extra}\n[upstreams.skyoffice]{rest}",
+                server_section(dir, port)
+            )
         },
         env,
     )

@@ -3,15 +3,15 @@
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -31,7 +31,8 @@ impl Peer {
 }
 
 fn query_param<'a>(q: Option<&'a str>, key: &str) -> Option<&'a str> {
-    q?.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    q?.split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -44,13 +45,23 @@ async fn handle(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Body>
     let q = req.uri().query().map(str::to_string);
     let q = q.as_deref();
     let mode = query_param(q, "mode").unwrap_or("echo");
-    let ms: u64 = query_param(q, "ms").and_then(|v| v.parse().ok()).unwrap_or(3000);
+    let ms: u64 = query_param(q, "ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
     if mode == "sse" {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
         tokio::spawn(async move {
-            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"id: 1\ndata: first\n\n")))).await;
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from_static(
+                    b"id: 1\ndata: first\n\n",
+                ))))
+                .await;
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"id: 2\ndata: second\n\n")))).await;
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from_static(
+                    b"id: 2\ndata: second\n\n",
+                ))))
+                .await;
         });
         let stream = tokio_stream_from(rx);
         let body = BodyExt::boxed(StreamBody::new(stream));
@@ -69,9 +80,19 @@ async fn handle(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Body>
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let json = serde_json::json!({
         "peer": &*name,
         "method": method,
@@ -108,7 +129,9 @@ pub async fn echo(name: &str) -> Peer {
     let counter = hits.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let name = name.clone();
             let counter = counter.clone();
             tokio::spawn(async move {
@@ -133,10 +156,14 @@ pub async fn ws_echo() -> Peer {
     let counter = hits.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             counter.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
                 while let Some(Ok(msg)) = ws.next().await {
                     if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
                         return;
@@ -175,7 +202,9 @@ impl SocketIo {
             .expect("node");
         let out = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(out).read_line(&mut line).expect("read ready line");
+        BufReader::new(out)
+            .read_line(&mut line)
+            .expect("read ready line");
         let port = line
             .trim()
             .strip_prefix("ready ")
@@ -200,13 +229,18 @@ impl Drop for SocketIo {
 pub fn socketio_client(url: &str, transports: &str, mode: Option<&str>) -> serde_json::Value {
     let dir = super::peers_dir();
     let mut cmd = Command::new("node");
-    cmd.arg(dir.join("socketio-client.js")).arg(url).arg(transports);
+    cmd.arg(dir.join("socketio-client.js"))
+        .arg(url)
+        .arg(transports);
     if let Some(m) = mode {
         cmd.arg(m);
     }
     let out = cmd.output().expect("node client");
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim()).unwrap_or_else(|_| {
-        panic!("socket.io client printed {text:?}, stderr {}", String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "socket.io client printed {text:?}, stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     })
 }
