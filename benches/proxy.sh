@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Side-by-side proxy benchmark: esprit-edge and nginx (Debian nginx-light) in
+# front of the same upstream, alternated in one run, so the ratio survives a
+# noisy shared machine. Small (1 KiB) responses over keep-alive, measured with wrk.
+#
+# Usage: benches/proxy.sh [rounds=5] [seconds=10] [connections=50]
+# Needs: scripts/setup --bench (nginx-light, wrk). Everything runs on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-5}
+SECS=${2:-10}
+CONNS=${3:-50}
+THREADS=${BENCH_THREADS:-1}   # worker threads for each proxy (nginx worker_processes)
+
+scripts/setup --bench
+export PATH="$HOME/.local/bin:$PATH"
+cargo build --release --locked -q
+
+work=$(mktemp -d /tmp/esprit-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); NGX=$(free_port); EDGE=$(free_port)
+
+head -c 1024 /dev/zero | tr '\0' 'x' > "$work/1k.txt"
+mkdir -p "$work/up" "$work/ngx"
+
+# The shared upstream: a dedicated nginx serving 1 KiB from memory.
+cat > "$work/up/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/up/nginx.pid;
+error_log $work/up/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000;
+  server {
+    listen 127.0.0.1:$UP;
+    location / { root $work; try_files /1k.txt =404; default_type text/plain; }
+  }
+}
+CONF
+nginx -p "$work/up" -c "$work/up/nginx.conf" -g 'daemon off;' & pids+=($!)
+
+# nginx as the proxy: the configuration an operator would write (keep-alive upstream, access log on).
+cat > "$work/ngx/nginx.conf" <<CONF
+worker_processes $THREADS;
+pid $work/ngx/nginx.pid;
+error_log $work/ngx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log $work/ngx/access.log;
+  keepalive_requests 100000;
+  upstream app { server 127.0.0.1:$UP; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGX;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      add_header X-Content-Type-Options nosniff;
+      add_header X-Frame-Options SAMEORIGIN;
+    }
+  }
+}
+CONF
+nginx -p "$work/ngx" -c "$work/ngx/nginx.conf" -g 'daemon off;' & pids+=($!)
+
+# esprit-edge with its whole filter chain on (normalisation, routing, header
+# policy, security headers, JSON access log to a file).
+cat > "$work/edge.toml" <<CONF
+[server]
+listen = "127.0.0.1:$EDGE"
+threads = $THREADS
+upgrade_sock = "$work/edge-upgrade.sock"
+pid_file = "$work/edge.pid"
+[upstreams.app]
+address = "127.0.0.1:$UP"
+[[routes]]
+prefix = "/"
+upstream = "app"
+csp = "default-src 'self'"
+CONF
+target/release/esprit-edge --config "$work/edge.toml" > "$work/edge.log" 2>&1 & pids+=($!)
+
+for port in $UP $NGX $EDGE; do
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/bench" >/dev/null && break; sleep 0.1; done
+  curl -fs "http://127.0.0.1:$port/bench" >/dev/null || { echo "port $port never answered" >&2; exit 1; }
+done
+
+# wrk prints latency with units; normalise to milliseconds.
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.3f", v}'; }
+run() { # name port -> "rps p50 p99"
+  local out; out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$2/bench")
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
+  echo "$rps $p50 $p99"
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+
+echo "# esprit-edge vs nginx: 1 KiB, keep-alive, wrk -t1 -c$CONNS -d${SECS}s, $ROUNDS alternated rounds, $THREADS proxy thread(s)"
+printf '%-6s %-12s %10s %9s %9s\n' round proxy req/s p50_ms p99_ms
+: > "$work/edge.res"; : > "$work/ngx.res"
+for r in $(seq "$ROUNDS"); do
+  # Alternate who goes first so drift in machine load falls on both.
+  if (( r % 2 )); then order="edge nginx"; else order="nginx edge"; fi
+  for who in $order; do
+    if [ "$who" = edge ]; then res=$(run edge "$EDGE"); echo "$res" >> "$work/edge.res"
+    else res=$(run nginx "$NGX"); echo "$res" >> "$work/ngx.res"; fi
+    read -r rps p50 p99 <<<"$res"
+    printf '%-6s %-12s %10s %9s %9s\n' "$r" "$who" "$rps" "$p50" "$p99"
+  done
+done
+
+e_rps=$(cut -d' ' -f1 "$work/edge.res" | median); n_rps=$(cut -d' ' -f1 "$work/ngx.res" | median)
+e_p50=$(cut -d' ' -f2 "$work/edge.res" | median); n_p50=$(cut -d' ' -f2 "$work/ngx.res" | median)
+e_p99=$(cut -d' ' -f3 "$work/edge.res" | median); n_p99=$(cut -d' ' -f3 "$work/ngx.res" | median)
+echo
+echo "median       req/s     p50_ms   p99_ms"
+printf 'esprit-edge  %-9s %-8s %-8s\n' "$e_rps" "$e_p50" "$e_p99"
+printf 'nginx        %-9s %-8s %-8s\n' "$n_rps" "$n_p50" "$n_p99"
+awk -v a="$e_rps" -v b="$n_rps" -v c="$e_p50" -v d="$n_p50" -v e="$e_p99" -v f="$n_p99" \
+  'BEGIN {printf "ratio edge/nginx: req/s %.2f, p50 %.2f, p99 %.2f\n", a/b, c/d, e/f}'
