@@ -14,15 +14,16 @@ THREADS=${BENCH_THREADS:-1}   # worker threads for each proxy (nginx worker_proc
 
 scripts/setup --bench
 export PATH="$HOME/.local/bin:$PATH"
-cargo build --release --locked -q
+cargo build --release --locked -q --bin esprit-edge --example bare_proxy
 
 work=$(mktemp -d /tmp/esprit-bench.XXXXXX)
+chmod 755 "$work"   # nginx workers drop root and must read the 1 KiB file
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); NGX=$(free_port); EDGE=$(free_port)
+UP=$(free_port); NGX=$(free_port); EDGE=$(free_port); BARE=$(free_port)
 
 head -c 1024 /dev/zero | tr '\0' 'x' > "$work/1k.txt"
 mkdir -p "$work/up" "$work/ngx"
@@ -88,9 +89,12 @@ csp = "default-src 'self'"
 CONF
 target/release/esprit-edge --config "$work/edge.toml" > "$work/edge.log" 2>&1 & pids+=($!)
 
-for port in $UP $NGX $EDGE; do
+# A bare Pingora proxy (no filters): the floor, so the edge's own cost shows.
+target/release/examples/bare_proxy "127.0.0.1:$BARE" "127.0.0.1:$UP" "$THREADS" > "$work/bare.log" 2>&1 & pids+=($!)
+
+for port in $UP $NGX $EDGE $BARE; do
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/bench" >/dev/null && break; sleep 0.1; done
-  curl -fs "http://127.0.0.1:$port/bench" >/dev/null || { echo "port $port never answered" >&2; exit 1; }
+  curl -fs "http://127.0.0.1:$port/bench" >/dev/null || { echo "port $port never answered" >&2; cat "$work"/*/error.log "$work/edge.log" >&2; exit 1; }
 done
 
 # wrk prints latency with units; normalise to milliseconds.
@@ -106,15 +110,22 @@ run() { # name port -> "rps p50 p99"
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
-echo "# esprit-edge vs nginx: 1 KiB, keep-alive, wrk -t1 -c$CONNS -d${SECS}s, $ROUNDS alternated rounds, $THREADS proxy thread(s)"
+echo "# esprit-edge vs nginx (and bare Pingora): 1 KiB, keep-alive, wrk -t1 -c$CONNS -d${SECS}s, $ROUNDS alternated rounds, $THREADS proxy thread(s)"
 printf '%-6s %-12s %10s %9s %9s\n' round proxy req/s p50_ms p99_ms
-: > "$work/edge.res"; : > "$work/ngx.res"
+: > "$work/edge.res"; : > "$work/ngx.res"; : > "$work/bare.res"
 for r in $(seq "$ROUNDS"); do
-  # Alternate who goes first so drift in machine load falls on both.
-  if (( r % 2 )); then order="edge nginx"; else order="nginx edge"; fi
+  # Rotate who goes first so drift in machine load falls on all.
+  case $(( r % 3 )) in
+    1) order="edge nginx bare" ;;
+    2) order="nginx bare edge" ;;
+    *) order="bare edge nginx" ;;
+  esac
   for who in $order; do
-    if [ "$who" = edge ]; then res=$(run edge "$EDGE"); echo "$res" >> "$work/edge.res"
-    else res=$(run nginx "$NGX"); echo "$res" >> "$work/ngx.res"; fi
+    case $who in
+      edge) res=$(run edge "$EDGE"); echo "$res" >> "$work/edge.res" ;;
+      nginx) res=$(run nginx "$NGX"); echo "$res" >> "$work/ngx.res" ;;
+      bare) res=$(run bare "$BARE"); echo "$res" >> "$work/bare.res" ;;
+    esac
     read -r rps p50 p99 <<<"$res"
     printf '%-6s %-12s %10s %9s %9s\n' "$r" "$who" "$rps" "$p50" "$p99"
   done
@@ -123,9 +134,13 @@ done
 e_rps=$(cut -d' ' -f1 "$work/edge.res" | median); n_rps=$(cut -d' ' -f1 "$work/ngx.res" | median)
 e_p50=$(cut -d' ' -f2 "$work/edge.res" | median); n_p50=$(cut -d' ' -f2 "$work/ngx.res" | median)
 e_p99=$(cut -d' ' -f3 "$work/edge.res" | median); n_p99=$(cut -d' ' -f3 "$work/ngx.res" | median)
+b_rps=$(cut -d' ' -f1 "$work/bare.res" | median); b_p50=$(cut -d' ' -f2 "$work/bare.res" | median); b_p99=$(cut -d' ' -f3 "$work/bare.res" | median)
 echo
 echo "median       req/s     p50_ms   p99_ms"
 printf 'esprit-edge  %-9s %-8s %-8s\n' "$e_rps" "$e_p50" "$e_p99"
 printf 'nginx        %-9s %-8s %-8s\n' "$n_rps" "$n_p50" "$n_p99"
+printf 'bare pingora %-9s %-8s %-8s\n' "$b_rps" "$b_p50" "$b_p99"
 awk -v a="$e_rps" -v b="$n_rps" -v c="$e_p50" -v d="$n_p50" -v e="$e_p99" -v f="$n_p99" \
   'BEGIN {printf "ratio edge/nginx: req/s %.2f, p50 %.2f, p99 %.2f\n", a/b, c/d, e/f}'
+awk -v a="$e_rps" -v b="$b_rps" -v n="$n_rps" \
+  'BEGIN {printf "ratio edge/bare-pingora: req/s %.2f; bare-pingora/nginx: req/s %.2f\n", a/b, b/n}'

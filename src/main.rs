@@ -51,7 +51,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         None => {
-            telemetry::init();
+            let _log = telemetry::init();
             match server::run(cfg, cli.upgrade) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -222,6 +222,15 @@ mod tests {
     }
 
     #[test]
+    fn stream_routes_outlive_socketio_ping() {
+        let text = MINIMAL.replace("upstream = \"app\"", "upstream = \"app\"\nstream = true");
+        let c = parse_str(&text).unwrap();
+        // socket.io pings every 25 s and waits 20 s for the pong.
+        assert!(c.routes[0].timeouts.read.as_secs() >= 60);
+        assert!(c.routes[0].stream);
+    }
+
+    #[test]
     fn shipped_default_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_PATH);
         let c = load_with_env(&path, Vec::new()).unwrap();

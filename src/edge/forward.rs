@@ -20,27 +20,37 @@ const HOP_BY_HOP: [&str; 8] = [
 
 /// Client-supplied headers that claim an identity or a forwarding path. Upstreams
 /// (Sim, SkyOffice, the apps behind an auth proxy) may believe them, so only the
-/// edge may set them. Compared after lower-casing and mapping `_` to `-`, since
-/// some servers treat `X_Forwarded_For` as `X-Forwarded-For`.
+/// edge may set them. Some servers treat `X_Forwarded_For` as `X-Forwarded-For`,
+/// so `_` counts as `-`. `HeaderName`s are already lower-case.
+const IDENTITY_PREFIXES: [&str; 4] = ["x-forwarded-", "x-auth-", "remote-", "x-original-"];
+const IDENTITY_NAMES: [&str; 10] = [
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-rewrite-url",
+    "x-user",
+    "x-remote-user",
+];
+
+/// Byte equality where `_` in the header name matches `-` in the pattern.
+fn same(name: &[u8], pattern: &[u8]) -> bool {
+    name.len() == pattern.len()
+        && name
+            .iter()
+            .zip(pattern)
+            .all(|(n, p)| n.to_ascii_lowercase() == *p || (*n == b'_' && *p == b'-'))
+}
+
 fn is_identity_header(name: &str) -> bool {
-    let n = name.to_ascii_lowercase().replace('_', "-");
-    n.starts_with("x-forwarded-")
-        || n.starts_with("x-auth-")
-        || n.starts_with("remote-")
-        || n.starts_with("x-original-")
-        || matches!(
-            n.as_str(),
-            "forwarded"
-                | "x-real-ip"
-                | "x-client-ip"
-                | "true-client-ip"
-                | "x-cluster-client-ip"
-                | "cf-connecting-ip"
-                | "fastly-client-ip"
-                | "x-rewrite-url"
-                | "x-user"
-                | "x-remote-user"
-        )
+    let n = name.as_bytes();
+    IDENTITY_PREFIXES
+        .iter()
+        .any(|p| n.len() > p.len() && same(&n[..p.len()], p.as_bytes()))
+        || IDENTITY_NAMES.iter().any(|p| same(n, p.as_bytes()))
 }
 
 /// What the edge knows about the downstream request, to tell the upstream.
@@ -62,31 +72,28 @@ pub fn prepare(
     upgrade: bool,
     path_and_query: &str,
 ) -> Result<()> {
-    let listed_in_connection: Vec<String> = req
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    let doomed: Vec<String> = req
+    let listed_in_connection = |name: &str| {
+        req.headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(name))
+    };
+    let doomed: Vec<http::HeaderName> = req
         .headers
         .keys()
-        .map(|k| k.as_str())
         .filter(|k| {
-            let hop = HOP_BY_HOP.contains(k) && !(upgrade && *k == "upgrade");
-            let listed = listed_in_connection.iter().any(|t| t == k)
-                && !(upgrade && *k == "upgrade")
-                && *k != "content-length"
-                && *k != "transfer-encoding";
-            hop || listed || is_identity_header(k)
+            let k = k.as_str();
+            if upgrade && k == "upgrade" || k == "content-length" || k == "transfer-encoding" {
+                return false;
+            }
+            HOP_BY_HOP.contains(&k) || is_identity_header(k) || listed_in_connection(k)
         })
-        .map(str::to_string)
+        .cloned()
         .collect();
-    for name in doomed {
-        req.remove_header(&name);
+    for name in &doomed {
+        req.remove_header(name);
     }
     if upgrade {
         req.insert_header(http::header::CONNECTION, "upgrade")?;
@@ -190,6 +197,32 @@ mod tests {
             "upgrade",
         ] {
             assert!(r.headers.get(gone).is_none(), "{gone}");
+        }
+    }
+
+    #[test]
+    fn identity_matching() {
+        for yes in [
+            "x-forwarded-for",
+            "x_forwarded_user",
+            "x-forwarded_proto",
+            "forwarded",
+            "remote_user",
+            "x-auth-request-email",
+            "x_real_ip",
+        ] {
+            assert!(is_identity_header(yes), "{yes}");
+        }
+        for no in [
+            "x-forwarded",
+            "accept",
+            "x-remote",
+            "forwarded-x",
+            "remote",
+            "authorization",
+            "cookie",
+        ] {
+            assert!(!is_identity_header(no), "{no}");
         }
     }
 

@@ -176,15 +176,14 @@ impl ProxyHttp for Edge {
     ) -> FailToProxy {
         let failure = errors::classify(e.etype(), e.esource());
         ctx.reason = Some(failure.message);
-        tracing::warn!(
-            target: "edge",
-            route = ctx.route.as_ref().map(|r| r.label()).unwrap_or(""),
-            upstream = ctx.upstream.as_deref().unwrap_or(""),
-            status = failure.status,
-            error = %e,
-            "{}",
-            failure.message
-        );
+        let route = ctx.route.as_ref().map(|r| r.label()).unwrap_or("");
+        let upstream = ctx.upstream.as_deref().unwrap_or("");
+        if failure.status == 0 {
+            // The client left; not the edge's or the upstream's fault.
+            tracing::debug!(target: "edge", route, upstream, error = %e, "{}", failure.message);
+        } else {
+            tracing::warn!(target: "edge", route, upstream, status = failure.status, error = %e, "{}", failure.message);
+        }
         if failure.status > 0 && session.response_written().is_none() {
             let reply = Reply::error(failure.status, failure.message, ctx.facts.json);
             if let Err(we) = respond::send(session, &reply, self.hsts_for(ctx)).await {

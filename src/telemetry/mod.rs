@@ -4,8 +4,21 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// Keeps the log writer thread alive; dropping it flushes what is queued.
+pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+
 /// Installs the JSON subscriber. `RUST_LOG` overrides the default `info` level.
-pub fn init() {
+/// Lines are written by a dedicated thread in batches (formatting stays on the
+/// worker, the write syscalls do not): per-line writes to stdout cost about a
+/// fifth of the proxy's throughput. Nothing is dropped: a full queue waits.
+pub fn init() -> LogGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("esprit-edge-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -15,8 +28,9 @@ pub fn init() {
         .with_span_list(false)
         .with_target(true)
         .with_env_filter(filter)
-        .with_writer(std::io::stdout)
+        .with_writer(writer)
         .try_init();
+    guard
 }
 
 /// One finished request, as the access log records it.
