@@ -1,6 +1,8 @@
 //! esprit-edge: the Esprit-Hub edge (routing, TLS, limits) and its agent hub,
 //! in one Pingora process. The modules follow the request path in DESIGN.md.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod edge;
 pub mod hub;

@@ -11,9 +11,11 @@ use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::ServerConf;
 use pingora::services::background::background_service;
 
-/// Whole seconds, at least `min`: Pingora counts its shutdown phases in seconds.
+/// Whole seconds, rounded up and at least `min`: Pingora counts its shutdown
+/// phases in seconds, and "500ms" must not become no grace at all.
 fn secs(d: std::time::Duration, min: u64) -> u64 {
-    d.as_secs().max(min)
+    let up = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    up.max(min)
 }
 
 /// Checks what start-up would load beyond the config itself (certificates).

@@ -358,9 +358,16 @@ async fn oversized_bodies_are_refused_with_413() {
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
         .await;
+    // Either the 413 arrives or the connection is cut mid-body; what matters is
+    // that Sim never received the whole oversized body.
     if let Ok(r) = r {
         assert_eq!(r.status(), 413);
     }
+    assert_eq!(
+        s.sim.bodies(),
+        0,
+        "an oversized chunked body reached Sim whole"
+    );
     let ok = client()
         .post(s.edge.url("/studio/upload"))
         .body("y".repeat(1000))
@@ -401,12 +408,27 @@ async fn security_headers_and_upstream_csp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healthz_needs_no_upstream_and_access_log_is_json() {
-    let s = default_stack("").await;
-    drop(s.skyoffice);
-    let r = client().get(s.edge.url("/healthz")).send().await.unwrap();
+async fn healthz_needs_no_upstream() {
+    let edge = common::start_default(
+        "",
+        &[
+            ("ESPRIT_UPSTREAM_SKYOFFICE", peers::dead_address()),
+            ("ESPRIT_UPSTREAM_SIM", peers::dead_address()),
+            ("ESPRIT_UPSTREAM_REALTIME", peers::dead_address()),
+        ],
+    );
+    let r = client().get(edge.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "ok\n");
+    assert_eq!(
+        client().get(edge.url("/")).send().await.unwrap().status(),
+        502
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_is_one_json_line_per_request() {
+    let s = default_stack("").await;
     client()
         .get(s.edge.url("/studio/a?b=1"))
         .send()
@@ -432,4 +454,134 @@ async fn healthz_needs_no_upstream_and_access_log_is_json() {
     assert_eq!(line["route"], "/studio/");
     assert_eq!(line["upstream"], "sim");
     assert_eq!(line["method"], "GET");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused() {
+    let s = default_stack("").await;
+    let c = client();
+    for _ in 0..20 {
+        assert_eq!(
+            c.get(s.edge.url("/studio/x"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    assert_eq!(s.sim.hits(), 20);
+    assert!(
+        s.sim.conns() <= 2,
+        "{} upstream connections for 20 sequential requests",
+        s.sim.conns()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_websocket_upgrades_reach_an_upstream() {
+    let s = default_stack("").await;
+    let (status, body) = get_raw(
+        s.edge.port,
+        "/studio/x",
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    let echo: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        header(&echo, "upgrade").is_empty(),
+        "h2c upgrade reached the upstream: {echo}"
+    );
+    assert!(header(&echo, "http2-settings").is_empty());
+    assert!(
+        header(&echo, "connection")
+            .iter()
+            .all(|v| !v.to_ascii_lowercase().contains("upgrade"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_named_in_connection_are_dropped_but_host_is_kept() {
+    let s = default_stack("").await;
+    let (status, body) = get_raw(
+        s.edge.port,
+        "/studio/x",
+        "Connection: X-Internal-Token\r\nX-Internal-Token: secret\r\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    let echo: Value = serde_json::from_str(&body).unwrap();
+    assert!(header(&echo, "x-internal-token").is_empty());
+    assert_eq!(header(&echo, "host"), ["hub.local"]);
+    // Naming Host in Connection is refused outright (Pingora's own check).
+    let (status, _) = get_raw(s.edge.port, "/studio/x", "Connection: host\r\n");
+    assert_eq!(status, 400);
+    assert_eq!(s.sim.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_or_bogus_host_is_400() {
+    let s = default_stack("").await;
+    let (status, _) = raw(
+        s.edge.port,
+        "GET /studio/ HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 400);
+    let (status, _) = raw(
+        s.edge.port,
+        "GET /studio/ HTTP/1.1\r\nHost: evil.example/x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 400);
+    assert_eq!(s.sim.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_routes_and_a_hub_without_fallback() {
+    let main = peers::echo("main").await;
+    let admin = peers::echo("admin").await;
+    let edge = Edge::start(&format!(
+        r#"
+[upstreams.main]
+address = "{}"
+[upstreams.admin]
+address = "{}"
+[[routes]]
+prefix = "/"
+upstream = "main"
+[[routes]]
+host = "admin.example.com"
+prefix = "/"
+upstream = "admin"
+[[routes]]
+prefix = "/api/"
+kind = "hub"
+"#,
+        main.address(),
+        admin.address()
+    ));
+    let peer_for = |host: &'static str| {
+        let url = edge.url("/x");
+        async move {
+            let v: Value = client()
+                .get(url)
+                .header("host", host)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["peer"].as_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(peer_for("admin.example.com").await, "admin");
+    assert_eq!(peer_for("ADMIN.example.com.:8080").await, "admin");
+    assert_eq!(peer_for("other.example.com").await, "main");
+    let r = client()
+        .get(edge.url("/api/workflows"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(main.hits() + admin.hits(), 3);
 }

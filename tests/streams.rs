@@ -24,6 +24,8 @@ stream = true
 prefix = "/ws/"
 upstream = "ws"
 stream = true
+# Frames after the 101 are not a request body: this cap must not cut them.
+max_body_bytes = 1024
 "#
     )
 }
@@ -108,6 +110,33 @@ async fn websocket_echoes_text_and_binary_frames() {
     }
     sock.close(None).await.unwrap();
     assert_eq!(ws.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_websocket_client_outlives_pingoras_60s_default() {
+    // A browser on a server-push websocket (or SSE) may send nothing for
+    // minutes. Pingora's own downstream read timeout is 60 s; on a stream
+    // route the connection must stay up past it while the upstream pushes.
+    // This test takes 70 s of wall time on purpose: nothing shorter shows it.
+    let ticker = peers::ws_ticker(Duration::from_secs(1)).await;
+    let edge = Edge::start(&format!(
+        "[upstreams.ws]\naddress = \"{}\"\n[[routes]]\nprefix = \"/ws/\"\nupstream = \"ws\"\nstream = true\n",
+        ticker.address()
+    ));
+    let (mut sock, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws/feed", edge.port))
+            .await
+            .unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(70);
+    let mut last = String::new();
+    while tokio::time::Instant::now() < until {
+        match tokio::time::timeout(Duration::from_secs(10), sock.next()).await {
+            Ok(Some(Ok(m))) if m.is_text() => last = m.into_text().unwrap().to_string(),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("stream ended after {last:?}: {other:?}"),
+        }
+    }
+    assert!(last.starts_with("tick "), "no push arrived: {last:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

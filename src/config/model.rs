@@ -12,8 +12,11 @@ use std::time::Duration;
 pub struct Config {
     /// Where it came from, for messages.
     pub source: PathBuf,
+    /// Process-wide settings.
     pub server: Server,
+    /// The TLS listener, when configured.
     pub tls: Option<Tls>,
+    /// Backends by name.
     pub upstreams: BTreeMap<String, Upstream>,
     /// In file order; the router decides precedence.
     pub routes: Vec<Route>,
@@ -26,6 +29,7 @@ pub struct Server {
     pub listen: SocketAddr,
     /// The origin browsers use (`https://hub.example.com`), when known.
     pub public_origin: Option<String>,
+    /// Where agents.json and (later) users and the store live.
     pub data_dir: PathBuf,
     /// Worker threads for the proxy service.
     pub threads: usize,
@@ -42,6 +46,7 @@ pub struct Server {
     pub keepalive_timeout: Duration,
     /// Socket on which a new process (`--upgrade`) receives the listeners.
     pub upgrade_sock: PathBuf,
+    /// Written only in daemon mode (Pingora).
     pub pid_file: PathBuf,
     /// Longest request target (path and query) accepted, in bytes.
     pub max_request_target: usize,
@@ -52,8 +57,11 @@ pub struct Server {
 /// The TLS listener.
 #[derive(Debug, Clone)]
 pub struct Tls {
+    /// TLS listener address.
     pub listen: SocketAddr,
+    /// PEM chain, leaf first.
     pub cert: PathBuf,
+    /// PEM private key.
     pub key: PathBuf,
     /// Send `Strict-Transport-Security` on TLS responses.
     pub hsts: bool,
@@ -62,9 +70,11 @@ pub struct Tls {
 /// A named backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
+    /// The name routes use.
     pub name: String,
     /// A DNS name or an IP literal (without brackets).
     pub host: String,
+    /// TCP port.
     pub port: u16,
 }
 
@@ -83,21 +93,33 @@ pub enum PathMatch {
 pub enum RouteAction {
     /// Forward to a named upstream, optionally without the route prefix.
     Proxy {
+        /// Upstream name.
         upstream: String,
+        /// Send the path without the route prefix.
         strip_prefix: bool,
     },
     /// Answer with a redirect; the rest of the path and the query are carried over.
-    Redirect { to: String, status: u16 },
+    Redirect {
+        /// Path or URL the rest of the path and the query are appended to.
+        to: String,
+        /// 301, 302, 303, 307 or 308.
+        status: u16,
+    },
     /// The in-process hub; paths it does not claim go to `fallback`.
-    Hub { fallback: Option<String> },
+    Hub {
+        /// Upstream for the paths under the route the hub does not claim.
+        fallback: Option<String>,
+    },
 }
 
 /// Upstream timeouts for one route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
+    /// Longest wait for the TCP connection.
     pub connect: Duration,
     /// Longest silence while reading the upstream (also the idle limit of upgraded streams).
     pub read: Duration,
+    /// Longest wait while sending to the upstream.
     pub write: Duration,
 }
 
@@ -108,15 +130,18 @@ pub struct Route {
     pub index: usize,
     /// Lower-case host without port, like nginx `server_name`; `None` matches any host.
     pub host: Option<String>,
+    /// How the path matches.
     pub path: PathMatch,
+    /// What the route does.
     pub action: RouteAction,
+    /// Upstream timeouts.
     pub timeouts: Timeouts,
     /// Long-lived responses (SSE, websockets, long-polling): long read timeout.
     pub stream: bool,
     /// CSP sent when the upstream sets none.
     pub csp: Option<String>,
-    /// Request body cap in bytes (0: no cap).
-    pub max_body_bytes: u64,
+    /// Request body cap in bytes: `None` inherits the server's, `Some(0)` lifts it.
+    pub max_body_bytes: Option<u64>,
 }
 
 impl Route {

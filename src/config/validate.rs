@@ -85,6 +85,13 @@ fn server(s: ServerSection, env: &Overrides, p: &mut Problems) -> Server {
             format!("{max_request_target} is out of range (256 to 65536 bytes)"),
         );
     }
+    let keepalive_timeout = s.keepalive_timeout.unwrap_or(Duration::from_secs(75));
+    if keepalive_timeout < Duration::from_secs(1) {
+        p.add(
+            "server.keepalive_timeout",
+            "must be at least 1s (Pingora counts it in whole seconds)",
+        );
+    }
     Server {
         listen,
         public_origin,
@@ -94,7 +101,7 @@ fn server(s: ServerSection, env: &Overrides, p: &mut Problems) -> Server {
         redirect_https: s.redirect_https,
         grace_period: s.grace_period.unwrap_or(Duration::from_secs(1)),
         shutdown_timeout: s.shutdown_timeout.unwrap_or(Duration::from_secs(2)),
-        keepalive_timeout: s.keepalive_timeout.unwrap_or(Duration::from_secs(75)),
+        keepalive_timeout,
         upgrade_sock: s
             .upgrade_sock
             .unwrap_or_else(|| PathBuf::from("/tmp/esprit-edge-upgrade.sock")),
@@ -123,6 +130,16 @@ fn tls(t: TlsSection, p: &mut Problems) -> Tls {
 
 fn upstreams(f: &FileConfig, env: &Overrides, p: &mut Problems) -> BTreeMap<String, Upstream> {
     let mut out = BTreeMap::new();
+    let mut vars: HashMap<String, &str> = HashMap::new();
+    for name in f.upstreams.keys() {
+        let var = super::env::upstream_var(name);
+        if let Some(other) = vars.insert(var.clone(), name) {
+            p.add(
+                format!("upstreams.{name}"),
+                format!("shares its override variable {var} with upstreams.{other}; rename one"),
+            );
+        }
+    }
     for (name, u) in &f.upstreams {
         let key = format!("upstreams.{name}");
         if name.is_empty()
@@ -372,7 +389,7 @@ fn route(
         timeouts,
         stream,
         csp: r.csp,
-        max_body_bytes: r.max_body_bytes.unwrap_or(0),
+        max_body_bytes: r.max_body_bytes,
     })
 }
 

@@ -9,12 +9,22 @@ use pingora::{ErrorSource, ErrorType};
 pub struct Failure {
     /// 0 when the downstream is gone and nothing can be written.
     pub status: u16,
+    /// Safe to show a client: no addresses or internals.
     pub message: &'static str,
 }
 
 /// Maps a proxy error to a status and a message safe to show a client.
 pub fn classify(etype: &ErrorType, source: &ErrorSource) -> Failure {
     use ErrorType::*;
+    if *source == ErrorSource::Downstream {
+        let (status, message) = match etype {
+            HTTPStatus(code) => (*code, "request refused"),
+            ReadError | WriteError | ConnectionClosed | WriteTimedout => (0, "client went away"),
+            ReadTimedout => (408, "request timed out"),
+            _ => (400, "bad request"),
+        };
+        return Failure { status, message };
+    }
     let (status, message) = match etype {
         HTTPStatus(code) => (*code, "request refused"),
         ConnectTimedout => (504, "upstream did not accept the connection in time"),
@@ -26,12 +36,7 @@ pub fn classify(etype: &ErrorType, source: &ErrorSource) -> Failure {
         }
         _ => match source {
             ErrorSource::Upstream => (502, "bad response from upstream"),
-            ErrorSource::Downstream => match etype {
-                ReadError | WriteError | ConnectionClosed => (0, "client went away"),
-                ReadTimedout => (408, "request timed out"),
-                _ => (400, "bad request"),
-            },
-            ErrorSource::Internal | ErrorSource::Unset => (500, "internal error"),
+            _ => (500, "internal error"),
         },
     };
     Failure { status, message }
@@ -110,6 +115,11 @@ mod tests {
             classify(&ErrorType::HTTPStatus(413), &ErrorSource::Downstream).status,
             413
         );
+        // A slow client is not an upstream timeout.
+        let slow_client = classify(&ErrorType::ReadTimedout, &ErrorSource::Downstream);
+        assert_eq!(slow_client.status, 408);
+        let filter_said = classify(&ErrorType::HTTPStatus(413), &ErrorSource::Unset);
+        assert_eq!(filter_said.status, 413);
     }
 
     #[test]

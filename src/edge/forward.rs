@@ -18,6 +18,9 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-authenticate",
 ];
 
+/// Never removed because `Connection` names them: they frame or address the request.
+const NEVER_LISTED: [&str; 3] = ["host", "content-length", "transfer-encoding"];
+
 /// Client-supplied headers that claim an identity or a forwarding path. Upstreams
 /// (Sim, SkyOffice, the apps behind an auth proxy) may believe them, so only the
 /// edge may set them. Some servers treat `X_Forwarded_For` as `X-Forwarded-For`,
@@ -56,6 +59,7 @@ fn is_identity_header(name: &str) -> bool {
 /// What the edge knows about the downstream request, to tell the upstream.
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarded<'a> {
+    /// The client as the edge determined it (peer or trusted XFF).
     pub client_ip: IpAddr,
     /// `http` or `https`, as the browser reached us (or our trusted proxy).
     pub proto: &'a str,
@@ -72,23 +76,27 @@ pub fn prepare(
     upgrade: bool,
     path_and_query: &str,
 ) -> Result<()> {
-    let listed_in_connection = |name: &str| {
-        req.headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(name))
-    };
+    // Headers the client named in `Connection` are hop-by-hop too (RFC 9110
+    // §7.6.1), except the ones that frame or address the request.
+    let listed: Vec<&str> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
     let doomed: Vec<http::HeaderName> = req
         .headers
         .keys()
         .filter(|k| {
             let k = k.as_str();
-            if upgrade && k == "upgrade" || k == "content-length" || k == "transfer-encoding" {
+            if upgrade && k == "upgrade" || NEVER_LISTED.contains(&k) {
                 return false;
             }
-            HOP_BY_HOP.contains(&k) || is_identity_header(k) || listed_in_connection(k)
+            HOP_BY_HOP.contains(&k)
+                || is_identity_header(k)
+                || listed.iter().any(|t| t.eq_ignore_ascii_case(k))
         })
         .cloned()
         .collect();
@@ -224,6 +232,18 @@ mod tests {
         ] {
             assert!(!is_identity_header(no), "{no}");
         }
+    }
+
+    #[test]
+    fn connection_cannot_remove_host_or_framing() {
+        let mut r = req(&[
+            ("Host", "hub.local"),
+            ("Connection", "host, content-length"),
+            ("Content-Length", "0"),
+        ]);
+        prepare(&mut r, &fwd(), false, "/").unwrap();
+        assert_eq!(r.headers["host"], "hub.local");
+        assert_eq!(r.headers["content-length"], "0");
     }
 
     #[test]

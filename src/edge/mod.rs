@@ -47,6 +47,7 @@ pub struct Edge {
 }
 
 impl Edge {
+    /// Builds the per-process policy from a validated config.
     pub fn new(config: &Config) -> Self {
         Self {
             policy: Policy::new(config),
@@ -94,6 +95,10 @@ impl ProxyHttp for Edge {
         ctx.facts = self.policy.facts(req, peer, ctx.tls);
         match self.policy.decide(req, ctx.tls, &mut ctx.facts) {
             Decision::Reply(reply, route) => {
+                if reply.status == 413 {
+                    // Don't read a body we refused just to keep the connection.
+                    session.set_keepalive(None);
+                }
                 ctx.route = route;
                 ctx.reason = Some(reply.reason);
                 respond::send(session, &reply, self.hsts_for(ctx)).await?;
@@ -111,11 +116,15 @@ impl ProxyHttp for Edge {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        if session.was_upgraded() {
+            // Websocket frames after the 101 are a stream, not a request body.
+            return Ok(());
+        }
         if let Some(chunk) = body {
             ctx.body_seen += chunk.len() as u64;
             if ctx.body_limit > 0 && ctx.body_seen > ctx.body_limit {
@@ -178,9 +187,9 @@ impl ProxyHttp for Edge {
         ctx.reason = Some(failure.message);
         let route = ctx.route.as_ref().map(|r| r.label()).unwrap_or("");
         let upstream = ctx.upstream.as_deref().unwrap_or("");
-        if failure.status == 0 {
-            // The client left; not the edge's or the upstream's fault.
-            tracing::debug!(target: "edge", route, upstream, error = %e, "{}", failure.message);
+        if failure.status == 0 || *e.esource() == pingora::ErrorSource::Downstream {
+            // The client left or sent something bad: not the edge's or the upstream's fault.
+            tracing::info!(target: "edge", route, upstream, status = failure.status, error = %e, "{}", failure.message);
         } else {
             tracing::warn!(target: "edge", route, upstream, status = failure.status, error = %e, "{}", failure.message);
         }

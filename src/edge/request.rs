@@ -19,14 +19,18 @@ pub const HEALTH_PATH: &str = "/healthz";
 /// What the edge learned about a request before deciding.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
+    /// Client address: the peer, or what trusted proxies said.
     pub client_ip: Option<IpAddr>,
-    /// Lower-case host without port.
+    /// Lower-case host without port or trailing dot.
     pub host: Option<String>,
-    /// The normalised path (or the raw one when it was refused).
+    /// Several `Host` headers, or one that is not a host (answered with 400).
+    pub bad_host: bool,
+    /// The normalised path; empty until `decide` accepted it.
     pub path: String,
     /// Errors go out as JSON.
     pub json: bool,
-    /// A websocket (or other) upgrade handshake.
+    /// A websocket handshake: the only upgrade passed upstream (an `h2c` or
+    /// other upgrade would open a tunnel past every later check).
     pub upgrade: bool,
     /// `https` if the browser reached us over TLS (ours or a trusted proxy's).
     pub proto: &'static str,
@@ -35,7 +39,9 @@ pub struct Facts {
 /// Where a proxied request goes.
 #[derive(Debug, Clone)]
 pub struct Forward {
+    /// The matched route.
     pub route: Arc<Route>,
+    /// Upstream name.
     pub upstream: String,
     /// Path and query sent upstream.
     pub target: String,
@@ -46,6 +52,7 @@ pub struct Forward {
 pub enum Decision {
     /// Answer in-process; the route is known when one matched.
     Reply(Reply, Option<Arc<Route>>),
+    /// Forward to an upstream.
     Proxy(Forward),
 }
 
@@ -59,14 +66,20 @@ pub struct HttpsRedirect {
 /// Routing and request limits, built once from the config.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// Route lookup.
     pub router: Router,
+    /// Proxies whose forwarding headers are believed.
     pub trusted: TrustedProxies,
+    /// Longest accepted path+query.
     pub max_request_target: usize,
+    /// Server-wide body cap (0: none).
     pub max_body_bytes: u64,
+    /// Plain-listener redirect, when configured.
     pub https_redirect: Option<HttpsRedirect>,
 }
 
 impl Policy {
+    /// Built once at start-up; requests only read it.
     pub fn new(config: &Config) -> Self {
         let https_redirect = match (&config.tls, config.server.redirect_https) {
             (Some(tls), true) => Some(HttpsRedirect {
@@ -91,26 +104,35 @@ impl Policy {
                 .headers
                 .get_all("x-forwarded-for")
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect::<Vec<_>>();
+                .filter_map(|v| v.to_str().ok());
             self.trusted.client_ip(p, xff)
         });
+        // Only the hop nearest to us (the last value) was written by our proxy.
         let forwarded_https = peer_trusted
             && req
                 .headers
-                .get("x-forwarded-proto")
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+                .get_all("x-forwarded-proto")
+                .iter()
+                .next_back()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+        let (host, bad_host) = match host_of(req) {
+            Ok(h) => (h, false),
+            Err(()) => (None, true),
+        };
         Facts {
             client_ip,
-            host: host_of(req),
-            path: req.uri.path().to_string(),
+            host,
+            bad_host,
+            path: String::new(),
             json: wants_json(
                 req.uri.path(),
                 req.headers
                     .get(http::header::ACCEPT)
                     .and_then(|v| v.to_str().ok()),
             ),
-            upgrade: is_upgrade(req),
+            upgrade: is_websocket_upgrade(req),
             proto: if tls || forwarded_https {
                 "https"
             } else {
@@ -136,6 +158,12 @@ impl Policy {
         };
         facts.path = path;
         let path = facts.path.as_str();
+        if facts.bad_host {
+            return Decision::Reply(
+                Reply::error(400, "bad or repeated Host header", facts.json),
+                None,
+            );
+        }
         if path == HEALTH_PATH {
             return Decision::Reply(Reply::text(200, "ok\n", "health"), None);
         }
@@ -222,7 +250,10 @@ impl Policy {
 /// The request's body limit in force for `route`.
 pub fn body_limit(policy: &Policy, route: Option<&Route>) -> u64 {
     match route {
-        Some(r) if r.max_body_bytes > 0 => r.max_body_bytes,
+        Some(Route {
+            max_body_bytes: Some(cap),
+            ..
+        }) => *cap,
         _ => policy.max_body_bytes,
     }
 }
@@ -234,31 +265,67 @@ fn content_length(req: &RequestHeader) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// `Host` (or the h2 authority), lower-cased, port removed; `None` if absent or not a host.
-fn host_of(req: &RequestHeader) -> Option<String> {
-    let raw = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))?;
-    let auth: http::uri::Authority = raw.parse().ok()?;
-    if raw.contains('@') {
-        return None;
+/// `Host` (or the h2 authority), lower-cased, without port or trailing dot.
+/// `Ok(None)` when there is none; `Err` for several `Host` headers or one that
+/// is not `host[:port]` (RFC 9112 §3.2 wants a 400 for both).
+fn host_of(req: &RequestHeader) -> Result<Option<String>, ()> {
+    let mut hosts = req.headers.get_all(http::header::HOST).iter();
+    let raw = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(()),
+        (Some(v), None) => v.to_str().map_err(|_| ())?,
+        (None, _) => match req.uri.authority() {
+            Some(a) => a.as_str(),
+            None => return Ok(None),
+        },
+    };
+    if raw.is_empty() {
+        return Ok(None);
     }
-    let host = auth.host().trim_start_matches('[').trim_end_matches(']');
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']').ok_or(())?;
+        v6.parse::<std::net::Ipv6Addr>().map_err(|_| ())?;
+        if !(after.is_empty() || valid_port(after.strip_prefix(':').ok_or(())?)) {
+            return Err(());
+        }
+        v6
+    } else {
+        let host = match raw.rsplit_once(':') {
+            Some((h, port)) if valid_port(port) => h,
+            Some(_) => return Err(()),
+            None => raw,
+        };
+        let ok = host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+        if !ok {
+            return Err(());
+        }
+        host.strip_suffix('.').unwrap_or(host)
+    };
+    if host.is_empty() {
+        return Err(());
+    }
+    Ok(Some(host.to_ascii_lowercase()))
 }
 
-fn is_upgrade(req: &RequestHeader) -> bool {
-    if req.version == http::Version::HTTP_2 || req.headers.get(http::header::UPGRADE).is_none() {
-        return false;
-    }
-    req.headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+fn valid_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A websocket handshake: GET with `Upgrade: websocket` and `Connection: upgrade`.
+fn is_websocket_upgrade(req: &RequestHeader) -> bool {
+    let has_token = |name: http::header::HeaderName, token: &str| {
+        req.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    req.version != http::Version::HTTP_2
+        && req.method == http::Method::GET
+        && has_token(http::header::UPGRADE, "websocket")
+        && has_token(http::header::CONNECTION, "upgrade")
 }
 
 #[cfg(test)]
@@ -375,6 +442,67 @@ mod tests {
         assert_eq!(f.host.as_deref(), Some("hub.local"));
         assert_eq!(f.client_ip, Some("203.0.113.5".parse().unwrap()));
         assert_eq!(f.proto, "http");
+    }
+
+    #[test]
+    fn hosts() {
+        let host = |v: &[&str]| {
+            let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+            for h in v {
+                r.append_header("host", *h).unwrap();
+            }
+            host_of(&r)
+        };
+        assert_eq!(
+            host(&["Hub.Example.com:8080"]),
+            Ok(Some("hub.example.com".into()))
+        );
+        assert_eq!(
+            host(&["hub.example.com."]),
+            Ok(Some("hub.example.com".into()))
+        );
+        assert_eq!(host(&["[::1]:8443"]), Ok(Some("::1".into())));
+        assert_eq!(host(&[]), Ok(None));
+        assert_eq!(host(&["a", "b"]), Err(()));
+        assert_eq!(host(&["a b"]), Err(()));
+        assert_eq!(host(&["user@evil.com"]), Err(()));
+        assert_eq!(host(&["evil.com/x"]), Err(()));
+        assert_eq!(host(&["a:99999x"]), Err(()));
+        assert_eq!(host(&["[::1"]), Err(()));
+        let (_, d) = run("GET", "/studio/", &[("Host", "a"), ("Host", "b")]);
+        assert!(matches!(d, Decision::Reply(r, _) if r.status == 400));
+    }
+
+    #[test]
+    fn only_websocket_upgrades_pass() {
+        let up = |method: &str, upgrade: &str| {
+            let mut r = RequestHeader::build(method, b"/", None).unwrap();
+            r.append_header("connection", "Upgrade").unwrap();
+            r.append_header("upgrade", upgrade).unwrap();
+            is_websocket_upgrade(&r)
+        };
+        assert!(up("GET", "websocket"));
+        assert!(up("GET", "WebSocket"));
+        assert!(!up("GET", "h2c"));
+        assert!(!up("POST", "websocket"));
+    }
+
+    #[test]
+    fn forwarded_proto_uses_the_nearest_hop_only() {
+        let mut p = policy();
+        p.trusted = TrustedProxies::new(vec!["203.0.113.0/24".parse().unwrap()]);
+        let proto = |values: &[&str]| {
+            let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+            for v in values {
+                r.append_header("x-forwarded-proto", *v).unwrap();
+            }
+            p.facts(&r, Some("203.0.113.5".parse().unwrap()), false)
+                .proto
+        };
+        assert_eq!(proto(&["https"]), "https");
+        assert_eq!(proto(&["https", "http"]), "http");
+        assert_eq!(proto(&["https, http"]), "http");
+        assert_eq!(proto(&["http, https"]), "https");
     }
 
     #[test]

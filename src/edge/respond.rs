@@ -11,8 +11,11 @@ use pingora::proxy::Session;
 /// A complete in-process response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
+    /// HTTP status.
     pub status: u16,
+    /// `Content-Type`, when there is a body.
     pub content_type: Option<&'static str>,
+    /// The whole body.
     pub body: Bytes,
     /// `Location`, for redirects.
     pub location: Option<String>,

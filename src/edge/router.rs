@@ -107,7 +107,7 @@ mod tests {
             },
             stream: false,
             csp: None,
-            max_body_bytes: 0,
+            max_body_bytes: None,
         }
     }
 

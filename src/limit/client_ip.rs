@@ -11,6 +11,7 @@ use std::net::IpAddr;
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
+    /// Trust exactly these ranges.
     pub fn new(nets: Vec<IpNet>) -> Self {
         Self(nets)
     }

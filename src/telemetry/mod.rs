@@ -36,15 +36,25 @@ pub fn init() -> LogGuard {
 /// One finished request, as the access log records it.
 #[derive(Debug)]
 pub struct Access<'a> {
+    /// Client address as the edge determined it.
     pub client: Option<IpAddr>,
+    /// Request method.
     pub method: &'a str,
+    /// Normalised path (raw when it was refused), without the query.
     pub path: &'a str,
+    /// Status sent; 0 when the client left before any response.
     pub status: u16,
+    /// Response body bytes sent.
     pub bytes: usize,
+    /// From the start of the request to the end of the response.
     pub duration: Duration,
+    /// The matched route's pattern.
     pub route: Option<&'a str>,
+    /// The upstream name, for proxied requests.
     pub upstream: Option<&'a str>,
+    /// `http` or `https` as the browser used it.
     pub proto: &'a str,
+    /// Why the request failed or was refused.
     pub error: Option<String>,
 }
 

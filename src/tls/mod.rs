@@ -19,7 +19,9 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {problem}")]
 pub struct CertError {
+    /// The file at fault.
     pub file: String,
+    /// What is wrong with it.
     pub problem: String,
 }
 

@@ -18,7 +18,12 @@ use tokio::net::TcpListener;
 /// A running peer; its accept loop ends with the test's runtime.
 pub struct Peer {
     pub port: u16,
+    /// Requests that reached the handler.
     pub hits: Arc<AtomicUsize>,
+    /// TCP connections accepted (shows upstream keep-alive reuse).
+    pub conns: Arc<AtomicUsize>,
+    /// Non-empty request bodies received completely.
+    pub bodies: Arc<AtomicUsize>,
 }
 
 impl Peer {
@@ -27,6 +32,12 @@ impl Peer {
     }
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+    pub fn conns(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+    pub fn bodies(&self) -> usize {
+        self.bodies.load(Ordering::SeqCst)
     }
 }
 
@@ -41,7 +52,11 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }
 
-async fn handle(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    name: Arc<str>,
+    bodies: Arc<AtomicUsize>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let q = req.uri().query().map(str::to_string);
     let q = q.as_deref();
     let mode = query_param(q, "mode").unwrap_or("echo");
@@ -87,12 +102,19 @@ async fn handle(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Body>
             )
         })
         .collect();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        // A cut-off body: answer nothing useful, count nothing.
+        Err(_) => {
+            return Ok(Response::builder()
+                .status(400)
+                .body(full("incomplete body"))
+                .expect("response"));
+        }
+    };
+    if !body.is_empty() {
+        bodies.fetch_add(1, Ordering::SeqCst);
+    }
     let json = serde_json::json!({
         "peer": &*name,
         "method": method,
@@ -125,19 +147,23 @@ pub async fn echo(name: &str) -> Peer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let hits = Arc::new(AtomicUsize::new(0));
+    let conns = Arc::new(AtomicUsize::new(0));
+    let bodies = Arc::new(AtomicUsize::new(0));
     let name: Arc<str> = Arc::from(name);
-    let counter = hits.clone();
+    let (counter, conn_counter, body_counter) = (hits.clone(), conns.clone(), bodies.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            conn_counter.fetch_add(1, Ordering::SeqCst);
             let name = name.clone();
             let counter = counter.clone();
+            let body_counter = body_counter.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     counter.fetch_add(1, Ordering::SeqCst);
-                    handle(name.clone(), req)
+                    handle(name.clone(), body_counter.clone(), req)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -145,7 +171,12 @@ pub async fn echo(name: &str) -> Peer {
             });
         }
     });
-    Peer { port, hits }
+    Peer {
+        port,
+        hits,
+        conns,
+        bodies,
+    }
 }
 
 /// Starts a websocket echo: every text or binary frame comes back unchanged.
@@ -172,7 +203,54 @@ pub async fn ws_echo() -> Peer {
             });
         }
     });
-    Peer { port, hits }
+    Peer {
+        port,
+        hits,
+        conns: Arc::new(AtomicUsize::new(0)),
+        bodies: Arc::new(AtomicUsize::new(0)),
+    }
+}
+
+/// A websocket that pushes a text frame every `every` without being asked, as
+/// a server-push feed does while the browser stays silent.
+pub async fn ws_ticker(every: Duration) -> Peer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                let mut n = 0u32;
+                loop {
+                    tokio::time::sleep(every).await;
+                    n += 1;
+                    if ws
+                        .send(tokio_tungstenite::tungstenite::Message::text(format!(
+                            "tick {n}"
+                        )))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Peer {
+        port,
+        hits,
+        conns: Arc::new(AtomicUsize::new(0)),
+        bodies: Arc::new(AtomicUsize::new(0)),
+    }
 }
 
 /// A port with nothing listening: connections are refused.
