@@ -2,7 +2,8 @@
 //! service, certificate reload, and the shutdown and upgrade settings that make
 //! `docker stop` and SIGQUIT hand-overs behave.
 
-use crate::config::Config;
+use crate::config::{Config, RouteAction};
+use crate::hub::Hub;
 use crate::edge::Edge;
 use crate::tls::{CertStore, ReloadOnHangup};
 use anyhow::Context;
@@ -51,7 +52,14 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut edge = http_proxy_service(&server.configuration, Edge::new(&config));
+    let hub = if config.routes.iter().any(|r| matches!(r.action, RouteAction::Hub { .. })) {
+        let hub = Hub::open(&config.hub).map_err(|e| anyhow::anyhow!("{}: hub: {e}", config.source.display()))?;
+        server.add_service(background_service("hub maintenance", hub.maintenance()));
+        Some(hub)
+    } else {
+        None
+    };
+    let mut edge = http_proxy_service(&server.configuration, Edge::new(&config, hub));
     let plain = config.server.listen.to_string();
     edge.add_tcp(&plain);
     tracing::info!(target: "edge", listen = %plain, tls = false, routes = config.routes.len(), "listening");

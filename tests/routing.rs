@@ -156,15 +156,17 @@ async fn default_redirects_carry_path_and_query() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hub_endpoints_answer_503_json_and_never_reach_sim() {
+async fn hub_endpoints_are_answered_in_process_and_never_reach_sim() {
     let s = default_stack("").await;
-    for (method, path) in [
-        ("POST", "/api/run/research"),
-        ("POST", "/api/events"),
-        ("GET", "/api/stream?npc=a"),
-        ("GET", "/api/agents"),
-        ("GET", "/api/runs"),
-    ] {
+    let cases = [
+        ("POST", "/api/run/research", 404),
+        ("POST", "/api/events", 503),
+        ("GET", "/api/agents", 200),
+        ("GET", "/api/runs", 200),
+        ("GET", "/api/runs/nope", 404),
+        ("GET", "/api/run/research", 405),
+    ];
+    for (method, path, status) in cases {
         let r = client()
             .request(method.parse().unwrap(), s.edge.url(path))
             .header("accept", "text/html")
@@ -172,11 +174,18 @@ async fn hub_endpoints_answer_503_json_and_never_reach_sim() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status().as_u16(), 503, "{path}");
-        assert_eq!(r.headers()["content-type"], "application/json");
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{path}");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{path}");
         let v: Value = r.json().await.unwrap();
-        assert!(v["error"].as_str().unwrap().contains("hub"), "{v}");
+        if status >= 400 {
+            assert!(v["error"].is_string(), "{path}: {v}");
+        }
     }
+    let r = client().get(s.edge.url("/api/stream?npc=a")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    drop(r);
     assert_eq!(s.sim.hits(), 0, "a hub path leaked to Sim");
 }
 

@@ -48,6 +48,10 @@ where
                 file.server.data_dir = Some(PathBuf::from(value));
                 set.insert("server.data_dir".to_string(), var);
             }
+            "ESPRIT_EVENTS_TOKEN" => {
+                file.hub.events_token = Some(value);
+                set.insert("hub.events_token".to_string(), var);
+            }
             "ESPRIT_PUBLIC_ORIGIN" => {
                 file.server.public_origin = Some(value);
                 set.insert("server.public_origin".to_string(), var);

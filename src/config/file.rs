@@ -17,6 +17,27 @@ pub struct FileConfig {
     pub upstreams: BTreeMap<String, UpstreamSection>,
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    #[serde(default)]
+    pub hub: HubSection,
+}
+
+/// `[hub]`: the in-process agent hub.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSection {
+    pub events_token: Option<String>,
+    pub agents_file: Option<PathBuf>,
+    pub store: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    pub webhook_timeout: Option<Duration>,
+    pub replay_recent: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub heartbeat: Option<Duration>,
+    pub subscriber_queue: Option<usize>,
+    pub max_event_bytes: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub retention_age: Option<Duration>,
+    pub retention_per_channel: Option<usize>,
 }
 
 /// `[server]`: listener, identity and process settings.

@@ -20,6 +20,33 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Upstream>,
     /// In file order; the router decides precedence.
     pub routes: Vec<Route>,
+    /// The in-process hub.
+    pub hub: Hub,
+}
+
+/// Hub settings: where its data lives and how its streams behave.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    /// Bearer token Sim flows send with `POST /api/events`; `None` refuses them all (503).
+    pub events_token: Option<String>,
+    /// `[{agent, npc, webhookUrl, name?, description?}]`, re-read when it changes.
+    pub agents_file: PathBuf,
+    /// The SQLite event store.
+    pub store: PathBuf,
+    /// How long a run's webhook may take to answer.
+    pub webhook_timeout: Duration,
+    /// Events a stream opens with when the client brings no `Last-Event-ID`.
+    pub replay_recent: usize,
+    /// Interval of SSE comment heartbeats.
+    pub heartbeat: Duration,
+    /// Events a subscriber may fall behind before it is disconnected.
+    pub subscriber_queue: usize,
+    /// Largest accepted `POST /api/events` (and run) body.
+    pub max_event_bytes: usize,
+    /// Events older than this are pruned.
+    pub retention_age: Duration,
+    /// At most this many events are kept per channel.
+    pub retention_per_channel: usize,
 }
 
 /// Process-wide settings.

@@ -3,8 +3,8 @@
 
 use super::env::Overrides;
 use super::error::Problems;
-use super::file::{FileConfig, RouteSection, ServerSection, TlsSection};
-use super::model::{Config, PathMatch, Route, RouteAction, Server, Timeouts, Tls, Upstream};
+use super::file::{FileConfig, HubSection, RouteSection, ServerSection, TlsSection};
+use super::model::{Config, Hub, PathMatch, Route, RouteAction, Server, Timeouts, Tls, Upstream};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -36,12 +36,14 @@ pub(crate) fn validate(
         );
     }
     let routes = routes(file.routes, &upstreams, problems);
+    let hub = hub(file.hub, &server.data_dir, env, problems);
     Config {
         source: source.to_path_buf(),
         server,
         tls,
         upstreams,
         routes,
+        hub,
     }
 }
 
@@ -111,6 +113,52 @@ fn server(s: ServerSection, env: &Overrides, p: &mut Problems) -> Server {
         max_request_target,
         max_body_bytes: s.max_body_bytes.unwrap_or(0),
     }
+}
+
+fn hub(h: HubSection, data_dir: &Path, env: &Overrides, p: &mut Problems) -> Hub {
+    let events_token = h.events_token.filter(|t| !t.is_empty());
+    if let Some(t) = &events_token
+        && (t.len() < 16 || t.bytes().any(|b| !b.is_ascii_graphic()))
+    {
+        p.add(
+            env.label("hub.events_token"),
+            "must be at least 16 printable characters without spaces (use `openssl rand -hex 32`)",
+        );
+    }
+    let hub = Hub {
+        events_token,
+        agents_file: h.agents_file.unwrap_or_else(|| data_dir.join("agents.json")),
+        store: h.store.unwrap_or_else(|| data_dir.join("hub.sqlite3")),
+        webhook_timeout: h.webhook_timeout.unwrap_or(Duration::from_secs(10)),
+        replay_recent: h.replay_recent.unwrap_or(100),
+        heartbeat: h.heartbeat.unwrap_or(Duration::from_secs(15)),
+        subscriber_queue: h.subscriber_queue.unwrap_or(1024),
+        max_event_bytes: h.max_event_bytes.unwrap_or(64 * 1024),
+        retention_age: h.retention_age.unwrap_or(Duration::from_secs(30 * 24 * 3600)),
+        retention_per_channel: h.retention_per_channel.unwrap_or(10_000),
+    };
+    for (key, d) in [
+        ("hub.webhook_timeout", hub.webhook_timeout),
+        ("hub.heartbeat", hub.heartbeat),
+        ("hub.retention_age", hub.retention_age),
+    ] {
+        if d.is_zero() {
+            p.add(key, "must be longer than zero");
+        }
+    }
+    if !(1..=1_000_000).contains(&hub.subscriber_queue) {
+        p.add("hub.subscriber_queue", "out of range (1 to 1000000)");
+    }
+    if !(256..=16 * 1024 * 1024).contains(&hub.max_event_bytes) {
+        p.add("hub.max_event_bytes", "out of range (256 bytes to 16 MiB)");
+    }
+    if hub.retention_per_channel == 0 {
+        p.add("hub.retention_per_channel", "must keep at least one event");
+    }
+    if hub.replay_recent > 10_000 {
+        p.add("hub.replay_recent", "out of range (0 to 10000)");
+    }
+    hub
 }
 
 fn tls(t: TlsSection, p: &mut Problems) -> Tls {

@@ -12,6 +12,7 @@ pub mod router;
 pub mod upstream;
 
 use crate::config::{Config, Route};
+use crate::hub::{Handled, Hub};
 use crate::telemetry;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -41,16 +42,19 @@ pub struct RequestCtx {
 /// The edge proxy: routing, forwarding and response policy for both listeners.
 pub struct Edge {
     policy: Policy,
+    hub: Option<Arc<Hub>>,
     upstreams: Upstreams,
     hsts: bool,
     keepalive_secs: u64,
 }
 
 impl Edge {
-    /// Builds the per-process policy from a validated config.
-    pub fn new(config: &Config) -> Self {
+    /// Builds the per-process policy from a validated config; `hub` serves
+    /// the routes of kind `hub` (they answer 503 without it).
+    pub fn new(config: &Config, hub: Option<Arc<Hub>>) -> Self {
         Self {
             policy: Policy::new(config),
+            hub,
             upstreams: Upstreams::new(&config.upstreams),
             hsts: config.tls.as_ref().is_some_and(|t| t.hsts),
             keepalive_secs: config.server.keepalive_timeout.as_secs(),
@@ -102,6 +106,20 @@ impl ProxyHttp for Edge {
                 ctx.route = route;
                 ctx.reason = Some(reply.reason);
                 respond::send(session, &reply, self.hsts_for(ctx)).await?;
+                Ok(true)
+            }
+            Decision::Hub(route) => {
+                ctx.route = Some(route);
+                let hsts = self.hsts_for(ctx);
+                let reply = match &self.hub {
+                    Some(hub) => match hub.serve(session, &ctx.facts.path, hsts).await? {
+                        Handled::Reply(r) => r,
+                        Handled::Streamed => return Ok(true),
+                    },
+                    None => Reply::error(503, "the hub is not running", true),
+                };
+                ctx.reason = Some(reply.reason);
+                respond::send(session, &reply, hsts).await?;
                 Ok(true)
             }
             Decision::Proxy(fwd) => {

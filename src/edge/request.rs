@@ -54,6 +54,8 @@ pub enum Decision {
     Reply(Reply, Option<Arc<Route>>),
     /// Forward to an upstream.
     Proxy(Forward),
+    /// One of the hub's own endpoints, answered in-process.
+    Hub(Arc<Route>),
 }
 
 /// Plain-listener redirect to the TLS listener.
@@ -229,7 +231,7 @@ impl Policy {
             }
             RouteAction::Hub { fallback } => {
                 if hub::claims(path) {
-                    return Decision::Reply(hub::unavailable(), Some(route.clone()));
+                    return Decision::Hub(route.clone());
                 }
                 match fallback {
                     Some(upstream) => Decision::Proxy(Forward {
@@ -408,9 +410,8 @@ mod tests {
         );
         let r = replied("/workspace/abc/w/1");
         assert_eq!(r.location.as_deref(), Some("/studio/workspace/abc/w/1"));
-        let r = replied("/api/run/research");
-        assert_eq!(r.status, 503);
-        assert_eq!(r.content_type, Some("application/json"));
+        let (_, d) = run("POST", "/api/run/research", &[("Host", "hub.local")]);
+        assert!(matches!(d, Decision::Hub(r) if r.label() == "/api/"));
     }
 
     #[test]
@@ -423,7 +424,8 @@ mod tests {
 
     #[test]
     fn double_slash_cannot_dodge_the_api_route() {
-        assert_eq!(replied("//api/run/x").status, 503);
+        let (_, d) = run("POST", "//api/run/x", &[("Host", "hub.local")]);
+        assert!(matches!(d, Decision::Hub(_)));
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub struct Reply {
     pub location: Option<String>,
     /// `Retry-After` seconds, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// `Allow`, for 405.
+    pub allow: Option<&'static str>,
+    /// Send `WWW-Authenticate: Bearer` (401 on a token endpoint).
+    pub www_authenticate: bool,
     /// Why the edge answered, for the access log.
     pub reason: &'static str,
 }
@@ -35,6 +39,8 @@ impl Reply {
             body,
             location: None,
             retry_after: None,
+            allow: None,
+            www_authenticate: false,
             reason: message,
         }
     }
@@ -47,6 +53,8 @@ impl Reply {
             body: Bytes::from(value.to_string()),
             location: None,
             retry_after: None,
+            allow: None,
+            www_authenticate: false,
             reason,
         }
     }
@@ -59,6 +67,8 @@ impl Reply {
             body: Bytes::from_static(body.as_bytes()),
             location: None,
             retry_after: None,
+            allow: None,
+            www_authenticate: false,
             reason,
         }
     }
@@ -71,6 +81,8 @@ impl Reply {
             body: Bytes::new(),
             location: Some(location),
             retry_after: None,
+            allow: None,
+            www_authenticate: false,
             reason: "redirect",
         }
     }
@@ -88,6 +100,12 @@ impl Reply {
         }
         if let Some(secs) = self.retry_after {
             resp.insert_header(http::header::RETRY_AFTER, secs)?;
+        }
+        if let Some(allow) = self.allow {
+            resp.insert_header(http::header::ALLOW, allow)?;
+        }
+        if self.www_authenticate {
+            resp.insert_header(http::header::WWW_AUTHENTICATE, "Bearer")?;
         }
         headers::apply(
             &mut resp,

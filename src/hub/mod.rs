@@ -1,10 +1,34 @@
-//! The agent hub (the old Node gateway), answered in-process under `/api/`.
-//!
-//! Not built yet (issue 3): its endpoints answer 503 so callers get a clear,
-//! honest error instead of reaching Sim, which would 404 them. Everything else
-//! under `/api/` is Sim's own API and falls through to the route's fallback.
+//! The agent hub (was the Node gateway), answered in-process under `/api/`:
+//! agents, runs, events and SSE streams, durable in an embedded store.
+//! Everything else under `/api/` is Sim's own API and falls through to the
+//! route's fallback upstream.
 
+pub mod agents;
+pub mod api;
+pub mod event;
+pub mod fanout;
+pub mod journal;
+pub mod query;
+pub mod sqlite;
+pub mod sse;
+pub mod store;
+pub mod webhook;
+
+use crate::config;
 use crate::edge::respond::Reply;
+use agents::Agents;
+use api::{error, Endpoint};
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use fanout::Fanout;
+use journal::Journal;
+use pingora::proxy::Session;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{EventStore, StoreError};
+use webhook::Webhooks;
 
 /// The hub's own endpoints: `/api/<name>` and everything below it.
 const ENDPOINTS: [&str; 5] = ["run", "events", "stream", "agents", "runs"];
@@ -18,15 +42,167 @@ pub fn claims(path: &str) -> bool {
     ENDPOINTS.contains(&first)
 }
 
-/// The answer for a claimed path while the hub is not built.
-pub fn unavailable() -> Reply {
-    let mut r = Reply::json(
-        503,
-        &serde_json::json!({ "error": "the hub is not available yet in this build of esprit-edge" }),
-        "hub unavailable",
-    );
-    r.retry_after = Some(60);
-    r
+/// The running hub.
+pub struct Hub {
+    cfg: config::Hub,
+    agents: Arc<Agents>,
+    store: Arc<dyn EventStore>,
+    journal: Journal,
+    fanout: Arc<Fanout>,
+    webhooks: Webhooks,
+}
+
+/// What the edge sends after the hub handled a request.
+pub enum Handled {
+    /// A complete reply for the edge to send.
+    Reply(Reply),
+    /// The hub wrote the response itself (SSE).
+    Streamed,
+}
+
+impl Hub {
+    /// Opens the store (an unwritable or corrupt one is an error naming the
+    /// file), loads the agents and starts the journal writer.
+    pub fn open(cfg: &config::Hub) -> Result<Arc<Self>, String> {
+        let store: Arc<dyn EventStore> = Arc::new(sqlite::SqliteStore::open(&cfg.store).map_err(|e| e.to_string())?);
+        let fanout = Arc::new(Fanout::new(cfg.subscriber_queue));
+        let journal = Journal::start(store.clone(), fanout.clone())
+            .map_err(|e| format!("cannot start the journal writer: {e}"))?;
+        Ok(Arc::new(Self {
+            cfg: cfg.clone(),
+            agents: Arc::new(Agents::open(&cfg.agents_file)),
+            store,
+            journal,
+            fanout,
+            webhooks: Webhooks::new(cfg.webhook_timeout)?,
+        }))
+    }
+
+    /// Runs a blocking store read off the async workers.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn EventStore) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| StoreError(format!("store reader failed: {e}")))?
+    }
+
+    /// Answers one request for a path [`claims`] said is the hub's.
+    pub async fn serve(&self, session: &mut Session, path: &str, hsts: bool) -> pingora::Result<Handled> {
+        let req = session.req_header();
+        let ep = api::endpoint(&req.method, path);
+        let query = req.uri.query().map(str::to_string);
+        let header = |name: http::header::HeaderName| {
+            req.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+        };
+        let authorization = header(http::header::AUTHORIZATION);
+        let last_event_id = header(http::HeaderName::from_static("last-event-id"));
+        if ep == Endpoint::Events
+            && let Err(reply) = self.check_events_token(authorization.as_deref())
+        {
+            // Refused before its body is read: don't reuse the connection.
+            session.set_keepalive(None);
+            return Ok(Handled::Reply(reply));
+        }
+        let body = if ep.takes_body() {
+            match read_body(session, self.cfg.max_event_bytes).await? {
+                Ok(b) => b,
+                Err(reply) => return Ok(Handled::Reply(reply)),
+            }
+        } else {
+            Bytes::new()
+        };
+        let reply = match ep {
+            Endpoint::Agents => self.agents_reply(),
+            Endpoint::Run(agent) => self.run(&agent, &body).await,
+            Endpoint::Events => self.post_event(&body).await,
+            Endpoint::Runs => self.runs_reply(query.as_deref()).await,
+            Endpoint::RunEvents(id) => self.run_events_reply(&id).await,
+            Endpoint::Respond(id) => self.respond(&id, &body).await,
+            Endpoint::Stream => {
+                let channels = match query::channels(query.as_deref()) {
+                    Ok(c) => c,
+                    Err(why) => return Ok(Handled::Reply(error(400, why))),
+                };
+                let last = match query::last_event_id(last_event_id.as_deref(), query.as_deref()) {
+                    Ok(l) => l,
+                    Err(why) => return Ok(Handled::Reply(error(400, why))),
+                };
+                return sse::serve(self, session, channels, last, hsts).await;
+            }
+            Endpoint::WrongMethod(allow) => {
+                let mut r = error(405, format!("use {allow} here"));
+                r.allow = Some(allow);
+                r
+            }
+            Endpoint::Unknown => error(404, "no such hub endpoint"),
+        };
+        Ok(Handled::Reply(reply))
+    }
+
+    /// The background work: agents-file watch and retention.
+    pub fn maintenance(self: &Arc<Self>) -> Maintenance {
+        Maintenance(self.clone())
+    }
+}
+
+/// Reads the request body up to `cap` bytes; over it, a 413 reply.
+async fn read_body(session: &mut Session, cap: usize) -> pingora::Result<Result<Bytes, Reply>> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let too_large = || {
+        error(413, format!("the body is larger than {cap} bytes (hub.max_event_bytes)"))
+    };
+    if declared.is_some_and(|n| n > cap as u64) {
+        session.set_keepalive(None);
+        return Ok(Err(too_large()));
+    }
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if buf.len() + chunk.len() > cap {
+            session.set_keepalive(None);
+            return Ok(Err(too_large()));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Ok(buf.freeze()))
+}
+
+/// Watches the agents file and prunes old events.
+pub struct Maintenance(Arc<Hub>);
+
+#[async_trait]
+impl BackgroundService for Maintenance {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let hub = &self.0;
+        let mut watch = tokio::time::interval(Duration::from_secs(1));
+        let mut prune = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = watch.tick() => {
+                    let agents = hub.agents.clone();
+                    let _ = tokio::task::spawn_blocking(move || agents.reload_if_changed()).await;
+                }
+                _ = prune.tick() => {
+                    let before = event::now_ms() - i64::try_from(hub.cfg.retention_age.as_millis()).unwrap_or(i64::MAX);
+                    let keep = hub.cfg.retention_per_channel;
+                    match hub.read(move |s| s.prune(before, keep)).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(target: "hub", removed = n, "pruned old events"),
+                        Err(e) => tracing::error!(target: "hub", error = %e, "pruning failed"),
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -35,9 +35,8 @@ pub struct Edge {
 /// Server settings every test config gets, keeping sockets inside the temp dir.
 pub fn server_section(dir: &Path, port: u16) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nthreads = 2\nupgrade_sock = \"{}/upgrade.sock\"\npid_file = \"{}/edge.pid\"\n",
-        dir.display(),
-        dir.display()
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nthreads = 2\nupgrade_sock = \"{d}/upgrade.sock\"\npid_file = \"{d}/edge.pid\"\ndata_dir = \"{d}\"\n",
+        d = dir.display()
     )
 }
 

@@ -1,0 +1,291 @@
+//! The hub's JSON endpoints. Each takes what it needs (never the socket) and
+//! returns the reply, so the rules are tested without a server.
+
+use super::event::{now_ms, valid_npc, valid_run_id, EventType, NewEvent};
+use super::query;
+use super::Hub;
+use crate::edge::respond::Reply;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+/// Which endpoint a request is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /api/agents`
+    Agents,
+    /// `POST /api/run/:agent`
+    Run(String),
+    /// `POST /api/events`
+    Events,
+    /// `GET /api/stream`
+    Stream,
+    /// `GET /api/runs`
+    Runs,
+    /// `GET /api/runs/:id`
+    RunEvents(String),
+    /// `POST /api/runs/:id/respond`
+    Respond(String),
+    /// A hub path with the wrong method; carries the allowed one.
+    WrongMethod(&'static str),
+    /// A hub path that does not exist.
+    Unknown,
+}
+
+impl Endpoint {
+    /// Whether the endpoint reads a request body.
+    pub fn takes_body(&self) -> bool {
+        matches!(self, Endpoint::Run(_) | Endpoint::Events | Endpoint::Respond(_))
+    }
+}
+
+/// Maps method and normalised path to an endpoint.
+pub fn endpoint(method: &http::Method, path: &str) -> Endpoint {
+    let rest = path.strip_prefix("/api/").unwrap_or("");
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (want, ep) = match parts.as_slice() {
+        ["agents"] => ("GET", Endpoint::Agents),
+        ["run", agent] if !agent.is_empty() => ("POST", Endpoint::Run((*agent).to_string())),
+        ["events"] => ("POST", Endpoint::Events),
+        ["stream"] => ("GET", Endpoint::Stream),
+        ["runs"] => ("GET", Endpoint::Runs),
+        ["runs", id] if !id.is_empty() => ("GET", Endpoint::RunEvents((*id).to_string())),
+        ["runs", id, "respond"] if !id.is_empty() => ("POST", Endpoint::Respond((*id).to_string())),
+        _ => return Endpoint::Unknown,
+    };
+    let ok = method.as_str() == want || (want == "GET" && method == http::Method::HEAD);
+    if ok { ep } else { Endpoint::WrongMethod(want) }
+}
+
+/// A JSON error `{"error": why}`.
+pub fn error(status: u16, why: impl Into<String>) -> Reply {
+    Reply::json(status, &json!({ "error": why.into() }), "hub error")
+}
+
+/// Parses a JSON object body; an empty body is `{}`.
+fn object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Reply> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(error(400, "the body must be a JSON object")),
+        Err(e) => Err(error(400, format!("the body is not valid JSON: {e}"))),
+    }
+}
+
+impl Hub {
+    /// `GET /api/agents`.
+    pub fn agents_reply(&self) -> Reply {
+        Reply::json(200, &self.agents.public_list(), "agents")
+    }
+
+    /// `POST /api/run/:agent`: record `started`, call the webhook, report.
+    pub async fn run(&self, agent_id: &str, body: &[u8]) -> Reply {
+        let Some(agent) = self.agents.find(agent_id) else {
+            return error(404, format!("no agent named {agent_id:?}"));
+        };
+        let req = match object(body) {
+            Ok(m) => m,
+            Err(r) => return r,
+        };
+        let payload = req.get("payload").cloned().unwrap_or(Value::Null);
+        let npc = match req.get("npc") {
+            None | Some(Value::Null) => agent.npc.clone(),
+            Some(Value::String(n)) if valid_npc(n) => n.clone(),
+            Some(_) => return error(400, "npc must be 1-64 of a-z 0-9 _ -"),
+        };
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let started = NewEvent {
+            ts: now_ms(),
+            npc: npc.clone(),
+            kind: EventType::Started,
+            run_id: Some(run_id.clone()),
+            agent: Some(agent.agent.clone()),
+            data: json!({ "agent": agent.agent, "payload": payload }),
+        };
+        if let Err(e) = self.journal.append(started).await {
+            return error(503, format!("cannot record the run: {e}"));
+        }
+        let call = json!({ "runId": run_id, "agent": agent.agent, "npc": npc, "payload": payload });
+        match self.webhooks.post(&agent.webhook, &call).await {
+            Ok(_) => Reply::json(202, &json!({ "ok": true, "runId": run_id }), "run started"),
+            Err(reason) => {
+                tracing::warn!(target: "hub", agent = %agent.agent, run_id = %run_id, error = %reason, "run webhook failed");
+                let failed = NewEvent {
+                    ts: now_ms(),
+                    npc,
+                    kind: EventType::Error,
+                    run_id: Some(run_id.clone()),
+                    agent: None,
+                    data: json!({ "error": reason, "stage": "webhook" }),
+                };
+                if let Err(e) = self.journal.append(failed).await {
+                    tracing::error!(target: "hub", run_id = %run_id, error = %e, "could not record the webhook failure");
+                }
+                Reply::json(502, &json!({ "error": reason, "runId": run_id }), "run webhook failed")
+            }
+        }
+    }
+
+    /// Checks `Authorization` for `POST /api/events`; `Err` is the reply.
+    pub fn check_events_token(&self, authorization: Option<&str>) -> Result<(), Reply> {
+        let Some(want) = &self.cfg.events_token else {
+            return Err(error(503, "POST /api/events is disabled: set hub.events_token or ESPRIT_EVENTS_TOKEN"));
+        };
+        let Some(got) = query::bearer(authorization) else {
+            let mut r = error(401, "missing bearer token (Authorization: Bearer <token>)");
+            r.www_authenticate = true;
+            return Err(r);
+        };
+        if bool::from(got.as_bytes().ct_eq(want.as_bytes())) {
+            Ok(())
+        } else {
+            let mut r = error(401, "wrong bearer token");
+            r.www_authenticate = true;
+            Err(r)
+        }
+    }
+
+    /// `POST /api/events` (token already checked): validate, store, ack.
+    pub async fn post_event(&self, body: &[u8]) -> Reply {
+        let req = match object(body) {
+            Ok(m) => m,
+            Err(r) => return r,
+        };
+        let npc = match req.get("npc") {
+            Some(Value::String(n)) if valid_npc(n) => n.clone(),
+            Some(Value::String(n)) => return error(400, format!("npc {n:?} is not 1-64 of a-z 0-9 _ -")),
+            _ => return error(400, "npc is required (a string)"),
+        };
+        let kind = match req.get("type") {
+            Some(Value::String(t)) => match EventType::parse(t) {
+                Some(k) => k,
+                None => return error(400, format!("type {t:?} is not one of started, step, awaiting, done, error")),
+            },
+            _ => return error(400, "type is required (started, step, awaiting, done or error)"),
+        };
+        let run_id = match req.get("runId") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(r)) if valid_run_id(r) => Some(r.clone()),
+            Some(_) => return error(400, "runId must be 1-64 of A-Z a-z 0-9 _ -"),
+        };
+        let ev = NewEvent {
+            ts: now_ms(),
+            npc,
+            kind,
+            run_id,
+            agent: None,
+            data: req.get("data").cloned().unwrap_or(Value::Null),
+        };
+        match self.journal.append(ev).await {
+            Ok(stored) => Reply::json(202, &json!({ "id": stored.id }), "event stored"),
+            Err(e) => error(503, format!("cannot store the event: {e}")),
+        }
+    }
+
+    /// `GET /api/runs?npc=&limit=`.
+    pub async fn runs_reply(&self, q: Option<&str>) -> Reply {
+        let npc = query::param(q, "npc");
+        if let Some(n) = &npc
+            && !valid_npc(n)
+        {
+            return error(400, format!("npc {n:?} is not 1-64 of a-z 0-9 _ -"));
+        }
+        let limit = match query::limit(q, 50, 500) {
+            Ok(l) => l,
+            Err(why) => return error(400, why),
+        };
+        match self.read(move |s| s.runs(npc.as_deref(), limit)).await {
+            Ok(runs) => Reply::json(200, &json!({ "runs": runs }), "runs"),
+            Err(e) => error(503, e.to_string()),
+        }
+    }
+
+    /// `GET /api/runs/:id`.
+    pub async fn run_events_reply(&self, run_id: &str) -> Reply {
+        if !valid_run_id(run_id) {
+            return error(400, "run ids are 1-64 of A-Z a-z 0-9 _ -");
+        }
+        let id = run_id.to_string();
+        match self.read(move |s| s.run_events(&id)).await {
+            Ok(evs) if evs.is_empty() => error(404, format!("no run {run_id:?}")),
+            Ok(evs) => {
+                let list: Vec<Value> = evs.iter().map(|e| e.to_value()).collect();
+                Reply::json(200, &json!({ "runId": run_id, "events": list }), "run")
+            }
+            Err(e) => error(503, e.to_string()),
+        }
+    }
+
+    /// `POST /api/runs/:id/respond`: relay a person's answer to the flow that
+    /// waits for it, only to a host one of our agents' webhooks live on.
+    pub async fn respond(&self, run_id: &str, body: &[u8]) -> Reply {
+        if !valid_run_id(run_id) {
+            return error(400, "run ids are 1-64 of A-Z a-z 0-9 _ -");
+        }
+        let answer = match serde_json::from_slice::<Value>(body) {
+            Ok(v) => v,
+            Err(e) => return error(400, format!("the body is not valid JSON: {e}")),
+        };
+        let id = run_id.to_string();
+        let events = match self.read(move |s| s.run_events(&id)).await {
+            Ok(e) => e,
+            Err(e) => return error(503, e.to_string()),
+        };
+        let Some(waiting) = events.iter().rev().find(|e| e.kind == EventType::Awaiting) else {
+            return error(404, format!("run {run_id:?} is not awaiting a response"));
+        };
+        let Some(url) = waiting.data.get("resumeUrl").and_then(Value::as_str) else {
+            return error(409, "the awaiting event carries no data.resumeUrl");
+        };
+        let url = match reqwest::Url::parse(url) {
+            Ok(u) => u,
+            Err(_) => return error(409, "the awaiting event's resumeUrl is not a URL"),
+        };
+        if !self.agents.is_webhook_origin(&url) {
+            return error(403, "resumeUrl is not on a host of any agent's webhook; refusing to relay");
+        }
+        if let Err(reason) = self.webhooks.post(&url, &answer).await {
+            return error(502, reason);
+        }
+        let step = NewEvent {
+            ts: now_ms(),
+            npc: waiting.npc.clone(),
+            kind: EventType::Step,
+            run_id: Some(run_id.to_string()),
+            agent: None,
+            data: json!({ "respondedTo": waiting.id, "response": answer }),
+        };
+        match self.journal.append(step).await {
+            Ok(ev) => Reply::json(202, &json!({ "ok": true, "id": ev.id }), "response relayed"),
+            Err(e) => error(503, format!("relayed, but cannot record it: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(endpoint(&Method::POST, "/api/run/research"), Endpoint::Run("research".into()));
+        assert_eq!(endpoint(&Method::GET, "/api/run/research"), Endpoint::WrongMethod("POST"));
+        assert_eq!(endpoint(&Method::GET, "/api/stream"), Endpoint::Stream);
+        assert_eq!(endpoint(&Method::HEAD, "/api/agents"), Endpoint::Agents);
+        assert_eq!(endpoint(&Method::GET, "/api/runs/abc"), Endpoint::RunEvents("abc".into()));
+        assert_eq!(endpoint(&Method::POST, "/api/runs/abc/respond"), Endpoint::Respond("abc".into()));
+        assert_eq!(endpoint(&Method::GET, "/api/run/"), Endpoint::Unknown);
+        assert_eq!(endpoint(&Method::GET, "/api/stream/x"), Endpoint::Unknown);
+        assert!(Endpoint::Events.takes_body());
+    }
+
+    #[test]
+    fn bodies() {
+        assert!(object(b"").unwrap().is_empty());
+        assert!(object(b"[1]").is_err());
+        assert!(object(b"{").is_err());
+        assert_eq!(object(br#"{"payload":1}"#).unwrap()["payload"], 1);
+    }
+}

@@ -1,0 +1,75 @@
+//! The single writer in front of the store: appends queue here, are committed
+//! in batches (one fsync for many events), and only then acknowledged and
+//! broadcast, in id order. Nothing is acknowledged that is not on disk.
+
+use super::event::{Event, NewEvent};
+use super::fanout::{Fanout, Live};
+use super::store::{EventStore, StoreError};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most events in one commit.
+const MAX_BATCH: usize = 512;
+
+struct Job {
+    event: NewEvent,
+    reply: oneshot::Sender<Result<Event, StoreError>>,
+}
+
+/// Handle for appending; cheap to share.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Journal {
+    /// Starts the writer thread. It ends when every `Journal` is dropped.
+    pub fn start(store: Arc<dyn EventStore>, fanout: Arc<Fanout>) -> std::io::Result<Self> {
+        let (tx, mut rx) = mpsc::channel::<Job>(8192);
+        std::thread::Builder::new()
+            .name("esprit-edge-journal".into())
+            .spawn(move || {
+                let mut batch = Vec::with_capacity(MAX_BATCH);
+                while let Some(first) = rx.blocking_recv() {
+                    batch.push(first);
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let events: Vec<NewEvent> = batch.iter().map(|j| j.event.clone()).collect();
+                    match store.append(&events) {
+                        Ok(stored) => {
+                            for (job, ev) in batch.drain(..).zip(stored) {
+                                fanout.publish(Arc::new(Live {
+                                    id: ev.id,
+                                    npc: ev.npc.clone(),
+                                    frame: ev.sse_frame(),
+                                }));
+                                let _ = job.reply.send(Ok(ev));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(target: "hub", error = %e, events = batch.len(), "append failed");
+                            for job in batch.drain(..) {
+                                let _ = job.reply.send(Err(StoreError(e.0.clone())));
+                            }
+                        }
+                    }
+                }
+            })?;
+        Ok(Self { tx })
+    }
+
+    /// Stores `event` durably, then broadcasts it; returns it with its id.
+    pub async fn append(&self, event: NewEvent) -> Result<Event, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { event, reply })
+            .await
+            .map_err(|_| StoreError("the journal writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError("the journal writer stopped".into()))?
+    }
+}

@@ -1,0 +1,66 @@
+//! The event store behind a small trait, so a distributed backend (Redis
+//! Streams, for several edge instances) can replace the embedded one.
+
+use super::event::{Event, NewEvent};
+
+/// Which channels a reader wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Channels {
+    /// Every channel.
+    All,
+    /// These npcs (deduplicated, non-empty).
+    Some(Vec<String>),
+}
+
+impl Channels {
+    /// Whether `npc` is wanted.
+    pub fn contains(&self, npc: &str) -> bool {
+        match self {
+            Channels::All => true,
+            Channels::Some(list) => list.iter().any(|n| n == npc),
+        }
+    }
+}
+
+/// One run as derived from its events.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// The run id.
+    pub run_id: String,
+    /// The channel it reports on.
+    pub npc: String,
+    /// The agent that started it, when the hub started it.
+    pub agent: Option<String>,
+    /// running, awaiting, done or error.
+    pub status: String,
+    /// First event time (ms since epoch).
+    pub started_at: i64,
+    /// Last event time.
+    pub updated_at: i64,
+    /// Time of the `done` or `error` event.
+    pub ended_at: Option<i64>,
+}
+
+/// A store failure, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("event store: {0}")]
+pub struct StoreError(pub String);
+
+/// Durable, ordered event storage. Calls block; callers run them off the
+/// async workers. `append` is called from one writer only.
+pub trait EventStore: Send + Sync {
+    /// Stores `batch` in one durable commit; returns the events with their ids, in order.
+    fn append(&self, batch: &[NewEvent]) -> Result<Vec<Event>, StoreError>;
+    /// Events after `after_id` on `channels`, oldest first, at most `limit`.
+    fn after(&self, channels: &Channels, after_id: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// The most recent `per_channel` events of each wanted channel (of all
+    /// events together for `Channels::All`), oldest first.
+    fn recent(&self, channels: &Channels, per_channel: usize) -> Result<Vec<Event>, StoreError>;
+    /// Newest runs first.
+    fn runs(&self, npc: Option<&str>, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
+    /// One run's events, oldest first.
+    fn run_events(&self, run_id: &str) -> Result<Vec<Event>, StoreError>;
+    /// Deletes events older than `before_ts` and beyond `keep_per_channel` per channel; returns how many.
+    fn prune(&self, before_ts: i64, keep_per_channel: usize) -> Result<u64, StoreError>;
+}
