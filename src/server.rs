@@ -3,8 +3,8 @@
 //! `docker stop` and SIGQUIT hand-overs behave.
 
 use crate::config::{Config, RouteAction};
-use crate::hub::Hub;
 use crate::edge::Edge;
+use crate::hub::Hub;
 use crate::tls::{CertStore, ReloadOnHangup};
 use anyhow::Context;
 use pingora::prelude::{Opt, Server};
@@ -52,8 +52,13 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let hub = if config.routes.iter().any(|r| matches!(r.action, RouteAction::Hub { .. })) {
-        let hub = Hub::open(&config.hub).map_err(|e| anyhow::anyhow!("{}: hub: {e}", config.source.display()))?;
+    let hub = if config
+        .routes
+        .iter()
+        .any(|r| matches!(r.action, RouteAction::Hub { .. }))
+    {
+        let hub = Hub::open(&config.hub)
+            .map_err(|e| anyhow::anyhow!("{}: hub: {e}", config.source.display()))?;
         server.add_service(background_service("hub maintenance", hub.maintenance()));
         Some(hub)
     } else {

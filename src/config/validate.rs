@@ -127,14 +127,18 @@ fn hub(h: HubSection, data_dir: &Path, env: &Overrides, p: &mut Problems) -> Hub
     }
     let hub = Hub {
         events_token,
-        agents_file: h.agents_file.unwrap_or_else(|| data_dir.join("agents.json")),
+        agents_file: h
+            .agents_file
+            .unwrap_or_else(|| data_dir.join("agents.json")),
         store: h.store.unwrap_or_else(|| data_dir.join("hub.sqlite3")),
         webhook_timeout: h.webhook_timeout.unwrap_or(Duration::from_secs(10)),
         replay_recent: h.replay_recent.unwrap_or(100),
         heartbeat: h.heartbeat.unwrap_or(Duration::from_secs(15)),
         subscriber_queue: h.subscriber_queue.unwrap_or(1024),
         max_event_bytes: h.max_event_bytes.unwrap_or(64 * 1024),
-        retention_age: h.retention_age.unwrap_or(Duration::from_secs(30 * 24 * 3600)),
+        retention_age: h
+            .retention_age
+            .unwrap_or(Duration::from_secs(30 * 24 * 3600)),
         retention_per_channel: h.retention_per_channel.unwrap_or(10_000),
     };
     for (key, d) in [

@@ -36,7 +36,8 @@ pub struct Agent {
 
 /// Parses and checks the file's text; the error names the entry and the problem.
 pub fn parse(text: &str) -> Result<Vec<Agent>, String> {
-    let entries: Vec<Entry> = serde_json::from_str(text).map_err(|e| format!("not a list of agents: {e}"))?;
+    let entries: Vec<Entry> =
+        serde_json::from_str(text).map_err(|e| format!("not a list of agents: {e}"))?;
     let mut out: Vec<Agent> = Vec::with_capacity(entries.len());
     for (i, e) in entries.into_iter().enumerate() {
         let at = format!("entry {i} (agent {:?})", e.agent);
@@ -46,9 +47,12 @@ pub fn parse(text: &str) -> Result<Vec<Agent>, String> {
         if !valid_npc(&e.npc) {
             return Err(format!("{at}: npc {:?} is not 1-64 of a-z 0-9 _ -", e.npc));
         }
-        let webhook = reqwest::Url::parse(&e.webhook_url).map_err(|err| format!("{at}: webhookUrl: {err}"))?;
+        let webhook = reqwest::Url::parse(&e.webhook_url)
+            .map_err(|err| format!("{at}: webhookUrl: {err}"))?;
         if !matches!(webhook.scheme(), "http" | "https") || webhook.host_str().is_none() {
-            return Err(format!("{at}: webhookUrl must be an http(s) URL with a host"));
+            return Err(format!(
+                "{at}: webhookUrl must be an http(s) URL with a host"
+            ));
         }
         if out.iter().any(|a| a.agent == e.agent) {
             return Err(format!("{at}: listed twice"));
@@ -92,7 +96,9 @@ impl Agents {
     pub fn reload_if_changed(&self) {
         let stamp = self.stamp();
         {
-            let Ok(mut seen) = self.seen.lock() else { return };
+            let Ok(mut seen) = self.seen.lock() else {
+                return;
+            };
             if *seen == stamp && stamp.is_some() {
                 return;
             }
@@ -118,7 +124,11 @@ impl Agents {
 
     /// The agent with id `agent`.
     pub fn find(&self, agent: &str) -> Option<Agent> {
-        self.current.load().iter().find(|a| a.agent == agent).cloned()
+        self.current
+            .load()
+            .iter()
+            .find(|a| a.agent == agent)
+            .cloned()
     }
 
     /// What `GET /api/agents` shows: never the webhook URLs.
@@ -176,8 +186,16 @@ mod tests {
     #[test]
     fn rejects_bad_entries_with_reasons() {
         assert!(parse("{}").unwrap_err().contains("not a list"));
-        assert!(parse(r#"[{"agent":"a","npc":"Bad","webhookUrl":"http://x/"}]"#).unwrap_err().contains("npc \"Bad\""));
-        assert!(parse(r#"[{"agent":"a","npc":"a","webhookUrl":"ftp://x/"}]"#).unwrap_err().contains("http(s)"));
+        assert!(
+            parse(r#"[{"agent":"a","npc":"Bad","webhookUrl":"http://x/"}]"#)
+                .unwrap_err()
+                .contains("npc \"Bad\"")
+        );
+        assert!(
+            parse(r#"[{"agent":"a","npc":"a","webhookUrl":"ftp://x/"}]"#)
+                .unwrap_err()
+                .contains("http(s)")
+        );
         let dup = r#"[{"agent":"a","npc":"a","webhookUrl":"http://x/"},{"agent":"a","npc":"b","webhookUrl":"http://x/"}]"#;
         assert!(parse(dup).unwrap_err().contains("listed twice"));
     }

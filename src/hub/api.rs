@@ -1,11 +1,11 @@
 //! The hub's JSON endpoints. Each takes what it needs (never the socket) and
 //! returns the reply, so the rules are tested without a server.
 
-use super::event::{now_ms, valid_npc, valid_run_id, EventType, NewEvent};
-use super::query;
 use super::Hub;
+use super::event::{EventType, NewEvent, now_ms, valid_npc, valid_run_id};
+use super::query;
 use crate::edge::respond::Reply;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 /// Which endpoint a request is for.
@@ -34,7 +34,10 @@ pub enum Endpoint {
 impl Endpoint {
     /// Whether the endpoint reads a request body.
     pub fn takes_body(&self) -> bool {
-        matches!(self, Endpoint::Run(_) | Endpoint::Events | Endpoint::Respond(_))
+        matches!(
+            self,
+            Endpoint::Run(_) | Endpoint::Events | Endpoint::Respond(_)
+        )
     }
 }
 
@@ -62,14 +65,17 @@ pub fn error(status: u16, why: impl Into<String>) -> Reply {
 }
 
 /// Parses a JSON object body; an empty body is `{}`.
-fn object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Reply> {
+fn object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Box<Reply>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(serde_json::Map::new());
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(error(400, "the body must be a JSON object")),
-        Err(e) => Err(error(400, format!("the body is not valid JSON: {e}"))),
+        Ok(_) => Err(Box::new(error(400, "the body must be a JSON object"))),
+        Err(e) => Err(Box::new(error(
+            400,
+            format!("the body is not valid JSON: {e}"),
+        ))),
     }
 }
 
@@ -86,7 +92,7 @@ impl Hub {
         };
         let req = match object(body) {
             Ok(m) => m,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let payload = req.get("payload").cloned().unwrap_or(Value::Null);
         let npc = match req.get("npc") {
@@ -122,27 +128,34 @@ impl Hub {
                 if let Err(e) = self.journal.append(failed).await {
                     tracing::error!(target: "hub", run_id = %run_id, error = %e, "could not record the webhook failure");
                 }
-                Reply::json(502, &json!({ "error": reason, "runId": run_id }), "run webhook failed")
+                Reply::json(
+                    502,
+                    &json!({ "error": reason, "runId": run_id }),
+                    "run webhook failed",
+                )
             }
         }
     }
 
     /// Checks `Authorization` for `POST /api/events`; `Err` is the reply.
-    pub fn check_events_token(&self, authorization: Option<&str>) -> Result<(), Reply> {
+    pub fn check_events_token(&self, authorization: Option<&str>) -> Result<(), Box<Reply>> {
         let Some(want) = &self.cfg.events_token else {
-            return Err(error(503, "POST /api/events is disabled: set hub.events_token or ESPRIT_EVENTS_TOKEN"));
+            return Err(Box::new(error(
+                503,
+                "POST /api/events is disabled: set hub.events_token or ESPRIT_EVENTS_TOKEN",
+            )));
         };
         let Some(got) = query::bearer(authorization) else {
             let mut r = error(401, "missing bearer token (Authorization: Bearer <token>)");
             r.www_authenticate = true;
-            return Err(r);
+            return Err(Box::new(r));
         };
         if bool::from(got.as_bytes().ct_eq(want.as_bytes())) {
             Ok(())
         } else {
             let mut r = error(401, "wrong bearer token");
             r.www_authenticate = true;
-            Err(r)
+            Err(Box::new(r))
         }
     }
 
@@ -150,19 +163,31 @@ impl Hub {
     pub async fn post_event(&self, body: &[u8]) -> Reply {
         let req = match object(body) {
             Ok(m) => m,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let npc = match req.get("npc") {
             Some(Value::String(n)) if valid_npc(n) => n.clone(),
-            Some(Value::String(n)) => return error(400, format!("npc {n:?} is not 1-64 of a-z 0-9 _ -")),
+            Some(Value::String(n)) => {
+                return error(400, format!("npc {n:?} is not 1-64 of a-z 0-9 _ -"));
+            }
             _ => return error(400, "npc is required (a string)"),
         };
         let kind = match req.get("type") {
             Some(Value::String(t)) => match EventType::parse(t) {
                 Some(k) => k,
-                None => return error(400, format!("type {t:?} is not one of started, step, awaiting, done, error")),
+                None => {
+                    return error(
+                        400,
+                        format!("type {t:?} is not one of started, step, awaiting, done, error"),
+                    );
+                }
             },
-            _ => return error(400, "type is required (started, step, awaiting, done or error)"),
+            _ => {
+                return error(
+                    400,
+                    "type is required (started, step, awaiting, done or error)",
+                );
+            }
         };
         let run_id = match req.get("runId") {
             None | Some(Value::Null) => None,
@@ -243,7 +268,10 @@ impl Hub {
             Err(_) => return error(409, "the awaiting event's resumeUrl is not a URL"),
         };
         if !self.agents.is_webhook_origin(&url) {
-            return error(403, "resumeUrl is not on a host of any agent's webhook; refusing to relay");
+            return error(
+                403,
+                "resumeUrl is not on a host of any agent's webhook; refusing to relay",
+            );
         }
         if let Err(reason) = self.webhooks.post(&url, &answer).await {
             return error(502, reason);
@@ -270,12 +298,24 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(endpoint(&Method::POST, "/api/run/research"), Endpoint::Run("research".into()));
-        assert_eq!(endpoint(&Method::GET, "/api/run/research"), Endpoint::WrongMethod("POST"));
+        assert_eq!(
+            endpoint(&Method::POST, "/api/run/research"),
+            Endpoint::Run("research".into())
+        );
+        assert_eq!(
+            endpoint(&Method::GET, "/api/run/research"),
+            Endpoint::WrongMethod("POST")
+        );
         assert_eq!(endpoint(&Method::GET, "/api/stream"), Endpoint::Stream);
         assert_eq!(endpoint(&Method::HEAD, "/api/agents"), Endpoint::Agents);
-        assert_eq!(endpoint(&Method::GET, "/api/runs/abc"), Endpoint::RunEvents("abc".into()));
-        assert_eq!(endpoint(&Method::POST, "/api/runs/abc/respond"), Endpoint::Respond("abc".into()));
+        assert_eq!(
+            endpoint(&Method::GET, "/api/runs/abc"),
+            Endpoint::RunEvents("abc".into())
+        );
+        assert_eq!(
+            endpoint(&Method::POST, "/api/runs/abc/respond"),
+            Endpoint::Respond("abc".into())
+        );
         assert_eq!(endpoint(&Method::GET, "/api/run/"), Endpoint::Unknown);
         assert_eq!(endpoint(&Method::GET, "/api/stream/x"), Endpoint::Unknown);
         assert!(Endpoint::Events.takes_body());

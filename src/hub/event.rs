@@ -192,7 +192,9 @@ mod tests {
         assert_eq!(f.lines().count(), 4, "{f}");
         assert!(f.starts_with("id: 7\nevent: step\ndata: {"));
         assert!(f.ends_with("}\n\n"));
-        let v: serde_json::Value = serde_json::from_str(f.lines().nth(2).unwrap().strip_prefix("data: ").unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(f.lines().nth(2).unwrap().strip_prefix("data: ").unwrap())
+                .unwrap();
         assert_eq!(v["runId"], "run1");
         assert_eq!(v["type"], "step");
         assert_eq!(v["ts"], 1700000000000i64);

@@ -31,6 +31,7 @@ pub struct Fanout {
 /// One subscriber's view.
 pub struct Subscription {
     rx: broadcast::Receiver<Arc<Live>>,
+    capacity: usize,
     /// Set when several channels share the "all" ring and need filtering.
     filter: Option<Vec<String>>,
 }
@@ -79,14 +80,20 @@ impl Fanout {
                         .subscribe(),
                     Err(_) => self.all.subscribe(),
                 };
-                Subscription { rx, filter: None }
+                Subscription {
+                    rx,
+                    capacity: self.capacity,
+                    filter: None,
+                }
             }
             Channels::Some(list) => Subscription {
                 rx: self.all.subscribe(),
+                capacity: self.capacity,
                 filter: Some(list.clone()),
             },
             Channels::All => Subscription {
                 rx: self.all.subscribe(),
+                capacity: self.capacity,
                 filter: None,
             },
         }
@@ -104,12 +111,22 @@ impl Fanout {
 }
 
 impl Subscription {
+    /// Whether it has fallen a whole queue behind (checked while its writes are
+    /// blocked, so a reader that stopped reading is cut off, not waited for).
+    pub fn lagging(&self) -> bool {
+        self.rx.len() >= self.capacity
+    }
+
     /// Waits for the next event this subscriber wants.
     pub async fn next(&mut self) -> Next {
         loop {
             match self.rx.recv().await {
                 Ok(ev) => {
-                    if self.filter.as_ref().is_none_or(|f| f.iter().any(|n| *n == ev.npc)) {
+                    if self
+                        .filter
+                        .as_ref()
+                        .is_none_or(|f| f.iter().any(|n| *n == ev.npc))
+                    {
                         return Next::Event(ev);
                     }
                 }
@@ -155,6 +172,7 @@ mod tests {
         for i in 0..10 {
             f.publish(live(i, "a"));
         }
+        assert!(slow.lagging());
         assert!(matches!(slow.next().await, Next::Lagged));
     }
 }

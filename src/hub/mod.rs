@@ -17,7 +17,7 @@ pub mod webhook;
 use crate::config;
 use crate::edge::respond::Reply;
 use agents::Agents;
-use api::{error, Endpoint};
+use api::{Endpoint, error};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use fanout::Fanout;
@@ -64,7 +64,8 @@ impl Hub {
     /// Opens the store (an unwritable or corrupt one is an error naming the
     /// file), loads the agents and starts the journal writer.
     pub fn open(cfg: &config::Hub) -> Result<Arc<Self>, String> {
-        let store: Arc<dyn EventStore> = Arc::new(sqlite::SqliteStore::open(&cfg.store).map_err(|e| e.to_string())?);
+        let store: Arc<dyn EventStore> =
+            Arc::new(sqlite::SqliteStore::open(&cfg.store).map_err(|e| e.to_string())?);
         let fanout = Arc::new(Fanout::new(cfg.subscriber_queue));
         let journal = Journal::start(store.clone(), fanout.clone())
             .map_err(|e| format!("cannot start the journal writer: {e}"))?;
@@ -91,12 +92,20 @@ impl Hub {
     }
 
     /// Answers one request for a path [`claims`] said is the hub's.
-    pub async fn serve(&self, session: &mut Session, path: &str, hsts: bool) -> pingora::Result<Handled> {
+    pub async fn serve(
+        &self,
+        session: &mut Session,
+        path: &str,
+        hsts: bool,
+    ) -> pingora::Result<Handled> {
         let req = session.req_header();
         let ep = api::endpoint(&req.method, path);
         let query = req.uri.query().map(str::to_string);
         let header = |name: http::header::HeaderName| {
-            req.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
         };
         let authorization = header(http::header::AUTHORIZATION);
         let last_event_id = header(http::HeaderName::from_static("last-event-id"));
@@ -105,7 +114,7 @@ impl Hub {
         {
             // Refused before its body is read: don't reuse the connection.
             session.set_keepalive(None);
-            return Ok(Handled::Reply(reply));
+            return Ok(Handled::Reply(*reply));
         }
         let body = if ep.takes_body() {
             match read_body(session, self.cfg.max_event_bytes).await? {
@@ -158,7 +167,10 @@ async fn read_body(session: &mut Session, cap: usize) -> pingora::Result<Result<
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let too_large = || {
-        error(413, format!("the body is larger than {cap} bytes (hub.max_event_bytes)"))
+        error(
+            413,
+            format!("the body is larger than {cap} bytes (hub.max_event_bytes)"),
+        )
     };
     if declared.is_some_and(|n| n > cap as u64) {
         session.set_keepalive(None);

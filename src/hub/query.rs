@@ -23,7 +23,11 @@ pub fn channels(query: Option<&str>) -> Result<Channels, String> {
     if list.len() > 64 {
         return Err("at most 64 npc channels per stream".into());
     }
-    Ok(if list.is_empty() { Channels::All } else { Channels::Some(list) })
+    Ok(if list.is_empty() {
+        Channels::All
+    } else {
+        Channels::Some(list)
+    })
 }
 
 /// A single query parameter's value.
@@ -46,7 +50,9 @@ pub fn limit(query: Option<&str>, default: usize, max: usize) -> Result<usize, S
 
 /// `Last-Event-ID` (header, or `lastEventId` query for EventSource polyfills).
 pub fn last_event_id(header: Option<&str>, query: Option<&str>) -> Result<Option<u64>, String> {
-    let raw = header.map(str::to_string).or_else(|| param(query, "lastEventId"));
+    let raw = header
+        .map(str::to_string)
+        .or_else(|| param(query, "lastEventId"));
     match raw.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
         Some(v) => v
@@ -60,7 +66,10 @@ pub fn last_event_id(header: Option<&str>, query: Option<&str>) -> Result<Option
 pub fn bearer(header: Option<&str>) -> Option<&str> {
     let h = header?.trim();
     let (scheme, token) = h.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -70,8 +79,14 @@ mod tests {
     #[test]
     fn channel_lists() {
         assert_eq!(channels(None).unwrap(), Channels::All);
-        assert_eq!(channels(Some("npc=a&npc=b&npc=a")).unwrap(), Channels::Some(vec!["a".into(), "b".into()]));
-        assert_eq!(channels(Some("npc=a,b")).unwrap(), Channels::Some(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            channels(Some("npc=a&npc=b&npc=a")).unwrap(),
+            Channels::Some(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            channels(Some("npc=a,b")).unwrap(),
+            Channels::Some(vec!["a".into(), "b".into()])
+        );
         assert!(channels(Some("npc=A")).is_err());
         assert!(channels(Some("npc=%2e%2e")).is_err());
     }

@@ -6,7 +6,7 @@
 
 use super::event::{Event, EventType, NewEvent};
 use super::store::{Channels, EventStore, RunSummary, StoreError};
-use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -51,7 +51,8 @@ impl SqliteStore {
     /// corrupt file is an error naming the file.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err("cannot create the directory of", path, e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| err("cannot create the directory of", path, e))?;
         }
         let conn = Connection::open(path).map_err(|e| err("cannot open", path, e))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -70,7 +71,8 @@ impl SqliteStore {
         if check != "ok" {
             return Err(err("corrupt:", path, check));
         }
-        conn.execute_batch(SCHEMA).map_err(|e| err("cannot create the schema in", path, e))?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| err("cannot create the schema in", path, e))?;
         Ok(Self {
             path: path.to_path_buf(),
             writer: Mutex::new(conn),
@@ -81,8 +83,11 @@ impl SqliteStore {
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let conn = match self.readers.lock().ok().and_then(|mut v| v.pop()) {
             Some(c) => c,
-            None => Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                .map_err(|e| err("cannot open a reader on", &self.path, e))?,
+            None => Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| err("cannot open a reader on", &self.path, e))?,
         };
         let out = f(&conn).map_err(|e| err("cannot read", &self.path, e));
         if let Ok(mut v) = self.readers.lock()
@@ -119,11 +124,15 @@ impl EventStore for SqliteStore {
             .writer
             .lock()
             .map_err(|_| StoreError("writer lock poisoned".into()))?;
-        let tx = conn.transaction().map_err(|e| err("cannot begin a write on", &self.path, e))?;
+        let tx = conn
+            .transaction()
+            .map_err(|e| err("cannot begin a write on", &self.path, e))?;
         let mut out = Vec::with_capacity(batch.len());
         {
             let mut insert = tx
-                .prepare_cached("INSERT INTO events (ts, npc, type, run_id, data) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .prepare_cached(
+                    "INSERT INTO events (ts, npc, type, run_id, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
                 .map_err(|e| err("cannot prepare a write on", &self.path, e))?;
             let mut upsert = tx
                 .prepare_cached(
@@ -143,9 +152,17 @@ impl EventStore for SqliteStore {
                     .map_err(|e| err("cannot write to", &self.path, e))?;
                 let id = tx.last_insert_rowid() as u64;
                 if let Some(run) = &ev.run_id {
-                    let ended = matches!(ev.kind, EventType::Done | EventType::Error).then_some(ev.ts);
+                    let ended =
+                        matches!(ev.kind, EventType::Done | EventType::Error).then_some(ev.ts);
                     upsert
-                        .execute(params![run, ev.npc, ev.agent, ev.kind.run_status(), ev.ts, ended])
+                        .execute(params![
+                            run,
+                            ev.npc,
+                            ev.agent,
+                            ev.kind.run_status(),
+                            ev.ts,
+                            ended
+                        ])
                         .map_err(|e| err("cannot write to", &self.path, e))?;
                 }
                 out.push(Event {
@@ -158,15 +175,24 @@ impl EventStore for SqliteStore {
                 });
             }
         }
-        tx.commit().map_err(|e| err("cannot commit to", &self.path, e))?;
+        tx.commit()
+            .map_err(|e| err("cannot commit to", &self.path, e))?;
         Ok(out)
     }
 
-    fn after(&self, channels: &Channels, after_id: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    fn after(
+        &self,
+        channels: &Channels,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         self.read(|c| match channels {
             Channels::All => {
-                let mut st = c.prepare_cached(&format!("SELECT {COLS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"))?;
-                st.query_map(params![after_id as i64, limit as i64], row_event)?.collect()
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT {COLS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"
+                ))?;
+                st.query_map(params![after_id as i64, limit as i64], row_event)?
+                    .collect()
             }
             Channels::Some(npcs) => {
                 let sql = format!(
@@ -174,7 +200,8 @@ impl EventStore for SqliteStore {
                     placeholders(npcs.len())
                 );
                 let mut st = c.prepare(&sql)?;
-                let mut args: Vec<rusqlite::types::Value> = npcs.iter().map(|n| n.clone().into()).collect();
+                let mut args: Vec<rusqlite::types::Value> =
+                    npcs.iter().map(|n| n.clone().into()).collect();
                 args.push((after_id as i64).into());
                 args.push((limit as i64).into());
                 st.query_map(params_from_iter(args), row_event)?.collect()
@@ -188,11 +215,16 @@ impl EventStore for SqliteStore {
         }
         let mut events = self.read(|c| match channels {
             Channels::All => {
-                let mut st = c.prepare_cached(&format!("SELECT {COLS} FROM events ORDER BY id DESC LIMIT ?1"))?;
-                st.query_map(params![per_channel as i64], row_event)?.collect::<rusqlite::Result<Vec<_>>>()
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT {COLS} FROM events ORDER BY id DESC LIMIT ?1"
+                ))?;
+                st.query_map(params![per_channel as i64], row_event)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
             }
             Channels::Some(npcs) => {
-                let mut st = c.prepare_cached(&format!("SELECT {COLS} FROM events WHERE npc = ?1 ORDER BY id DESC LIMIT ?2"))?;
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT {COLS} FROM events WHERE npc = ?1 ORDER BY id DESC LIMIT ?2"
+                ))?;
                 let mut all = Vec::new();
                 for npc in npcs {
                     for e in st.query_map(params![npc, per_channel as i64], row_event)? {
@@ -237,7 +269,9 @@ impl EventStore for SqliteStore {
 
     fn run_events(&self, run_id: &str) -> Result<Vec<Event>, StoreError> {
         self.read(|c| {
-            let mut st = c.prepare_cached(&format!("SELECT {COLS} FROM events WHERE run_id = ?1 ORDER BY id"))?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLS} FROM events WHERE run_id = ?1 ORDER BY id"
+            ))?;
             st.query_map(params![run_id], row_event)?.collect()
         })
     }
@@ -268,8 +302,11 @@ impl EventStore for SqliteStore {
                 .optional()
                 .map_err(|e| err("cannot prune", &self.path, e))?;
             if let Some(cutoff) = cutoff {
-                removed += conn
-                    .execute("DELETE FROM events WHERE npc = ?1 AND id < ?2", params![npc, cutoff])
+                removed +=
+                    conn.execute(
+                        "DELETE FROM events WHERE npc = ?1 AND id < ?2",
+                        params![npc, cutoff],
+                    )
                     .map_err(|e| err("cannot prune", &self.path, e))? as u64;
             }
         }
@@ -313,16 +350,33 @@ mod tests {
         let only_a = s.after(&Channels::Some(vec!["a".into()]), 0, 100).unwrap();
         assert_eq!(only_a.len(), 2);
         assert_eq!(s.after(&Channels::All, ids[0], 100).unwrap().len(), 2);
-        assert_eq!(s.recent(&Channels::All, 2).unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), &ids[1..]);
+        assert_eq!(
+            s.recent(&Channels::All, 2)
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>(),
+            &ids[1..]
+        );
         let runs = s.runs(None, 10).unwrap();
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].status, "done");
         assert_eq!(runs[0].ended_at, Some(3));
         assert_eq!(s.run_events("r1").unwrap().len(), 2);
 
-        s.append(&(0..5).map(|i| ev("c", EventType::Step, None, 100 + i)).collect::<Vec<_>>()).unwrap();
+        s.append(
+            &(0..5)
+                .map(|i| ev("c", EventType::Step, None, 100 + i))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
         assert_eq!(s.prune(2, 3).unwrap(), 1 + 2);
-        assert_eq!(s.after(&Channels::Some(vec!["c".into()]), 0, 100).unwrap().len(), 3);
+        assert_eq!(
+            s.after(&Channels::Some(vec!["c".into()]), 0, 100)
+                .unwrap()
+                .len(),
+            3
+        );
         // Ids are never reused after a prune.
         let next = s.append(&[ev("a", EventType::Step, None, 200)]).unwrap();
         assert!(next[0].id > *ids.last().unwrap() + 5);

@@ -53,7 +53,12 @@ pub trait EventStore: Send + Sync {
     /// Stores `batch` in one durable commit; returns the events with their ids, in order.
     fn append(&self, batch: &[NewEvent]) -> Result<Vec<Event>, StoreError>;
     /// Events after `after_id` on `channels`, oldest first, at most `limit`.
-    fn after(&self, channels: &Channels, after_id: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    fn after(
+        &self,
+        channels: &Channels,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
     /// The most recent `per_channel` events of each wanted channel (of all
     /// events together for `Channels::All`), oldest first.
     fn recent(&self, channels: &Channels, per_channel: usize) -> Result<Vec<Event>, StoreError>;

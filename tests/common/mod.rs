@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod peers;
+pub mod sse;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -274,6 +275,14 @@ pub fn start_default(extra_server: &str, env: &[(&str, String)]) -> Edge {
         },
         env,
     )
+}
+
+/// A client without an overall timeout, for long-lived streams.
+pub fn client_no_timeout() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
 }
 
 /// Path of the node test peers (socket.io), installed by `scripts/setup`.

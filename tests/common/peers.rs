@@ -253,6 +253,64 @@ pub async fn ws_ticker(every: Duration) -> Peer {
     }
 }
 
+/// A Sim webhook stand-in: records every JSON body it is posted and answers
+/// `status` after `delay`.
+pub struct Hook {
+    pub port: u16,
+    pub received: Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Hook {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+    pub fn received(&self) -> Vec<serde_json::Value> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+pub async fn webhook(status: u16, delay: Duration) -> Hook {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let store = store.clone();
+                    async move {
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                        store.lock().unwrap().push(v);
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .status(status)
+                                .body(full("{}"))
+                                .expect("response"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Hook { port, received }
+}
+
 /// A port with nothing listening: connections are refused.
 pub fn dead_address() -> String {
     format!("127.0.0.1:{}", super::free_port())

@@ -1,0 +1,605 @@
+//! The hub against the real binary: runs and their webhooks, events with a
+//! bearer token, SSE replay without gap or duplicate (across restarts and
+//! `kill -9`), agents.json reloads, slow consumers, and a thousand subscribers.
+
+mod common;
+
+use common::peers;
+use common::sse::{SseClient, SseEvent};
+use common::{Edge, client};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-only-token-0123456789";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn agents_json(hooks: &[(&str, &str, String)]) -> String {
+    let list: Vec<Value> = hooks
+        .iter()
+        .map(|(agent, npc, url)| json!({"agent": agent, "npc": npc, "webhookUrl": url, "name": format!("Agent {agent}")}))
+        .collect();
+    Value::Array(list).to_string()
+}
+
+/// An edge with only the hub route (Sim is a dead address), its data in the temp dir.
+fn start(agents: &str, hub_extra: &str) -> Edge {
+    let agents = agents.to_string();
+    let extra = hub_extra.to_string();
+    Edge::start_with(
+        move |dir, port| {
+            std::fs::write(dir.join("agents.json"), agents).unwrap();
+            format!(
+                "{}[hub]\nevents_token = \"{TOKEN}\"\n{extra}\n[upstreams.sim]\naddress = \"{}\"\n[[routes]]\nprefix = \"/api/\"\nkind = \"hub\"\nfallback = \"sim\"\nstream = true\n",
+                common::server_section(dir, port),
+                peers::dead_address()
+            )
+        },
+        &[],
+    )
+}
+
+async fn post_event(edge: &Edge, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(edge.url("/api/events"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn emit(edge: &Edge, npc: &str, kind: &str, n: u64) -> u64 {
+    let (status, v) = post_event(edge, json!({"npc": npc, "type": kind, "data": {"n": n}})).await;
+    assert_eq!(status, 202, "{v}");
+    v["id"].as_u64().unwrap()
+}
+
+fn ids(events: &[SseEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.id.unwrap()).collect()
+}
+
+fn restart(edge: &mut Edge, hard: bool) {
+    if hard {
+        let mut child = edge.child.take().unwrap();
+        child.kill().unwrap(); // SIGKILL: no chance to flush anything
+        child.wait().unwrap();
+    } else {
+        edge.signal("TERM");
+        assert!(
+            edge.wait_exit(Duration::from_secs(15))
+                .is_some_and(|s| s.success())
+        );
+        edge.child = None;
+    }
+    edge.spawn(&[], &[]);
+    let port = edge.port;
+    edge.wait_listening(port);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_calls_the_webhook_and_streams_started() {
+    let hook = peers::webhook(200, Duration::ZERO).await;
+    let edge = start(
+        &agents_json(&[(
+            "research",
+            "researcher",
+            hook.url("/api/webhooks/trigger/abc"),
+        )]),
+        "",
+    );
+    let mut sse = SseClient::open(&edge.url("/api/stream?npc=researcher"), None).await;
+    assert_eq!(sse.status, 200);
+
+    // The existing UI posts {payload} and only checks for a 2xx.
+    let r = client()
+        .post(edge.url("/api/run/research"))
+        .json(&json!({"payload": {"q": "hello"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["ok"], true);
+    let run_id = v["runId"].as_str().unwrap().to_string();
+
+    let got = hook.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0],
+        json!({"runId": run_id, "agent": "research", "npc": "researcher", "payload": {"q": "hello"}})
+    );
+
+    let ev = sse.next(WAIT).await.expect("started event");
+    assert_eq!(ev.event, "started");
+    assert_eq!(ev.data["runId"], run_id.as_str());
+    assert_eq!(ev.data["npc"], "researcher");
+    assert!(ev.data["ts"].as_i64().unwrap() > 1_600_000_000_000);
+    assert_eq!(ev.data["id"].as_u64(), ev.id);
+
+    // The flow reports progress; the stream and the runs view follow.
+    emit_run(&edge, "researcher", "step", &run_id).await;
+    emit_run(&edge, "researcher", "done", &run_id).await;
+    let evs = sse.take(2, WAIT).await;
+    assert_eq!(
+        evs.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+        ["step", "done"]
+    );
+    let runs: Value = client()
+        .get(edge.url("/api/runs?npc=researcher"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(runs["runs"][0]["runId"], run_id.as_str());
+    assert_eq!(runs["runs"][0]["status"], "done");
+    assert_eq!(runs["runs"][0]["agent"], "research");
+    assert!(runs["runs"][0]["endedAt"].is_i64());
+    let one: Value = client()
+        .get(edge.url(&format!("/api/runs/{run_id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["events"].as_array().unwrap().len(), 3);
+
+    // Unknown agent: 404, webhook untouched.
+    let r = client()
+        .post(edge.url("/api/run/nobody"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(hook.received().len(), 1);
+}
+
+async fn emit_run(edge: &Edge, npc: &str, kind: &str, run: &str) -> u64 {
+    let (status, v) = post_event(
+        edge,
+        json!({"npc": npc, "type": kind, "runId": run, "data": {}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    v["id"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_failures_become_error_events_and_502() {
+    let failing = peers::webhook(500, Duration::ZERO).await;
+    let slow = peers::webhook(200, Duration::from_secs(5)).await;
+    let edge = start(
+        &agents_json(&[
+            ("fails", "a", failing.url("/hook")),
+            (
+                "refused",
+                "a",
+                format!("http://{}/hook", peers::dead_address()),
+            ),
+            ("slow", "a", slow.url("/hook")),
+        ]),
+        "webhook_timeout = \"1s\"",
+    );
+    let mut sse = SseClient::open(&edge.url("/api/stream?npc=a"), None).await;
+    for (agent, reason) in [
+        ("fails", "webhook answered 500"),
+        ("refused", "webhook unreachable"),
+        ("slow", "webhook timed out"),
+    ] {
+        let r = client()
+            .post(edge.url(&format!("/api/run/{agent}")))
+            .json(&json!({"payload": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502, "{agent}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["error"].as_str().unwrap().contains(reason),
+            "{agent}: {v}"
+        );
+        assert!(
+            !v["error"].as_str().unwrap().contains("/hook"),
+            "the webhook URL leaked: {v}"
+        );
+        let run_id = v["runId"].as_str().unwrap().to_string();
+        let evs = sse.take(2, WAIT).await;
+        assert_eq!(evs[0].event, "started", "{agent}");
+        assert_eq!(evs[1].event, "error", "{agent}");
+        assert_eq!(evs[1].data["runId"], run_id.as_str());
+        assert!(
+            evs[1].data["data"]["error"]
+                .as_str()
+                .unwrap()
+                .contains(reason)
+        );
+    }
+    // One attempt each: no blind retry of a non-idempotent call.
+    assert_eq!(failing.received().len(), 1);
+    assert_eq!(slow.received().len(), 1);
+    let runs: Value = client()
+        .get(edge.url("/api/runs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "error")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_need_the_bearer_token_and_valid_fields() {
+    let edge = start("[]", "max_event_bytes = 1024");
+    let url = edge.url("/api/events");
+    let body = json!({"npc": "a", "type": "step", "data": {"x": 1}});
+    let r = client().post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = client()
+        .post(&url)
+        .bearer_auth("wrong-token-wrong-token")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client()
+        .post(&url)
+        .header("authorization", format!("Basic {TOKEN}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let bad: [(Value, &str); 8] = [
+        (json!({"type": "step"}), "npc is required"),
+        (
+            json!({"npc": "Not Valid", "type": "step"}),
+            "npc \"Not Valid\"",
+        ),
+        (
+            json!({"npc": "a".repeat(65), "type": "step"}),
+            "is not 1-64",
+        ),
+        (json!({"npc": "a", "type": "finished"}), "type \"finished\""),
+        (json!({"npc": "a"}), "type is required"),
+        (
+            json!({"npc": "a", "type": "step", "runId": "../x"}),
+            "runId",
+        ),
+        (json!(["npc", "a"]), "JSON object"),
+        (
+            json!({"npc": "a", "type": "step", "data": "x".repeat(2000)}),
+            "larger than 1024",
+        ),
+    ];
+    for (body, want) in bad {
+        let (status, v) = post_event(&edge, body.clone()).await;
+        assert!(status == 400 || status == 413, "{body}: {status}");
+        assert!(v["error"].as_str().unwrap().contains(want), "{body}: {v}");
+    }
+    let r = client()
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Only the one valid event was stored.
+    let (status, v) = post_event(&edge, body).await;
+    assert_eq!(status, 202);
+    let id = v["id"].as_u64().unwrap();
+    let mut sse = SseClient::open(&edge.url("/api/stream"), Some(0)).await;
+    let evs = sse.take(10, Duration::from_millis(500)).await;
+    assert_eq!(ids(&evs), [id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_endpoint_is_disabled_without_a_token() {
+    let edge = Edge::start_with(
+        |dir, port| {
+            format!(
+                "{}[upstreams.sim]\naddress = \"127.0.0.1:9\"\n[[routes]]\nprefix = \"/api/\"\nkind = \"hub\"\n",
+                common::server_section(dir, port)
+            )
+        },
+        &[],
+    );
+    let r = client()
+        .post(edge.url("/api/events"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"npc": "a", "type": "step"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("ESPRIT_EVENTS_TOKEN"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_event_id_replays_exactly_what_was_missed_then_goes_live() {
+    let edge = start("[]", "");
+    let mut posted = Vec::new();
+    for n in 0..5 {
+        posted.push(emit(&edge, "a", "step", n).await);
+        emit(&edge, "other", "step", n).await;
+    }
+    let mut sse = SseClient::open(&edge.url("/api/stream?npc=a"), Some(posted[1])).await;
+    let replayed = sse.take(3, WAIT).await;
+    assert_eq!(ids(&replayed), posted[2..]);
+    let live = [
+        emit(&edge, "a", "done", 9).await,
+        emit(&edge, "a", "step", 10).await,
+    ];
+    let got = sse.take(2, WAIT).await;
+    assert_eq!(ids(&got), live);
+    assert!(
+        sse.next(Duration::from_millis(300)).await.is_none(),
+        "an extra event arrived"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_while_events_flow_leaves_no_gap_and_no_duplicate() {
+    let edge = start("[]", "replay_recent = 0");
+    let first = emit(&edge, "a", "step", 0).await;
+    let url = edge.url("/api/events");
+    let writer = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for n in 1..=200u64 {
+            let v: Value = client()
+                .post(&url)
+                .bearer_auth(TOKEN)
+                .json(&json!({"npc": "a", "type": "step", "data": {"n": n}}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            ids.push(v["id"].as_u64().unwrap());
+        }
+        ids
+    });
+    // Connect in the middle of the flow, asking for everything after the first.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut sse = SseClient::open(&edge.url("/api/stream?npc=a"), Some(first)).await;
+    let posted = writer.await.unwrap();
+    let got = sse.take(posted.len(), WAIT).await;
+    assert_eq!(ids(&got), posted, "gap, duplicate or reordering");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_stream_opens_with_recent_events() {
+    let edge = start("[]", "replay_recent = 3");
+    let mut all = Vec::new();
+    for n in 0..6 {
+        all.push(emit(&edge, "a", "step", n).await);
+    }
+    let mut sse = SseClient::open(&edge.url("/api/stream?npc=a"), None).await;
+    assert_eq!(ids(&sse.take(3, WAIT).await), all[3..]);
+    assert!(sse.next(Duration::from_millis(300)).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_survives_a_graceful_restart() {
+    let mut edge = start("[]", "");
+    let before: Vec<u64> =
+        futures_util::future::join_all((0..3).map(|n| emit(&edge, "a", "step", n))).await;
+    let mut sorted = before.clone();
+    sorted.sort();
+    restart(&mut edge, false);
+    let after = emit(&edge, "a", "done", 3).await;
+    assert!(after > *sorted.last().unwrap(), "ids restarted");
+    let mut sse = SseClient::open(&edge.url("/api/stream?npc=a"), Some(sorted[0])).await;
+    let mut want = sorted[1..].to_vec();
+    want.push(after);
+    assert_eq!(ids(&sse.take(want.len(), WAIT).await), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_survive_kill_9() {
+    let mut edge = start("[]", "");
+    let mut acked = Vec::new();
+    for n in 0..50 {
+        acked.push(emit(&edge, "a", "step", n).await);
+    }
+    restart(&mut edge, true);
+    let mut sse = SseClient::open(&edge.url("/api/stream?npc=a"), Some(0)).await;
+    assert_eq!(ids(&sse.take(acked.len(), WAIT).await), acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_file_is_reloaded_and_a_broken_edit_keeps_the_last_good_list() {
+    let hook = peers::webhook(200, Duration::ZERO).await;
+    let edge = start(&agents_json(&[("first", "a", hook.url("/h"))]), "");
+    let list = || async {
+        let v: Value = client()
+            .get(edge.url("/api/agents"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["agent"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(list().await, ["first"]);
+    let shown: Value = client()
+        .get(edge.url("/api/agents"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        shown[0],
+        json!({"agent": "first", "npc": "a", "name": "Agent first"}),
+        "webhook URLs must stay secret"
+    );
+
+    let file = edge.dir.path().join("agents.json");
+    write_changed(
+        &file,
+        &agents_json(&[
+            ("first", "a", hook.url("/h")),
+            ("second", "b", hook.url("/h2")),
+        ]),
+    );
+    wait_for(|| async { list().await == ["first", "second"] }).await;
+    let r = client()
+        .post(edge.url("/api/run/second"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    write_changed(&file, "[{\"agent\": ");
+    edge.wait_log(|v| {
+        v["target"] == "hub"
+            && v["level"] == "ERROR"
+            && v["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("keeping the last good list")
+    });
+    assert_eq!(list().await, ["first", "second"]);
+}
+
+/// Writes `text` so that the modification time or size visibly changes.
+fn write_changed(path: &Path, text: &str) {
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(path, text).unwrap();
+}
+
+async fn wait_for<F, Fut>(cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "condition never held");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_cut_off_while_others_keep_up() {
+    use tokio::io::AsyncWriteExt;
+    let edge = start("[]", "subscriber_queue = 16\nreplay_recent = 0");
+    // The slow one: a raw socket that subscribes and then never reads.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut slow = sock.connect(edge.addr()).await.unwrap();
+    slow.write_all(
+        b"GET /api/stream?npc=a HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut fast = SseClient::open(&edge.url("/api/stream?npc=a"), None).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Enough to fill the kernel's socket buffers (several MiB on loopback),
+    // so the slow reader's writes block and it falls a queue behind.
+    let big = "x".repeat(16_000);
+    let url = edge.url("/api/events");
+    let writer = tokio::spawn(async move {
+        let c = client();
+        let mut ids = Vec::new();
+        for n in 0..600 {
+            let v: Value = c
+                .post(&url)
+                .bearer_auth(TOKEN)
+                .json(&json!({"npc": "a", "type": "step", "data": {"n": n, "pad": big}}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            ids.push(v["id"].as_u64().unwrap());
+        }
+        ids
+    });
+    let got = fast.take(600, WAIT).await;
+    let posted = writer.await.unwrap();
+    assert_eq!(ids(&got), posted, "the fast subscriber missed events");
+    edge.wait_log(|v| {
+        v["target"] == "hub" && v["message"].as_str().unwrap_or("").contains("too slow")
+    });
+    // It can come back and replay what it missed.
+    let mut again = SseClient::open(&edge.url("/api/stream?npc=a"), Some(posted[0])).await;
+    assert_eq!(ids(&again.take(599, WAIT).await), posted[1..]);
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_subscribers_all_receive_a_broadcast() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let edge = start("[]", "replay_recent = 0");
+    let mut socks = Vec::new();
+    for _ in 0..1000 {
+        let mut s = tokio::net::TcpStream::connect(edge.addr()).await.unwrap();
+        s.write_all(b"GET /api/stream?npc=crowd HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        socks.push(s);
+    }
+    // Every subscriber has its response header before the event is sent.
+    for s in socks.iter_mut() {
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    }
+    let id = emit(&edge, "crowd", "done", 1).await;
+    let needle = format!("id: {id}\n");
+    let mut tasks = Vec::new();
+    for mut s in socks {
+        let needle = needle.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seen = String::new();
+            let mut buf = vec![0u8; 4096];
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while !seen.contains(&needle) {
+                match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                    _ => return false,
+                }
+            }
+            true
+        }));
+    }
+    let mut delivered = 0;
+    for t in tasks {
+        delivered += usize::from(t.await.unwrap());
+    }
+    assert_eq!(delivered, 1000);
+}
