@@ -127,13 +127,18 @@ async fn a_silent_websocket_client_outlives_pingoras_60s_default() {
         tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws/feed", edge.port))
             .await
             .unwrap();
-    let until = tokio::time::Instant::now() + Duration::from_secs(70);
+    let start = tokio::time::Instant::now();
+    let until = start + Duration::from_secs(70);
     let mut last = String::new();
     while tokio::time::Instant::now() < until {
-        match tokio::time::timeout(Duration::from_secs(10), sock.next()).await {
+        match tokio::time::timeout(Duration::from_secs(20), sock.next()).await {
             Ok(Some(Ok(m))) if m.is_text() => last = m.into_text().unwrap().to_string(),
             Ok(Some(Ok(_))) => {}
-            other => panic!("stream ended after {last:?}: {other:?}"),
+            other => panic!(
+                "stream ended after {:?} at {last:?}: {other:?}\n{}",
+                start.elapsed(),
+                edge.stdout()
+            ),
         }
     }
     assert!(last.starts_with("tick "), "no push arrived: {last:?}");
