@@ -552,10 +552,26 @@ async fn a_slow_consumer_is_cut_off_while_others_keep_up() {
     edge.wait_log(|v| {
         v["target"] == "hub" && v["message"].as_str().unwrap_or("").contains("too slow")
     });
+    // And its connection is really closed (after what the kernel had buffered).
+    let mut sink = vec![0u8; 1 << 16];
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        use tokio::io::AsyncReadExt;
+        loop {
+            match slow.read(&mut sink).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        closed,
+        Ok(true),
+        "the slow subscriber's connection stayed open"
+    );
     // It can come back and replay what it missed.
     let mut again = SseClient::open(&edge.url("/api/stream?npc=a"), Some(posted[0])).await;
     assert_eq!(ids(&again.take(599, WAIT).await), posted[1..]);
-    drop(slow);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,4 +618,179 @@ async fn a_thousand_subscribers_all_receive_a_broadcast() {
         delivered += usize::from(t.await.unwrap());
     }
     assert_eq!(delivered, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_headers_head_and_a_stale_last_event_id() {
+    let edge = start("[]", "replay_recent = 2");
+    let ids_posted = [
+        emit(&edge, "a", "step", 1).await,
+        emit(&edge, "a", "step", 2).await,
+        emit(&edge, "a", "step", 3).await,
+    ];
+    let r = client()
+        .head(edge.url("/api/stream?npc=a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert!(r.headers().get("content-security-policy").is_some());
+    assert_eq!(r.headers()["cache-control"], "no-cache, no-transform");
+
+    // An id from a store that was since reset: treated as a new client.
+    let mut sse = SseClient::open(&edge.url("/api/stream?npc=a"), Some(1_000_000)).await;
+    assert_eq!(ids(&sse.take(2, WAIT).await), ids_posted[1..]);
+    let live = emit(&edge, "a", "done", 4).await;
+    assert_eq!(ids(&sse.take(1, WAIT).await), [live]);
+
+    let r = client()
+        .get(edge.url("/api/stream?npc=Bad!"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client()
+        .get(edge.url("/api/stream"))
+        .header("last-event-id", "abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_channels_replay_and_stream_together() {
+    let edge = start("[]", "replay_recent = 0");
+    let a1 = emit(&edge, "a", "step", 1).await;
+    let b1 = emit(&edge, "b", "step", 1).await;
+    emit(&edge, "c", "step", 1).await;
+    let mut sse = SseClient::open(&edge.url("/api/stream?npc=a&npc=b"), Some(0)).await;
+    assert_eq!(ids(&sse.take(2, WAIT).await), [a1, b1]);
+    emit(&edge, "c", "step", 2).await;
+    let b2 = emit(&edge, "b", "done", 2).await;
+    assert_eq!(ids(&sse.take(1, WAIT).await), [b2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_relay_only_to_agent_hosts_and_only_once() {
+    let hook = peers::webhook(200, Duration::ZERO).await;
+    let elsewhere = peers::webhook(200, Duration::ZERO).await;
+    let edge = start(
+        &agents_json(&[("approve", "boss", hook.url("/api/webhooks/trigger/x"))]),
+        "",
+    );
+    let v: Value = client()
+        .post(edge.url("/api/run/approve"))
+        .json(&json!({"payload": 1, "npc": "boss-2"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run = v["runId"].as_str().unwrap().to_string();
+    assert_eq!(hook.received()[0]["npc"], "boss-2", "npc override");
+    let respond = |run: String| {
+        let url = edge.url(&format!("/api/runs/{run}/respond"));
+        async move {
+            let r = client()
+                .post(url)
+                .json(&json!({"approved": true}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    assert_eq!(respond(run.clone()).await.0, 409, "not awaiting yet");
+    assert_eq!(respond("no-such-run".into()).await.0, 404);
+
+    // A resume URL on a host no agent lives on: refused, nothing relayed.
+    let (s, _) = post_event(&edge, json!({"npc": "boss-2", "type": "awaiting", "runId": run, "data": {"resumeUrl": format!("http://localhost:{}/resume", elsewhere.port)}})).await;
+    assert_eq!(s, 202);
+    let (status, v) = respond(run.clone()).await;
+    assert_eq!(status, 403, "{v}");
+    assert!(elsewhere.received().is_empty());
+
+    let (s, _) = post_event(&edge, json!({"npc": "boss-2", "type": "awaiting", "runId": run, "data": {"resumeUrl": hook.url("/api/resume/1")}})).await;
+    assert_eq!(s, 202);
+    let (status, v) = respond(run.clone()).await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(hook.received().last().unwrap(), &json!({"approved": true}));
+    // Answered once: the run no longer awaits.
+    assert_eq!(respond(run.clone()).await.0, 409);
+    let events: Value = client()
+        .get(edge.url(&format!("/api/runs/{run}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let last = events["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["type"], "step");
+    assert_eq!(last["data"]["response"], json!({"approved": true}));
+
+    let (s, _) = post_event(
+        &edge,
+        json!({"npc": "boss-2", "type": "awaiting", "runId": run, "data": {}}),
+    )
+    .await;
+    assert_eq!(s, 202);
+    assert_eq!(respond(run.clone()).await.0, 409, "no resumeUrl");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_per_channel() {
+    let mut edge = start("[]", "retention_per_channel = 3");
+    let mut posted = Vec::new();
+    for n in 0..8 {
+        posted.push(emit(&edge, "a", "step", n).await);
+    }
+    // Pruning runs at start-up and every minute: restart to see it now.
+    restart(&mut edge, false);
+    edge.wait_log(|v| v["target"] == "hub" && v["message"] == "pruned old events");
+    let mut sse = SseClient::open(&edge.url("/api/stream?npc=a"), Some(0)).await;
+    assert_eq!(
+        ids(&sse.take(8, Duration::from_millis(500)).await),
+        posted[5..]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_urls_never_reach_logs_or_events() {
+    let secret_path = "/api/webhooks/trigger/SECRET-abc123";
+    let edge = start(
+        &agents_json(&[(
+            "leaky",
+            "a",
+            format!("http://{}{secret_path}", peers::dead_address()),
+        )]),
+        "",
+    );
+    let r = client()
+        .post(edge.url("/api/run/leaky"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let body = r.text().await.unwrap();
+    assert!(!body.contains("SECRET"), "{body}");
+    let mut sse = SseClient::open(&edge.url("/api/stream?npc=a"), Some(0)).await;
+    let evs = sse.take(2, WAIT).await;
+    assert!(evs.iter().all(|e| !e.data.to_string().contains("SECRET")));
+    edge.wait_log(|v| v["message"] == "run webhook failed");
+    assert!(
+        !edge.stdout().contains("SECRET"),
+        "the webhook URL reached the log"
+    );
 }

@@ -72,7 +72,8 @@ pub fn parse(text: &str) -> Result<Vec<Agent>, String> {
 pub struct Agents {
     path: PathBuf,
     current: ArcSwap<Vec<Agent>>,
-    seen: Mutex<Option<(SystemTime, u64)>>,
+    /// `None` until the first load; then the file's last seen stamp (`None`: missing).
+    seen: Mutex<Option<Option<(SystemTime, u64)>>>,
 }
 
 impl Agents {
@@ -99,10 +100,10 @@ impl Agents {
             let Ok(mut seen) = self.seen.lock() else {
                 return;
             };
-            if *seen == stamp && stamp.is_some() {
+            if *seen == Some(stamp) {
                 return;
             }
-            *seen = stamp;
+            *seen = Some(stamp);
         }
         let loaded = std::fs::read_to_string(&self.path)
             .map_err(|e| format!("cannot read: {e}"))

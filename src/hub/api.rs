@@ -252,13 +252,18 @@ impl Hub {
             Ok(v) => v,
             Err(e) => return error(400, format!("the body is not valid JSON: {e}")),
         };
+        // One response at a time, so two clicks cannot both relay.
+        let _one = self.respond_lock.lock().await;
         let id = run_id.to_string();
         let events = match self.read(move |s| s.run_events(&id)).await {
             Ok(e) => e,
             Err(e) => return error(503, e.to_string()),
         };
-        let Some(waiting) = events.iter().rev().find(|e| e.kind == EventType::Awaiting) else {
-            return error(404, format!("run {run_id:?} is not awaiting a response"));
+        if events.is_empty() {
+            return error(404, format!("no run {run_id:?}"));
+        }
+        let Some(waiting) = events.last().filter(|e| e.kind == EventType::Awaiting) else {
+            return error(409, format!("run {run_id:?} is not awaiting a response"));
         };
         let Some(url) = waiting.data.get("resumeUrl").and_then(Value::as_str) else {
             return error(409, "the awaiting event carries no data.resumeUrl");

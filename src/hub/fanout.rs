@@ -72,20 +72,29 @@ impl Fanout {
     /// the "all" ring with a filter.
     pub fn subscribe(&self, channels: &Channels) -> Subscription {
         match channels {
-            Channels::Some(list) if list.len() == 1 => {
-                let rx = match self.channels.lock() {
-                    Ok(mut map) => map
+            Channels::Some(list) if list.len() == 1 => match self.channels.lock() {
+                Ok(mut map) => {
+                    if !map.contains_key(&list[0]) {
+                        // Rings for channels nobody listens to any more go, so
+                        // made-up `?npc=` names cannot pile up memory.
+                        map.retain(|_, tx| tx.receiver_count() > 0);
+                    }
+                    let rx = map
                         .entry(list[0].clone())
                         .or_insert_with(|| broadcast::channel(self.capacity).0)
-                        .subscribe(),
-                    Err(_) => self.all.subscribe(),
-                };
-                Subscription {
-                    rx,
-                    capacity: self.capacity,
-                    filter: None,
+                        .subscribe();
+                    Subscription {
+                        rx,
+                        capacity: self.capacity,
+                        filter: None,
+                    }
                 }
-            }
+                Err(_) => Subscription {
+                    rx: self.all.subscribe(),
+                    capacity: self.capacity,
+                    filter: Some(list.clone()),
+                },
+            },
             Channels::Some(list) => Subscription {
                 rx: self.all.subscribe(),
                 capacity: self.capacity,

@@ -29,6 +29,7 @@ impl Journal {
         std::thread::Builder::new()
             .name("esprit-edge-journal".into())
             .spawn(move || {
+                let work = std::panic::AssertUnwindSafe(move || {
                 let mut batch = Vec::with_capacity(MAX_BATCH);
                 while let Some(first) = rx.blocking_recv() {
                     batch.push(first);
@@ -57,6 +58,13 @@ impl Journal {
                             }
                         }
                     }
+                }
+                });
+                if std::panic::catch_unwind(work).is_err() {
+                    // Without its writer the hub can only refuse events: let the
+                    // supervisor (docker, systemd) restart the whole process.
+                    tracing::error!(target: "hub", "the journal writer panicked; exiting so the process is restarted");
+                    std::process::exit(70);
                 }
             })?;
         Ok(Self { tx })

@@ -50,6 +50,7 @@ pub struct Hub {
     journal: Journal,
     fanout: Arc<Fanout>,
     webhooks: Webhooks,
+    respond_lock: tokio::sync::Mutex<()>,
 }
 
 /// What the edge sends after the hub handled a request.
@@ -76,6 +77,7 @@ impl Hub {
             journal,
             fanout,
             webhooks: Webhooks::new(cfg.webhook_timeout)?,
+            respond_lock: tokio::sync::Mutex::new(()),
         }))
     }
 

@@ -119,6 +119,15 @@ fn placeholders(n: usize) -> String {
 }
 
 impl EventStore for SqliteStore {
+    fn last_id(&self) -> Result<u64, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .map(|id| id as u64)
+    }
+
     fn append(&self, batch: &[NewEvent]) -> Result<Vec<Event>, StoreError> {
         let mut conn = self
             .writer
@@ -209,8 +218,8 @@ impl EventStore for SqliteStore {
         })
     }
 
-    fn recent(&self, channels: &Channels, per_channel: usize) -> Result<Vec<Event>, StoreError> {
-        if per_channel == 0 {
+    fn recent(&self, channels: &Channels, limit: usize) -> Result<Vec<Event>, StoreError> {
+        if limit == 0 {
             return Ok(Vec::new());
         }
         let mut events = self.read(|c| match channels {
@@ -218,23 +227,23 @@ impl EventStore for SqliteStore {
                 let mut st = c.prepare_cached(&format!(
                     "SELECT {COLS} FROM events ORDER BY id DESC LIMIT ?1"
                 ))?;
-                st.query_map(params![per_channel as i64], row_event)?
+                st.query_map(params![limit as i64], row_event)?
                     .collect::<rusqlite::Result<Vec<_>>>()
             }
             Channels::Some(npcs) => {
-                let mut st = c.prepare_cached(&format!(
-                    "SELECT {COLS} FROM events WHERE npc = ?1 ORDER BY id DESC LIMIT ?2"
-                ))?;
-                let mut all = Vec::new();
-                for npc in npcs {
-                    for e in st.query_map(params![npc, per_channel as i64], row_event)? {
-                        all.push(e?);
-                    }
-                }
-                Ok(all)
+                let sql = format!(
+                    "SELECT {COLS} FROM events WHERE npc IN ({}) ORDER BY id DESC LIMIT ?",
+                    placeholders(npcs.len())
+                );
+                let mut st = c.prepare(&sql)?;
+                let mut args: Vec<rusqlite::types::Value> =
+                    npcs.iter().map(|n| n.clone().into()).collect();
+                args.push((limit as i64).into());
+                st.query_map(params_from_iter(args), row_event)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
             }
         })?;
-        events.sort_by_key(|e| e.id);
+        events.reverse();
         Ok(events)
     }
 
@@ -270,17 +279,25 @@ impl EventStore for SqliteStore {
     fn run_events(&self, run_id: &str) -> Result<Vec<Event>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare_cached(&format!(
-                "SELECT {COLS} FROM events WHERE run_id = ?1 ORDER BY id"
+                "SELECT {COLS} FROM events WHERE run_id = ?1 ORDER BY id DESC LIMIT 1000"
             ))?;
-            st.query_map(params![run_id], row_event)?.collect()
+            let mut evs = st
+                .query_map(params![run_id], row_event)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            evs.reverse();
+            Ok(evs)
         })
     }
 
     fn prune(&self, before_ts: i64, keep_per_channel: usize) -> Result<u64, StoreError> {
-        let conn = self
+        let mut guard = self
             .writer
             .lock()
             .map_err(|_| StoreError("writer lock poisoned".into()))?;
+        // One transaction: one fsync, and appends wait for one short commit.
+        let conn = guard
+            .transaction()
+            .map_err(|e| err("cannot prune", &self.path, e))?;
         let mut removed = conn
             .execute("DELETE FROM events WHERE ts < ?1", params![before_ts])
             .map_err(|e| err("cannot prune", &self.path, e))? as u64;
@@ -315,6 +332,8 @@ impl EventStore for SqliteStore {
             [],
         )
         .map_err(|e| err("cannot prune", &self.path, e))?;
+        conn.commit()
+            .map_err(|e| err("cannot prune", &self.path, e))?;
         Ok(removed)
     }
 }

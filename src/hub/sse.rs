@@ -4,6 +4,10 @@
 //! No gap, no duplicate: the subscription starts *before* the replay is read,
 //! so anything committed meanwhile arrives live too, and live events at or
 //! below the last replayed id are skipped.
+//!
+//! A reader that stops reading is cut off: every write gives up once the
+//! subscriber fell a whole queue behind, or after the write stall limit, and
+//! the connection is dropped (not finished, which would wait on it again).
 
 use super::api::error;
 use super::fanout::{Next, Subscription};
@@ -16,28 +20,31 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 use std::time::Duration;
 
-/// Events read from the store per page while replaying.
-const PAGE: usize = 1000;
-
+/// Events read from the store per page while replaying (bounded memory per client).
+const PAGE: usize = 200;
 /// How often a blocked write checks whether its reader fell a queue behind.
 const LAG_CHECK: Duration = Duration::from_millis(100);
+/// Longest a single write may wait on a reader before it is dropped.
+const WRITE_STALL: Duration = Duration::from_secs(30);
 
-/// Writes `frame`; `Ok(false)` when the reader stopped reading long enough to
-/// fall a whole queue behind (the write is abandoned and the stream must end).
-async fn write_unless_lagging(
-    session: &mut Session,
-    frame: Bytes,
-    sub: &Subscription,
-) -> Result<bool> {
+/// The error that drops a subscriber's connection: the client's fault, so it
+/// is logged as a client that went away, not an edge failure.
+fn too_slow() -> Box<Error> {
+    Error::explain(ErrorType::WriteTimedout, "SSE subscriber too slow; dropped").into_down()
+}
+
+/// Writes `frame`, or drops the subscriber if it fell a queue behind meanwhile.
+async fn write(session: &mut Session, frame: Bytes, sub: &Subscription, last: u64) -> Result<()> {
     let write = session.write_response_body(Some(frame), false);
     tokio::pin!(write);
     let mut check = tokio::time::interval(LAG_CHECK);
     check.reset();
     loop {
         tokio::select! {
-            done = &mut write => return done.map(|()| true),
+            done = &mut write => return done,
             _ = check.tick() => if sub.lagging() {
-                return Ok(false);
+                tracing::info!(target: "hub", last_id = last, "subscriber too slow; disconnected (it replays on reconnect)");
+                return Err(too_slow());
             },
         }
     }
@@ -58,15 +65,23 @@ pub async fn serve(
     last_id: Option<u64>,
     hsts: bool,
 ) -> Result<Handled> {
+    let head = session.req_header().method == http::Method::HEAD;
     let mut sub = hub.fanout.subscribe(&channels);
     let ch = channels.clone();
     let recent = hub.cfg.replay_recent;
-    let first = match last_id {
-        Some(id) => hub.read(move |s| s.after(&ch, id, PAGE)).await,
-        None => hub.read(move |s| s.recent(&ch, recent)).await,
-    };
-    let first = match first {
-        Ok(page) => page,
+    // A Last-Event-ID beyond the newest stored id (the store was reset) would
+    // hide every live event: treat that client as new.
+    let first = hub
+        .read(move |s| {
+            let newest = s.last_id()?;
+            match last_id.filter(|id| *id <= newest) {
+                Some(id) => s.after(&ch, id, PAGE).map(|p| (Some(id), p)),
+                None => s.recent(&ch, recent).map(|p| (None, p)),
+            }
+        })
+        .await;
+    let (resume_from, first) = match first {
+        Ok(f) => f,
         Err(e) => return Ok(Handled::Reply(error(503, e.to_string()))),
     };
     let mut resp = ResponseHeader::build(200, Some(6))?;
@@ -76,7 +91,7 @@ pub async fn serve(
     )?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-cache, no-transform")?;
     resp.insert_header("x-accel-buffering", "no")?;
-    if !session.is_http2() {
+    if !session.is_http2() && !head {
         resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
     }
     headers::apply(
@@ -86,21 +101,22 @@ pub async fn serve(
             hsts,
         },
     )?;
+    if head {
+        session.write_response_header(Box::new(resp), true).await?;
+        return Ok(Handled::Streamed);
+    }
+    session.set_write_timeout(Some(WRITE_STALL));
     session.write_response_header(Box::new(resp), false).await?;
     // Tell EventSource how soon to come back after we end a stream.
-    session
-        .write_response_body(Some(Bytes::from_static(b"retry: 2000\n\n")), false)
-        .await?;
+    write(session, Bytes::from_static(b"retry: 2000\n\n"), &sub, 0).await?;
 
-    let mut last = last_id.unwrap_or(0);
+    let mut last = resume_from.unwrap_or(0);
     let mut page = first;
     loop {
-        let full = last_id.is_some() && page.len() == PAGE;
+        let full = resume_from.is_some() && page.len() == PAGE;
         for ev in page {
             last = last.max(ev.id);
-            session
-                .write_response_body(Some(ev.sse_frame()), false)
-                .await?;
+            write(session, ev.sse_frame(), &sub, last).await?;
         }
         if !full {
             break;
@@ -124,29 +140,20 @@ pub async fn serve(
             Step::Live(Next::Event(ev)) => {
                 if ev.id > last {
                     last = ev.id;
-                    if !write_unless_lagging(session, ev.frame.clone(), &sub).await? {
-                        tracing::info!(target: "hub", last_id = last, "subscriber too slow; disconnected (it replays on reconnect)");
-                        session.set_keepalive(None);
-                        return Ok(Handled::Streamed);
-                    }
+                    write(session, ev.frame.clone(), &sub, last).await?;
                 }
             }
             Step::Live(Next::Lagged) => {
                 tracing::info!(target: "hub", last_id = last, "subscriber too slow; disconnected (it replays on reconnect)");
-                session.set_keepalive(None);
-                break;
+                return Err(too_slow());
             }
             Step::Live(Next::Closed) | Step::ClientGone => {
                 session.set_keepalive(None);
                 return Ok(Handled::Streamed);
             }
             Step::Beat => {
-                session
-                    .write_response_body(Some(Bytes::from_static(b": heartbeat\n\n")), false)
-                    .await?;
+                write(session, Bytes::from_static(b": heartbeat\n\n"), &sub, last).await?
             }
         }
     }
-    session.write_response_body(None, true).await?;
-    Ok(Handled::Streamed)
 }

@@ -50,6 +50,8 @@ pub struct StoreError(pub String);
 /// Durable, ordered event storage. Calls block; callers run them off the
 /// async workers. `append` is called from one writer only.
 pub trait EventStore: Send + Sync {
+    /// The newest stored id (0 when empty).
+    fn last_id(&self) -> Result<u64, StoreError>;
     /// Stores `batch` in one durable commit; returns the events with their ids, in order.
     fn append(&self, batch: &[NewEvent]) -> Result<Vec<Event>, StoreError>;
     /// Events after `after_id` on `channels`, oldest first, at most `limit`.
@@ -59,12 +61,11 @@ pub trait EventStore: Send + Sync {
         after_id: u64,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError>;
-    /// The most recent `per_channel` events of each wanted channel (of all
-    /// events together for `Channels::All`), oldest first.
-    fn recent(&self, channels: &Channels, per_channel: usize) -> Result<Vec<Event>, StoreError>;
+    /// The most recent `limit` events of the wanted channels together, oldest first.
+    fn recent(&self, channels: &Channels, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// Newest runs first.
     fn runs(&self, npc: Option<&str>, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
-    /// One run's events, oldest first.
+    /// One run's events, oldest first (at most its last 1000).
     fn run_events(&self, run_id: &str) -> Result<Vec<Event>, StoreError>;
     /// Deletes events older than `before_ts` and beyond `keep_per_channel` per channel; returns how many.
     fn prune(&self, before_ts: i64, keep_per_channel: usize) -> Result<u64, StoreError>;

@@ -26,7 +26,15 @@ impl Webhooks {
 
     /// Posts `body`; `Ok` on a 2xx answer, otherwise why not.
     pub async fn post(&self, url: &reqwest::Url, body: &serde_json::Value) -> Result<u16, String> {
-        match self.client.post(url.clone()).json(body).send().await {
+        // Webhook URLs are secrets: no message may carry one.
+        match self
+            .client
+            .post(url.clone())
+            .json(body)
+            .send()
+            .await
+            .map_err(reqwest::Error::without_url)
+        {
             Ok(resp) if resp.status().is_success() => Ok(resp.status().as_u16()),
             Ok(resp) => Err(format!("webhook answered {}", resp.status())),
             Err(e) if e.is_timeout() => Err(format!("webhook timed out after {:?}", self.timeout)),
