@@ -7,6 +7,7 @@ use crate::edge::Edge;
 use crate::hub::Hub;
 use crate::tls::{CertStore, ReloadOnHangup};
 use anyhow::Context;
+use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
 use pingora::prelude::{Opt, Server};
 use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::ServerConf;
@@ -65,12 +66,20 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         None
     };
     let mut edge = http_proxy_service(&server.configuration, Edge::new(&config, hub));
+    // Pingora's default 64 KiB read buffer per connection is zeroed up front:
+    // with thousands of idle SSE or websocket clients that is most of the
+    // memory. Headers are read through a small one; large reads bypass it.
+    let buffers = L4BufferSettings::new(config.server.read_buffer, DEFAULT_L4_WRITE_BUFFER_SIZE);
     let plain = config.server.listen.to_string();
-    edge.add_tcp(&plain);
+    edge.add_listener(ListenerConfig::tcp(&plain).l4_buffer(buffers));
     tracing::info!(target: "edge", listen = %plain, tls = false, routes = config.routes.len(), "listening");
     if let (Some(tls), Some(certs)) = (&config.tls, certs) {
         let addr = tls.listen.to_string();
-        edge.add_tls_with_settings(&addr, None, certs.settings()?);
+        edge.add_listener(
+            ListenerConfig::tcp(&addr)
+                .tls(certs.settings()?)
+                .l4_buffer(buffers),
+        );
         tracing::info!(target: "edge", listen = %addr, tls = true, "listening");
         server.add_service(background_service(
             "certificate reload",

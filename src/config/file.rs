@@ -62,6 +62,7 @@ pub struct ServerSection {
     pub pid_file: Option<PathBuf>,
     pub max_request_target: Option<usize>,
     pub max_body_bytes: Option<u64>,
+    pub read_buffer: Option<usize>,
 }
 
 /// `[tls]`: the TLS listener and its certificate.

@@ -222,6 +222,21 @@ mod tests {
     }
 
     #[test]
+    fn numeric_ranges_are_checked() {
+        let text = format!(
+            "[server]\nread_buffer = 10\nkeepalive_timeout = \"100ms\"\n[hub]\nsubscriber_queue = 0\nevents_token = \"short\"\n{MINIMAL}"
+        );
+        let e = parse_str(&text).unwrap_err().to_string();
+        assert!(e.contains("server.read_buffer: 10 is out of range"), "{e}");
+        assert!(
+            e.contains("server.keepalive_timeout: must be at least 1s"),
+            "{e}"
+        );
+        assert!(e.contains("hub.subscriber_queue: out of range"), "{e}");
+        assert!(e.contains("hub.events_token: must be at least 16"), "{e}");
+    }
+
+    #[test]
     fn stream_routes_outlive_socketio_ping() {
         let text = MINIMAL.replace("upstream = \"app\"", "upstream = \"app\"\nstream = true");
         let c = parse_str(&text).unwrap();

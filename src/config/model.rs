@@ -79,6 +79,8 @@ pub struct Server {
     pub max_request_target: usize,
     /// Default cap on request bodies, in bytes (0: no cap).
     pub max_body_bytes: u64,
+    /// Per-connection socket read buffer, in bytes: what an idle connection costs.
+    pub read_buffer: usize,
 }
 
 /// The TLS listener.

@@ -87,6 +87,13 @@ fn server(s: ServerSection, env: &Overrides, p: &mut Problems) -> Server {
             format!("{max_request_target} is out of range (256 to 65536 bytes)"),
         );
     }
+    let read_buffer = s.read_buffer.unwrap_or(8192);
+    if !(1024..=1024 * 1024).contains(&read_buffer) {
+        p.add(
+            "server.read_buffer",
+            format!("{read_buffer} is out of range (1024 to 1048576 bytes)"),
+        );
+    }
     let keepalive_timeout = s.keepalive_timeout.unwrap_or(Duration::from_secs(75));
     if keepalive_timeout < Duration::from_secs(1) {
         p.add(
@@ -112,6 +119,7 @@ fn server(s: ServerSection, env: &Overrides, p: &mut Problems) -> Server {
             .unwrap_or_else(|| PathBuf::from("/tmp/esprit-edge.pid")),
         max_request_target,
         max_body_bytes: s.max_body_bytes.unwrap_or(0),
+        read_buffer,
     }
 }
 
