@@ -35,6 +35,17 @@ pub fn apply(resp: &mut ResponseHeader, policy: &SecurityHeaders<'_>) -> Result<
     Ok(())
 }
 
+/// [`apply`] for a response the edge wrote itself (errors, redirects, hub, SSE).
+pub fn apply_edge(resp: &mut ResponseHeader, hsts: bool) -> Result<()> {
+    apply(
+        resp,
+        &SecurityHeaders {
+            csp: Some(EDGE_CSP),
+            hsts,
+        },
+    )
+}
+
 fn set_default(resp: &mut ResponseHeader, name: &'static str, value: &str) -> Result<()> {
     if resp.headers.get(name).is_none() {
         resp.insert_header(name, value)?;

@@ -2,7 +2,7 @@
 //! handlers), sent with the same security headers as proxied responses.
 
 use super::errors;
-use super::headers::{self, EDGE_CSP, SecurityHeaders};
+use super::headers;
 use bytes::Bytes;
 use pingora::Result;
 use pingora::http::ResponseHeader;
@@ -107,13 +107,7 @@ impl Reply {
         if self.www_authenticate {
             resp.insert_header(http::header::WWW_AUTHENTICATE, "Bearer")?;
         }
-        headers::apply(
-            &mut resp,
-            &SecurityHeaders {
-                csp: Some(EDGE_CSP),
-                hsts,
-            },
-        )?;
+        headers::apply_edge(&mut resp, hsts)?;
         Ok(resp)
     }
 }

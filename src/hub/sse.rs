@@ -13,7 +13,7 @@ use super::api::error;
 use super::fanout::{Next, Subscription};
 use super::store::Channels;
 use super::{Handled, Hub};
-use crate::edge::headers::{self, EDGE_CSP, SecurityHeaders};
+use crate::edge::headers;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -94,13 +94,7 @@ pub async fn serve(
     if !session.is_http2() && !head {
         resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
     }
-    headers::apply(
-        &mut resp,
-        &SecurityHeaders {
-            csp: Some(EDGE_CSP),
-            hsts,
-        },
-    )?;
+    headers::apply_edge(&mut resp, hsts)?;
     if head {
         session.write_response_header(Box::new(resp), true).await?;
         return Ok(Handled::Streamed);
