@@ -1,7 +1,9 @@
-//! The `esprit-edge` command: run the server, or check a config.
+//! The `esprit-edge` command: run the server, check a config, manage users.
 
 use clap::{Parser, Subcommand};
+use esprit_edge::auth::users::{self, User, Users};
 use esprit_edge::{config, server, telemetry};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,6 +25,125 @@ struct Cli {
 enum Command {
     /// Validate the config (and the certificates it names), then exit.
     Check,
+    /// Manage the users in <data_dir>/users.toml.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserAction {
+    /// Add a user, or replace one's password and details.
+    Add {
+        /// Login name: 1-64 of A-Z a-z 0-9 . _ @ -
+        name: String,
+        /// Read the password from standard input (the only way: never from arguments).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Name shown in the UI.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Email passed upstream as X-Forwarded-Email.
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Remove a user.
+    Remove {
+        /// Login name.
+        name: String,
+    },
+    /// List the users.
+    List,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("esprit-edge: {msg}");
+    ExitCode::from(2)
+}
+
+fn user_command(users_file: &std::path::Path, action: UserAction) -> ExitCode {
+    let mut all = match Users::load(users_file) {
+        Ok(u) => u,
+        Err(e) => return fail(e),
+    };
+    match action {
+        UserAction::Add {
+            name,
+            password_stdin: _,
+            display_name,
+            email,
+        } => {
+            if !users::valid_name(&name) {
+                return fail(format!(
+                    "{name:?} is not a login name (1-64 of A-Z a-z 0-9 . _ @ -)"
+                ));
+            }
+            let mut input = String::new();
+            if let Err(e) = std::io::stdin()
+                .take(users::MAX_PASSWORD as u64 + 2)
+                .read_to_string(&mut input)
+            {
+                return fail(format!("cannot read the password from standard input: {e}"));
+            }
+            let password = input
+                .strip_suffix('\n')
+                .map(|p| p.strip_suffix('\r').unwrap_or(p))
+                .unwrap_or(&input);
+            if let Err(e) = users::check_password(password) {
+                return fail(e);
+            }
+            let hash = match users::hash_password(password) {
+                Ok(h) => h,
+                Err(e) => return fail(e),
+            };
+            let replaced = all
+                .users
+                .insert(
+                    name.clone(),
+                    User {
+                        hash,
+                        display_name,
+                        email,
+                    },
+                )
+                .is_some();
+            if let Err(e) = all.save(users_file) {
+                return fail(e);
+            }
+            println!(
+                "{} user {name} in {}",
+                if replaced { "replaced" } else { "added" },
+                users_file.display()
+            );
+        }
+        UserAction::Remove { name } => {
+            if all.users.remove(&name).is_none() {
+                return fail(format!(
+                    "no user named {name:?} in {}",
+                    users_file.display()
+                ));
+            }
+            if let Err(e) = all.save(users_file) {
+                return fail(e);
+            }
+            println!("removed user {name} from {}", users_file.display());
+        }
+        UserAction::List => {
+            for (name, u) in &all.users {
+                let extra: Vec<String> = [u.display_name.clone(), u.email.clone()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                if extra.is_empty() {
+                    println!("{name}");
+                } else {
+                    println!("{name}\t{}", extra.join("\t"));
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -35,6 +156,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::User { action }) = cli.command {
+        return user_command(&cfg.server.data_dir.join("users.toml"), action);
+    }
     if let Err(e) = server::preflight(&cfg) {
         eprintln!("esprit-edge: invalid config\n{e:#}");
         return ExitCode::from(2);
@@ -50,6 +174,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Some(Command::User { .. }) => ExitCode::SUCCESS,
         None => {
             let _log = telemetry::init();
             match server::run(cfg, cli.upgrade) {
