@@ -5,4 +5,5 @@
 pub mod csrf;
 pub mod gate;
 pub mod redirect;
+pub mod sessions;
 pub mod users;

@@ -1,0 +1,285 @@
+//! Server-side sessions: a 256-bit random id lives only in the browser's
+//! cookie; the store keeps its SHA-256 with the user, creation and last-seen
+//! times, so a leaked database cannot be replayed as cookies. Sessions persist
+//! in SQLite (a restart logs nobody out) behind an in-memory cache, so the
+//! gate's lookup on every request does not touch the disk.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Who signed in.
+    pub user: String,
+    /// When (ms since epoch).
+    pub created: i64,
+    /// Last request seen (ms since epoch), refreshed at most once a minute.
+    pub last_seen: i64,
+}
+
+/// How long `last_seen` may lag before it is written again.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+type Key = [u8; 32];
+
+/// The session store.
+pub struct Sessions {
+    conn: Mutex<Connection>,
+    cache: Mutex<HashMap<Key, SessionRecord>>,
+    idle_ms: i64,
+    absolute_ms: i64,
+}
+
+fn key(token: &str) -> Key {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn db(e: rusqlite::Error) -> String {
+    format!("session store: {e}")
+}
+
+impl Sessions {
+    /// Opens (creating) the store at `path` with the idle and absolute timeouts.
+    pub fn open(path: &Path, idle: Duration, absolute: Duration) -> Result<Self, String> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS sessions (
+                id_hash BLOB PRIMARY KEY, user TEXT NOT NULL, created INTEGER NOT NULL, last_seen INTEGER NOT NULL);
+             CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);",
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            cache: Mutex::new(HashMap::new()),
+            idle_ms: i64::try_from(idle.as_millis()).unwrap_or(i64::MAX),
+            absolute_ms: i64::try_from(absolute.as_millis()).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// Starts a session for `user`; returns the cookie token (64 hex chars).
+    /// Every login gets a new id, so a planted id is never promoted.
+    pub fn create(&self, user: &str, now: i64) -> Result<String, String> {
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).map_err(|e| format!("no randomness for a session id: {e}"))?;
+        let token = hex(&raw);
+        let k = key(&token);
+        let rec = SessionRecord {
+            user: user.to_string(),
+            created: now,
+            last_seen: now,
+        };
+        self.conn
+            .lock()
+            .map_err(|_| "session store lock poisoned".to_string())?
+            .execute(
+                "INSERT INTO sessions (id_hash, user, created, last_seen) VALUES (?1, ?2, ?3, ?3)",
+                params![&k[..], user, now],
+            )
+            .map_err(db)?;
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(k, rec);
+        }
+        Ok(token)
+    }
+
+    fn expired(&self, r: &SessionRecord, now: i64) -> bool {
+        now - r.last_seen > self.idle_ms || now - r.created > self.absolute_ms
+    }
+
+    /// The live session for `token`, refreshing its idle timer; expired ones are deleted.
+    pub fn resolve(&self, token: &str, now: i64) -> Option<SessionRecord> {
+        if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let k = key(token);
+        let cached = self.cache.lock().ok().and_then(|c| c.get(&k).cloned());
+        let rec = match cached {
+            Some(r) => r,
+            None => {
+                let conn = self.conn.lock().ok()?;
+                let r = conn
+                    .query_row(
+                        "SELECT user, created, last_seen FROM sessions WHERE id_hash = ?1",
+                        params![&k[..]],
+                        |row| {
+                            Ok(SessionRecord {
+                                user: row.get(0)?,
+                                created: row.get(1)?,
+                                last_seen: row.get(2)?,
+                            })
+                        },
+                    )
+                    .optional()
+                    .ok()??;
+                drop(conn);
+                r
+            }
+        };
+        if self.expired(&rec, now) {
+            self.delete(&k);
+            return None;
+        }
+        let mut rec = rec;
+        if now - rec.last_seen >= TOUCH_EVERY_MS {
+            rec.last_seen = now;
+            if let Ok(conn) = self.conn.lock() {
+                let _ = conn.execute(
+                    "UPDATE sessions SET last_seen = ?2 WHERE id_hash = ?1",
+                    params![&k[..], now],
+                );
+            }
+        }
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(k, rec.clone());
+        }
+        Some(rec)
+    }
+
+    fn delete(&self, k: &Key) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.remove(k);
+        }
+        if let Ok(conn) = self.conn.lock() {
+            let _ = conn.execute("DELETE FROM sessions WHERE id_hash = ?1", params![&k[..]]);
+        }
+    }
+
+    /// Ends the session of `token` (logout).
+    pub fn revoke(&self, token: &str) {
+        self.delete(&key(token));
+    }
+
+    /// Ends every session of `user`; returns how many.
+    pub fn revoke_user(&self, user: &str) -> Result<usize, String> {
+        if let Ok(mut c) = self.cache.lock() {
+            c.retain(|_, r| r.user != user);
+        }
+        self.conn
+            .lock()
+            .map_err(|_| "session store lock poisoned".to_string())?
+            .execute("DELETE FROM sessions WHERE user = ?1", params![user])
+            .map_err(db)
+    }
+
+    /// Live sessions as (id prefix for operators, record), newest first.
+    pub fn list(&self, now: i64) -> Result<Vec<(String, SessionRecord)>, String> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| "session store lock poisoned".to_string())?;
+        let mut st = conn
+            .prepare("SELECT id_hash, user, created, last_seen FROM sessions ORDER BY created DESC")
+            .map_err(db)?;
+        let rows = st
+            .query_map([], |row| {
+                let k: Vec<u8> = row.get(0)?;
+                Ok((
+                    hex(&k[..6.min(k.len())]),
+                    SessionRecord {
+                        user: row.get(1)?,
+                        created: row.get(2)?,
+                        last_seen: row.get(3)?,
+                    },
+                ))
+            })
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, r)| !self.expired(r, now))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    fn store(dir: &Path) -> Sessions {
+        Sessions::open(
+            &dir.join("sessions.sqlite3"),
+            Duration::from_secs(2 * 3600),
+            Duration::from_secs(12 * 3600),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn create_resolve_revoke_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let t = s.create("alice", 0).unwrap();
+        assert_eq!(t.len(), 64);
+        assert_ne!(
+            t,
+            s.create("alice", 0).unwrap(),
+            "every login gets a new id"
+        );
+        assert_eq!(s.resolve(&t, MIN).unwrap().user, "alice");
+        drop(s);
+        let s = store(dir.path());
+        assert_eq!(
+            s.resolve(&t, 2 * MIN).unwrap().user,
+            "alice",
+            "restart logged alice out"
+        );
+        s.revoke(&t);
+        assert!(s.resolve(&t, 3 * MIN).is_none());
+        assert!(s.resolve("not-a-token", 0).is_none());
+    }
+
+    #[test]
+    fn idle_and_absolute_timeouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let idle = s.create("a", 0).unwrap();
+        assert!(s.resolve(&idle, 2 * 60 * MIN + 1).is_none(), "idle timeout");
+        let busy = s.create("b", 0).unwrap();
+        let mut now = 0;
+        while now < 12 * 60 * MIN {
+            now += 60 * MIN;
+            let alive = s.resolve(&busy, now).is_some();
+            assert_eq!(alive, now <= 12 * 60 * MIN, "at {now}");
+        }
+        assert!(
+            s.resolve(&busy, 12 * 60 * MIN + 1).is_none(),
+            "absolute timeout"
+        );
+    }
+
+    #[test]
+    fn the_store_keeps_hashes_not_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let t = s.create("alice", 0).unwrap();
+        s.create("bob", 0).unwrap();
+        let raw = std::fs::read(dir.path().join("sessions.sqlite3")).unwrap();
+        let wal = std::fs::read(dir.path().join("sessions.sqlite3-wal")).unwrap_or_default();
+        for bytes in [raw, wal] {
+            assert!(
+                !bytes.windows(64).any(|w| w == t.as_bytes()),
+                "token stored in clear"
+            );
+        }
+        assert_eq!(s.list(0).unwrap().len(), 2);
+        assert_eq!(s.revoke_user("alice").unwrap(), 1);
+        assert!(s.resolve(&t, 0).is_none());
+        assert_eq!(s.list(0).unwrap().len(), 1);
+    }
+}
