@@ -2,7 +2,8 @@
 //! service, certificate reload, and the shutdown and upgrade settings that make
 //! `docker stop` and SIGQUIT hand-overs behave.
 
-use crate::config::{Config, RouteAction};
+use crate::auth::service::AuthService;
+use crate::config::{Config, RouteAction, RouteAuth};
 use crate::edge::Edge;
 use crate::hub::Hub;
 use crate::tls::{CertStore, ReloadOnHangup};
@@ -65,7 +66,19 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     } else {
         None
     };
-    let mut edge = http_proxy_service(&server.configuration, Edge::new(&config, hub));
+    let wants_auth = config
+        .routes
+        .iter()
+        .any(|r| r.auth == RouteAuth::Session || r.action == RouteAction::Auth);
+    let auth = if wants_auth {
+        Some(
+            AuthService::open(&config)
+                .map_err(|e| anyhow::anyhow!("{}: auth: {e}", config.source.display()))?,
+        )
+    } else {
+        None
+    };
+    let mut edge = http_proxy_service(&server.configuration, Edge::new(&config, hub, auth));
     // Pingora's default 64 KiB read buffer per connection is zeroed up front:
     // with thousands of idle SSE or websocket clients that is most of the
     // memory. Headers are read through a small one; large reads bypass it.

@@ -13,13 +13,20 @@ pub enum CsrfError {
     NoProvenance,
 }
 
-impl std::fmt::Display for CsrfError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl CsrfError {
+    /// The message the client gets.
+    pub fn message(self) -> &'static str {
+        match self {
             CsrfError::CrossSite => "cross-site request refused",
             CsrfError::ForeignOrigin => "request from another origin refused",
             CsrfError::NoProvenance => "request without Sec-Fetch-Site or Origin refused",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for CsrfError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
     }
 }
 

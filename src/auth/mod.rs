@@ -4,6 +4,8 @@
 
 pub mod csrf;
 pub mod gate;
+pub mod page;
 pub mod redirect;
+pub mod service;
 pub mod sessions;
 pub mod users;

@@ -19,6 +19,8 @@ pub struct FileConfig {
     pub routes: Vec<RouteSection>,
     #[serde(default)]
     pub hub: HubSection,
+    #[serde(default)]
+    pub auth: AuthSection,
 }
 
 /// `[hub]`: the in-process agent hub.
@@ -104,4 +106,18 @@ pub struct RouteSection {
     pub write_timeout: Option<Duration>,
     pub csp: Option<String>,
     pub max_body_bytes: Option<u64>,
+    pub auth: Option<String>,
+}
+
+/// `[auth]`: users, sessions and the login.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    pub users_file: Option<PathBuf>,
+    pub sessions: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub absolute_timeout: Option<Duration>,
+    pub login_concurrency: Option<usize>,
 }

@@ -9,7 +9,9 @@ mod validate;
 
 pub use env::upstream_var;
 pub use error::{ConfigError, ConfigErrors};
-pub use model::{Config, Hub, PathMatch, Route, RouteAction, Server, Timeouts, Tls, Upstream};
+pub use model::{
+    Auth, Config, Hub, PathMatch, Route, RouteAction, RouteAuth, Server, Timeouts, Tls, Upstream,
+};
 
 use std::path::{Path, PathBuf};
 

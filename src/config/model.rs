@@ -22,6 +22,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// The in-process hub.
     pub hub: Hub,
+    /// Users, sessions and the login.
+    pub auth: Auth,
 }
 
 /// Hub settings: where its data lives and how its streams behave.
@@ -134,6 +136,8 @@ pub enum RouteAction {
         /// 301, 302, 303, 307 or 308.
         status: u16,
     },
+    /// The login endpoints (`/auth/login`, `/auth/logout`, `/auth/me`).
+    Auth,
     /// The in-process hub; paths it does not claim go to `fallback`.
     Hub {
         /// Upstream for the paths under the route the hub does not claim.
@@ -171,6 +175,32 @@ pub struct Route {
     pub csp: Option<String>,
     /// Request body cap in bytes: `None` inherits the server's, `Some(0)` lifts it.
     pub max_body_bytes: Option<u64>,
+    /// Whether only a live session gets through.
+    pub auth: RouteAuth,
+}
+
+/// A route's access rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteAuth {
+    /// Open (the upstream decides, or it is public).
+    None,
+    /// Only requests with a live edge session.
+    Session,
+}
+
+/// Users, sessions and the login.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// `users.toml`, managed with `esprit-edge user`.
+    pub users_file: PathBuf,
+    /// The session store.
+    pub sessions: PathBuf,
+    /// A session unused this long ends.
+    pub idle_timeout: Duration,
+    /// A session ends this long after login, used or not.
+    pub absolute_timeout: Duration,
+    /// Password checks running at once (argon2 takes 19 MiB and tens of ms each).
+    pub login_concurrency: usize,
 }
 
 impl Route {
@@ -186,7 +216,7 @@ impl Route {
         match &self.action {
             RouteAction::Proxy { upstream, .. } => Some(upstream),
             RouteAction::Hub { fallback } => fallback.as_deref(),
-            RouteAction::Redirect { .. } => None,
+            RouteAction::Redirect { .. } | RouteAction::Auth => None,
         }
     }
 }

@@ -3,8 +3,10 @@
 
 use super::env::Overrides;
 use super::error::Problems;
-use super::file::{FileConfig, HubSection, RouteSection, ServerSection, TlsSection};
-use super::model::{Config, Hub, PathMatch, Route, RouteAction, Server, Timeouts, Tls, Upstream};
+use super::file::{AuthSection, FileConfig, HubSection, RouteSection, ServerSection, TlsSection};
+use super::model::{
+    Auth, Config, Hub, PathMatch, Route, RouteAction, RouteAuth, Server, Timeouts, Tls, Upstream,
+};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -37,6 +39,7 @@ pub(crate) fn validate(
     }
     let routes = routes(file.routes, &upstreams, problems);
     let hub = hub(file.hub, &server.data_dir, env, problems);
+    let auth = auth(file.auth, &server.data_dir, problems);
     Config {
         source: source.to_path_buf(),
         server,
@@ -44,6 +47,7 @@ pub(crate) fn validate(
         upstreams,
         routes,
         hub,
+        auth,
     }
 }
 
@@ -121,6 +125,31 @@ fn server(s: ServerSection, env: &Overrides, p: &mut Problems) -> Server {
         max_body_bytes: s.max_body_bytes.unwrap_or(0),
         read_buffer,
     }
+}
+
+fn auth(a: AuthSection, data_dir: &Path, p: &mut Problems) -> Auth {
+    let auth = Auth {
+        users_file: a.users_file.unwrap_or_else(|| data_dir.join("users.toml")),
+        sessions: a
+            .sessions
+            .unwrap_or_else(|| data_dir.join("sessions.sqlite3")),
+        idle_timeout: a.idle_timeout.unwrap_or(Duration::from_secs(2 * 3600)),
+        absolute_timeout: a.absolute_timeout.unwrap_or(Duration::from_secs(12 * 3600)),
+        login_concurrency: a.login_concurrency.unwrap_or(4),
+    };
+    if auth.idle_timeout < Duration::from_secs(1) {
+        p.add("auth.idle_timeout", "must be at least 1s");
+    }
+    if auth.absolute_timeout < auth.idle_timeout {
+        p.add(
+            "auth.absolute_timeout",
+            "must not be shorter than auth.idle_timeout",
+        );
+    }
+    if !(1..=64).contains(&auth.login_concurrency) {
+        p.add("auth.login_concurrency", "out of range (1 to 64)");
+    }
+    auth
 }
 
 fn hub(h: HubSection, data_dir: &Path, env: &Overrides, p: &mut Problems) -> Hub {
@@ -391,6 +420,18 @@ fn route(
                 }
             }
         }
+        "auth" => {
+            for (field, set) in [
+                ("upstream", r.upstream.is_some()),
+                ("to", r.to.is_some()),
+                ("status", r.status.is_some()),
+                ("strip_prefix", r.strip_prefix.is_some()),
+                ("fallback", r.fallback.is_some()),
+            ] {
+                not_for(field, set, p);
+            }
+            Some(RouteAction::Auth)
+        }
         "hub" => {
             not_for("upstream", r.upstream.is_some(), p);
             not_for("to", r.to.is_some(), p);
@@ -406,7 +447,7 @@ fn route(
         other => {
             p.add(
                 format!("{key}.kind"),
-                format!("unknown kind {other:?} (one of: proxy, redirect, hub)"),
+                format!("unknown kind {other:?} (one of: proxy, redirect, hub, auth)"),
             );
             None
         }
@@ -438,6 +479,17 @@ fn route(
             "is not a valid header value (no newlines or control characters)",
         );
     }
+    let route_auth = match r.auth.as_deref() {
+        None | Some("none") => RouteAuth::None,
+        Some("session") => RouteAuth::Session,
+        Some(other) => {
+            p.add(
+                format!("{key}.auth"),
+                format!("{other:?} is not \"session\" or \"none\""),
+            );
+            RouteAuth::None
+        }
+    };
     if p.len() != before {
         return None;
     }
@@ -450,6 +502,7 @@ fn route(
         stream,
         csp: r.csp,
         max_body_bytes: r.max_body_bytes,
+        auth: route_auth,
     })
 }
 

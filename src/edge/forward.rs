@@ -65,6 +65,32 @@ pub struct Forwarded<'a> {
     pub proto: &'a str,
     /// The host the browser asked for.
     pub host: Option<&'a str>,
+    /// The signed-in user (`X-Forwarded-User`), when the route is gated.
+    pub user: Option<&'a str>,
+    /// Their email (`X-Forwarded-Email`), when known.
+    pub email: Option<&'a str>,
+}
+
+/// The edge's own session cookies: never sent upstream.
+const EDGE_COOKIES: [&str; 2] = [
+    crate::auth::service::COOKIE,
+    crate::auth::service::COOKIE_TLS,
+];
+
+/// The `Cookie` header without the edge's session cookie; `None` when nothing is left.
+fn without_edge_cookies(values: &[&str]) -> Option<String> {
+    let kept: Vec<&str> = values
+        .iter()
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|kv| !kv.is_empty())
+        .filter(|kv| {
+            !EDGE_COOKIES
+                .iter()
+                .any(|name| kv.split_once('=').is_some_and(|(k, _)| k.trim() == *name))
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
 }
 
 /// Rewrites `req` for the upstream: `path_and_query` as the target, hop-by-hop
@@ -111,6 +137,25 @@ pub fn prepare(
     {
         req.insert_header(http::header::HOST, authority)?;
     }
+    let cookies: Vec<&str> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !cookies.is_empty() {
+        let kept = without_edge_cookies(&cookies);
+        req.remove_header(&http::header::COOKIE);
+        if let Some(kept) = kept {
+            req.insert_header(http::header::COOKIE, kept)?;
+        }
+    }
+    if let Some(user) = fwd.user {
+        req.insert_header("x-forwarded-user", user)?;
+        if let Some(email) = fwd.email {
+            req.insert_header("x-forwarded-email", email)?;
+        }
+    }
     let ip = fwd.client_ip.to_string();
     req.insert_header("x-forwarded-for", &ip)?;
     req.insert_header("x-real-ip", &ip)?;
@@ -138,6 +183,8 @@ mod tests {
             client_ip: "198.51.100.7".parse().unwrap(),
             proto: "https",
             host: Some("hub.example.com"),
+            user: None,
+            email: None,
         }
     }
 
@@ -232,6 +279,37 @@ mod tests {
         ] {
             assert!(!is_identity_header(no), "{no}");
         }
+    }
+
+    #[test]
+    fn edge_cookie_stays_and_identity_is_set() {
+        let mut r = req(&[
+            ("Cookie", "a=1; esprit_session=secret"),
+            (
+                "Cookie",
+                "__Host-esprit_session=s2; better-auth.session_token=x",
+            ),
+            ("X-Forwarded-User", "admin"),
+        ]);
+        let mut f = fwd();
+        f.user = Some("alice");
+        f.email = Some("alice@example.com");
+        prepare(&mut r, &f, false, "/").unwrap();
+        assert_eq!(
+            r.headers.get_all("cookie").iter().collect::<Vec<_>>(),
+            ["a=1; better-auth.session_token=x"]
+        );
+        assert_eq!(
+            r.headers
+                .get_all("x-forwarded-user")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["alice"]
+        );
+        assert_eq!(r.headers["x-forwarded-email"], "alice@example.com");
+        let mut only_edge = req(&[("Cookie", "esprit_session=secret")]);
+        prepare(&mut only_edge, &fwd(), false, "/").unwrap();
+        assert!(only_edge.headers.get("cookie").is_none());
     }
 
     #[test]

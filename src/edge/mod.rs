@@ -11,7 +11,10 @@ pub mod respond;
 pub mod router;
 pub mod upstream;
 
-use crate::config::{Config, Route};
+use crate::auth::csrf;
+use crate::auth::gate::{self, Denial};
+use crate::auth::service::{AuthService, Identity};
+use crate::config::{Config, Route, RouteAuth};
 use crate::hub::{Handled, Hub};
 use crate::telemetry;
 use async_trait::async_trait;
@@ -37,12 +40,14 @@ pub struct RequestCtx {
     body_limit: u64,
     body_seen: u64,
     reason: Option<&'static str>,
+    identity: Option<Identity>,
 }
 
 /// The edge proxy: routing, forwarding and response policy for both listeners.
 pub struct Edge {
     policy: Policy,
     hub: Option<Arc<Hub>>,
+    auth: Option<Arc<AuthService>>,
     upstreams: Upstreams,
     hsts: bool,
     keepalive_secs: u64,
@@ -51,10 +56,11 @@ pub struct Edge {
 impl Edge {
     /// Builds the per-process policy from a validated config; `hub` serves
     /// the routes of kind `hub` (they answer 503 without it).
-    pub fn new(config: &Config, hub: Option<Arc<Hub>>) -> Self {
+    pub fn new(config: &Config, hub: Option<Arc<Hub>>, auth: Option<Arc<AuthService>>) -> Self {
         Self {
             policy: Policy::new(config),
             hub,
+            auth,
             upstreams: Upstreams::new(&config.upstreams),
             hsts: config.tls.as_ref().is_some_and(|t| t.hsts),
             keepalive_secs: config.server.keepalive_timeout.as_secs(),
@@ -63,6 +69,60 @@ impl Edge {
 
     fn hsts_for(&self, ctx: &RequestCtx) -> bool {
         self.hsts && ctx.tls
+    }
+
+    /// The session gate (DESIGN step 3): `Some(reply)` refuses the request.
+    fn gate(
+        &self,
+        req: &pingora::http::RequestHeader,
+        decision: &Decision,
+        ctx: &mut RequestCtx,
+    ) -> Option<Reply> {
+        let route = decision.route()?;
+        if route.auth != RouteAuth::Session || crate::hub::has_own_auth(&ctx.facts.path) {
+            return None;
+        }
+        let Some(auth) = &self.auth else {
+            return Some(Reply::error(
+                503,
+                "sign-in is not available",
+                ctx.facts.json,
+            ));
+        };
+        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+        match auth.identify(req, ctx.tls) {
+            Some(id) => {
+                let origin_here = auth.origin_here(req, ctx.facts.proto);
+                if let Err(e) = csrf::check(
+                    &req.method,
+                    header("sec-fetch-site"),
+                    header("origin"),
+                    &origin_here,
+                ) {
+                    return Some(Reply::error(403, e.message(), ctx.facts.json));
+                }
+                ctx.identity = Some(id);
+                None
+            }
+            None => {
+                let target = match req.uri.query() {
+                    Some(q) => format!("{}?{q}", ctx.facts.path),
+                    None => ctx.facts.path.clone(),
+                };
+                match gate::deny(
+                    &req.method,
+                    header("sec-fetch-mode"),
+                    header("accept"),
+                    ctx.facts.upgrade,
+                    &target,
+                ) {
+                    Denial::Login { status, location } => Some(Reply::redirect(status, location)),
+                    Denial::Unauthorized => {
+                        Some(Reply::error(401, "sign in first", ctx.facts.json))
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -85,6 +145,7 @@ impl ProxyHttp for Edge {
             body_limit: 0,
             body_seen: 0,
             reason: None,
+            identity: None,
         }
     }
 
@@ -97,7 +158,14 @@ impl ProxyHttp for Edge {
             .map(|a| a.ip());
         let req = session.req_header();
         ctx.facts = self.policy.facts(req, peer, ctx.tls);
-        match self.policy.decide(req, ctx.tls, &mut ctx.facts) {
+        let decision = self.policy.decide(req, ctx.tls, &mut ctx.facts);
+        if let Some(reply) = self.gate(session.req_header(), &decision, ctx) {
+            ctx.route = decision.route().cloned();
+            ctx.reason = Some(reply.reason);
+            respond::send(session, &reply, self.hsts_for(ctx)).await?;
+            return Ok(true);
+        }
+        match decision {
             Decision::Reply(reply, route) => {
                 if reply.status == 413 {
                     // Don't read a body we refused just to keep the connection.
@@ -117,6 +185,20 @@ impl ProxyHttp for Edge {
                         Handled::Streamed => return Ok(true),
                     },
                     None => Reply::error(503, "the hub is not running", true),
+                };
+                ctx.reason = Some(reply.reason);
+                respond::send(session, &reply, hsts).await?;
+                Ok(true)
+            }
+            Decision::Auth(route) => {
+                ctx.route = Some(route);
+                let hsts = self.hsts_for(ctx);
+                let reply = match &self.auth {
+                    Some(auth) => {
+                        auth.serve(session, &ctx.facts.path, ctx.tls, ctx.facts.proto)
+                            .await?
+                    }
+                    None => Reply::error(503, "sign-in is not available", true),
                 };
                 ctx.reason = Some(reply.reason);
                 respond::send(session, &reply, hsts).await?;
@@ -178,6 +260,8 @@ impl ProxyHttp for Edge {
             client_ip,
             proto: ctx.facts.proto,
             host: ctx.facts.host.as_deref(),
+            user: ctx.identity.as_ref().map(|i| i.user.as_str()),
+            email: ctx.identity.as_ref().and_then(|i| i.email.as_deref()),
         };
         forward::prepare(upstream_request, &fwd, ctx.facts.upgrade, &ctx.target)
     }

@@ -56,6 +56,8 @@ pub enum Decision {
     Proxy(Forward),
     /// One of the hub's own endpoints, answered in-process.
     Hub(Arc<Route>),
+    /// The login endpoints, answered in-process.
+    Auth(Arc<Route>),
 }
 
 /// Plain-listener redirect to the TLS listener.
@@ -207,6 +209,7 @@ impl Policy {
             None => p.to_string(),
         };
         match &route.action {
+            RouteAction::Auth => Decision::Auth(route.clone()),
             RouteAction::Redirect { to, status } => Decision::Reply(
                 Reply::redirect(
                     *status,
@@ -245,6 +248,17 @@ impl Policy {
                     ),
                 }
             }
+        }
+    }
+}
+
+impl Decision {
+    /// The route whose access rule applies, for the gate.
+    pub fn route(&self) -> Option<&Arc<Route>> {
+        match self {
+            Decision::Reply(_, r) => r.as_ref(),
+            Decision::Proxy(f) => Some(&f.route),
+            Decision::Hub(r) | Decision::Auth(r) => Some(r),
         }
     }
 }

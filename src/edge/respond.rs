@@ -25,6 +25,8 @@ pub struct Reply {
     pub allow: Option<&'static str>,
     /// Send `WWW-Authenticate: Bearer` (401 on a token endpoint).
     pub www_authenticate: bool,
+    /// `Set-Cookie`, for the login and logout.
+    pub set_cookie: Option<String>,
     /// Why the edge answered, for the access log.
     pub reason: &'static str,
 }
@@ -41,6 +43,7 @@ impl Reply {
             retry_after: None,
             allow: None,
             www_authenticate: false,
+            set_cookie: None,
             reason: message,
         }
     }
@@ -55,6 +58,7 @@ impl Reply {
             retry_after: None,
             allow: None,
             www_authenticate: false,
+            set_cookie: None,
             reason,
         }
     }
@@ -69,8 +73,17 @@ impl Reply {
             retry_after: None,
             allow: None,
             www_authenticate: false,
+            set_cookie: None,
             reason,
         }
+    }
+
+    /// An HTML page.
+    pub fn html(status: u16, body: String, reason: &'static str) -> Self {
+        let mut r = Self::text(status, "", reason);
+        r.content_type = Some("text/html; charset=utf-8");
+        r.body = Bytes::from(body);
+        r
     }
 
     /// A redirect with no body.
@@ -83,6 +96,7 @@ impl Reply {
             retry_after: None,
             allow: None,
             www_authenticate: false,
+            set_cookie: None,
             reason: "redirect",
         }
     }
@@ -103,6 +117,9 @@ impl Reply {
         }
         if let Some(allow) = self.allow {
             resp.insert_header(http::header::ALLOW, allow)?;
+        }
+        if let Some(c) = &self.set_cookie {
+            resp.insert_header(http::header::SET_COOKIE, c)?;
         }
         if self.www_authenticate {
             resp.insert_header(http::header::WWW_AUTHENTICATE, "Bearer")?;

@@ -108,6 +108,7 @@ mod tests {
             stream: false,
             csp: None,
             max_body_bytes: None,
+            auth: crate::config::RouteAuth::None,
         }
     }
 

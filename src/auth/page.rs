@@ -1,0 +1,83 @@
+//! The sign-in page: self-contained HTML and CSS, no script and no external
+//! asset, so it works under the edge's strict CSP.
+
+/// Escapes text for HTML content and attribute values.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// The page, posting back to `/auth/login` with `rd`; `error` shown above the form.
+pub fn login(rd: Option<&str>, error: Option<&str>, username: &str) -> String {
+    let action = match rd {
+        Some(rd) => format!(
+            "/auth/login?rd={}",
+            form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>()
+        ),
+        None => "/auth/login".to_string(),
+    };
+    let alert = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in · Esprit-Hub</title>
+<style>
+*{{box-sizing:border-box}}
+body{{margin:0;min-height:100vh;display:grid;place-items:center;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#0f172a;color:#0f172a}}
+main{{width:min(22rem,92vw);background:#fff;border-radius:12px;padding:2rem;box-shadow:0 10px 30px rgba(0,0,0,.35)}}
+h1{{font-size:1.35rem;margin:0 0 .25rem}}
+p.sub{{margin:0 0 1.5rem;color:#475569;font-size:.95rem}}
+label{{display:block;font-weight:600;font-size:.9rem;margin:.9rem 0 .3rem}}
+input{{width:100%;padding:.6rem .7rem;border:1px solid #cbd5e1;border-radius:8px;font:inherit}}
+input:focus{{outline:3px solid #93c5fd;border-color:#3b82f6}}
+button{{margin-top:1.4rem;width:100%;padding:.7rem;border:0;border-radius:8px;background:#2563eb;color:#fff;font:inherit;font-weight:600;cursor:pointer}}
+button:hover{{background:#1d4ed8}}
+.error{{background:#fef2f2;color:#991b1b;border:1px solid #fecaca;border-radius:8px;padding:.6rem .8rem;margin:0 0 1rem}}
+</style>
+</head>
+<body>
+<main>
+<h1>Sign in to Esprit-Hub</h1>
+<p class="sub">Agents, Studio and the hub need an account.</p>
+{alert}<form method="post" action="{action}">
+<label for="username">User name</label>
+<input id="username" name="username" autocomplete="username" required autofocus value="{user}">
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit">Sign in</button>
+</form>
+</main>
+</body>
+</html>
+"#,
+        action = escape(&action),
+        user = escape(username),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_everything_it_echoes() {
+        let page = login(
+            Some("/studio/?a=\"><script>"),
+            Some("<b>no</b>"),
+            "\"><img src=x>",
+        );
+        assert!(!page.contains("<script>"));
+        assert!(!page.contains("<img"));
+        assert!(!page.contains("<b>no"));
+        assert!(!page.contains("<script"), "no script at all");
+        assert!(page.contains("action=\"/auth/login?rd=%2Fstudio%2F%3Fa%3D%22%3E%3Cscript%3E\""));
+    }
+}

@@ -1,0 +1,374 @@
+//! The login endpoints under `/auth/` and the session lookup the gate uses.
+//! Passwords are checked on the blocking pool behind a semaphore (a flood of
+//! logins cannot starve the proxy), against a dummy hash for unknown users so
+//! both failures take the same time and say the same thing.
+
+use super::csrf;
+use super::page;
+use super::redirect::safe_return_path;
+use super::sessions::Sessions;
+use super::users::{self, Users};
+use crate::config;
+use crate::edge::respond::Reply;
+use crate::hub::event::now_ms;
+use arc_swap::ArcSwap;
+use bytes::BytesMut;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::sync::Semaphore;
+
+/// The cookie over plain HTTP.
+pub const COOKIE: &str = "esprit_session";
+/// The cookie over TLS: `__Host-` pins it to this host, path `/`, Secure.
+pub const COOKIE_TLS: &str = "__Host-esprit_session";
+/// One message for every failed login: which part was wrong is nobody's business.
+const BAD_LOGIN: &str = "Wrong user name or password.";
+const MAX_LOGIN_BODY: usize = 8 * 1024;
+
+/// Who a request belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Login name (`X-Forwarded-User`).
+    pub user: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// `X-Forwarded-Email`.
+    pub email: Option<String>,
+    /// When the session ends at the latest (ms since epoch).
+    pub expires: i64,
+}
+
+/// Users, sessions and the login.
+pub struct AuthService {
+    cfg: config::Auth,
+    users: ArcSwap<Users>,
+    users_seen: Mutex<Option<SystemTime>>,
+    sessions: Sessions,
+    limiter: Semaphore,
+    dummy_hash: String,
+    public_origin: Option<String>,
+}
+
+/// The session cookie's value in `req`, for the cookie name of this transport.
+pub fn cookie_value(req: &RequestHeader, tls: bool) -> Option<&str> {
+    let name = if tls { COOKIE_TLS } else { COOKIE };
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+impl AuthService {
+    /// Opens the session store and reads the users file.
+    pub fn open(config: &config::Config) -> Result<Arc<Self>, String> {
+        let cfg = config.auth.clone();
+        let sessions = Sessions::open(&cfg.sessions, cfg.idle_timeout, cfg.absolute_timeout)?;
+        let loaded = Users::load(&cfg.users_file)?;
+        let mut noise = [0u8; 24];
+        getrandom::fill(&mut noise).map_err(|e| format!("no randomness: {e}"))?;
+        let dummy_hash = users::hash_password(&format!("{noise:?}"))?;
+        Ok(Arc::new(Self {
+            limiter: Semaphore::new(cfg.login_concurrency),
+            users: ArcSwap::from_pointee(loaded),
+            users_seen: Mutex::new(
+                std::fs::metadata(&cfg.users_file)
+                    .and_then(|m| m.modified())
+                    .ok(),
+            ),
+            cfg,
+            sessions,
+            dummy_hash,
+            public_origin: config.server.public_origin.clone(),
+        }))
+    }
+
+    /// The users, re-read when the file changed (a broken file keeps the old list).
+    fn users(&self) -> Arc<Users> {
+        let stamp = std::fs::metadata(&self.cfg.users_file)
+            .and_then(|m| m.modified())
+            .ok();
+        if let Ok(mut seen) = self.users_seen.lock()
+            && *seen != stamp
+        {
+            *seen = stamp;
+            match Users::load(&self.cfg.users_file) {
+                Ok(u) => self.users.store(Arc::new(u)),
+                Err(e) => {
+                    tracing::error!(target: "auth", error = %e, "users file rejected; keeping the last good list")
+                }
+            }
+        }
+        self.users.load_full()
+    }
+
+    /// The identity behind `req`'s session cookie, if the session is live and its user still exists.
+    pub fn identify(&self, req: &RequestHeader, tls: bool) -> Option<Identity> {
+        let token = cookie_value(req, tls)?;
+        let rec = self.sessions.resolve(token, now_ms())?;
+        let users = self.users();
+        let Some(u) = users.users.get(&rec.user) else {
+            self.sessions.revoke(token);
+            return None;
+        };
+        let idle = i64::try_from(self.cfg.idle_timeout.as_millis()).unwrap_or(i64::MAX);
+        let absolute = i64::try_from(self.cfg.absolute_timeout.as_millis()).unwrap_or(i64::MAX);
+        Some(Identity {
+            user: rec.user.clone(),
+            name: u.display_name.clone(),
+            email: u.email.clone(),
+            expires: (rec.last_seen.saturating_add(idle)).min(rec.created.saturating_add(absolute)),
+        })
+    }
+
+    /// The origin the browser uses, for CSRF checks.
+    pub fn origin_here(&self, req: &RequestHeader, proto: &str) -> String {
+        match &self.public_origin {
+            Some(o) => o.clone(),
+            None => {
+                let host = req
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                format!("{proto}://{}", host.to_ascii_lowercase())
+            }
+        }
+    }
+
+    fn set_cookie(&self, token: &str, tls: bool) -> String {
+        let max_age = self.cfg.absolute_timeout.as_secs();
+        if tls {
+            format!(
+                "{COOKIE_TLS}={token}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"
+            )
+        } else {
+            format!("{COOKIE}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax")
+        }
+    }
+
+    fn clear_cookie(tls: bool) -> String {
+        if tls {
+            format!("{COOKIE_TLS}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax")
+        } else {
+            format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax")
+        }
+    }
+
+    /// Answers `/auth/login`, `/auth/logout` and `/auth/me`.
+    pub async fn serve(
+        &self,
+        session: &mut Session,
+        path: &str,
+        tls: bool,
+        proto: &str,
+    ) -> pingora::Result<Reply> {
+        let req = session.req_header();
+        let method = req.method.clone();
+        let rd = req
+            .uri
+            .query()
+            .and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "rd")
+                    .map(|(_, v)| v.into_owned())
+            })
+            .and_then(|rd| safe_return_path(&rd).map(str::to_string));
+        let json_client = req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/json"))
+            || crate::edge::errors::wants_json(
+                "/x",
+                req.headers
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok()),
+            );
+        let csrf = csrf::check(
+            &method,
+            req.headers
+                .get("sec-fetch-site")
+                .and_then(|v| v.to_str().ok()),
+            req.headers
+                .get(http::header::ORIGIN)
+                .and_then(|v| v.to_str().ok()),
+            &self.origin_here(req, proto),
+        );
+        match (path, method.as_str()) {
+            ("/auth/login", "GET" | "HEAD") => Ok(Reply::html(
+                200,
+                page::login(rd.as_deref(), None, ""),
+                "login page",
+            )),
+            ("/auth/login", "POST") => {
+                if let Err(e) = csrf {
+                    return Ok(Reply::json(403, &json!({ "error": e.to_string() }), "csrf"));
+                }
+                let body = match read_small(session, MAX_LOGIN_BODY).await? {
+                    Some(b) => b,
+                    None => {
+                        return Ok(Reply::json(
+                            413,
+                            &json!({ "error": "login body too large" }),
+                            "login body too large",
+                        ));
+                    }
+                };
+                let (username, password) = credentials(&body, json_client);
+                self.login(username, password, rd, tls, json_client).await
+            }
+            ("/auth/logout", "POST") => {
+                if let Err(e) = csrf {
+                    return Ok(Reply::json(403, &json!({ "error": e.to_string() }), "csrf"));
+                }
+                if let Some(token) = cookie_value(session.req_header(), tls) {
+                    self.sessions.revoke(token);
+                }
+                let mut r = Reply::redirect(303, "/auth/login".into());
+                r.set_cookie = Some(Self::clear_cookie(tls));
+                Ok(r)
+            }
+            ("/auth/me", "GET" | "HEAD") => Ok(match self.identify(session.req_header(), tls) {
+                Some(id) => Reply::json(
+                    200,
+                    &json!({ "user": id.user, "name": id.name, "email": id.email, "expires": id.expires }),
+                    "me",
+                ),
+                None => Reply::json(401, &json!({ "error": "not signed in" }), "not signed in"),
+            }),
+            ("/auth/login" | "/auth/me", _) | ("/auth/logout", _) => {
+                let mut r = Reply::json(
+                    405,
+                    &json!({ "error": "method not allowed" }),
+                    "method not allowed",
+                );
+                r.allow = Some(if path == "/auth/logout" {
+                    "POST"
+                } else {
+                    "GET, POST"
+                });
+                Ok(r)
+            }
+            _ => Ok(Reply::json(
+                404,
+                &json!({ "error": "no such page" }),
+                "not found",
+            )),
+        }
+    }
+
+    async fn login(
+        &self,
+        username: String,
+        password: String,
+        rd: Option<String>,
+        tls: bool,
+        json_client: bool,
+    ) -> pingora::Result<Reply> {
+        let users = self.users();
+        let user = users.users.get(&username).cloned();
+        let acceptable = users::valid_name(&username) && users::check_password(&password).is_ok();
+        // Unknown users are checked against a dummy hash: same work, same answer.
+        let hash = user
+            .as_ref()
+            .map_or_else(|| self.dummy_hash.clone(), |u| u.hash.clone());
+        let ok = {
+            let _permit = self.limiter.acquire().await;
+            let pw = password.clone();
+            tokio::task::spawn_blocking(move || users::verify_password(&pw, &hash))
+                .await
+                .unwrap_or(false)
+        };
+        if !(ok && acceptable && user.is_some()) {
+            tracing::info!(target: "auth", user = %username, "login failed");
+            return Ok(if json_client {
+                Reply::json(401, &json!({ "error": BAD_LOGIN }), "login failed")
+            } else {
+                Reply::html(
+                    401,
+                    page::login(rd.as_deref(), Some(BAD_LOGIN), &username),
+                    "login failed",
+                )
+            });
+        }
+        let token = self
+            .sessions
+            .create(&username, now_ms())
+            .map_err(|e| pingora::Error::explain(pingora::ErrorType::InternalError, e))?;
+        tracing::info!(target: "auth", user = %username, "login");
+        let mut r = Reply::redirect(303, rd.unwrap_or_else(|| "/".to_string()));
+        r.set_cookie = Some(self.set_cookie(&token, tls));
+        Ok(r)
+    }
+}
+
+/// `username` and `password` from a form or JSON body (empty when absent).
+fn credentials(body: &[u8], json: bool) -> (String, String) {
+    if json && let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        let get = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        return (get("username"), get("password"));
+    }
+    let mut user = String::new();
+    let mut pass = String::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        match k.as_ref() {
+            "username" => user = v.into_owned(),
+            "password" => pass = v.into_owned(),
+            _ => {}
+        }
+    }
+    (user, pass)
+}
+
+/// Reads a small request body; `None` when it exceeds `cap`.
+async fn read_small(session: &mut Session, cap: usize) -> pingora::Result<Option<bytes::Bytes>> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if buf.len() + chunk.len() > cap {
+            session.set_keepalive(None);
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(buf.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_from_form_and_json() {
+        assert_eq!(
+            credentials(b"username=al%20ice&password=p%26w", false),
+            ("al ice".into(), "p&w".into())
+        );
+        assert_eq!(
+            credentials(br#"{"username":"a","password":"b"}"#, true),
+            ("a".into(), "b".into())
+        );
+        assert_eq!(
+            credentials(b"garbage", true),
+            (String::new(), String::new())
+        );
+    }
+
+    #[test]
+    fn cookie_lookup_by_transport() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.append_header(
+            "cookie",
+            "a=1; esprit_session=plain; __Host-esprit_session=tls",
+        )
+        .unwrap();
+        assert_eq!(cookie_value(&r, false), Some("plain"));
+        assert_eq!(cookie_value(&r, true), Some("tls"));
+    }
+}

@@ -1,0 +1,409 @@
+//! Login and the session gate against the real binary: sign-in, cookies,
+//! fixation, logout, CSRF, open redirects, forged identity headers, and what
+//! each kind of request gets without a session.
+
+mod common;
+
+use common::peers::{self, Peer};
+use common::{Edge, client};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+const TOKEN: &str = "test-only-token-0123456789";
+
+struct Stack {
+    edge: Edge,
+    app: Peer,
+    ws: Peer,
+}
+
+async fn stack() -> Stack {
+    let app = peers::echo("app").await;
+    let ws = peers::ws_echo().await;
+    let (a, w) = (app.address(), ws.address());
+    let edge = Edge::start_with(
+        move |dir, port| {
+            format!(
+                "{}[hub]\nevents_token = \"{TOKEN}\"\n\
+                 [upstreams.app]\naddress = \"{a}\"\n[upstreams.ws]\naddress = \"{w}\"\n\
+                 [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n\
+                 [[routes]]\nprefix = \"/app/\"\nupstream = \"app\"\nauth = \"session\"\n\
+                 [[routes]]\nprefix = \"/ws/\"\nupstream = \"ws\"\nstream = true\nauth = \"session\"\n\
+                 [[routes]]\nprefix = \"/api/\"\nkind = \"hub\"\nfallback = \"app\"\nauth = \"session\"\n\
+                 [[routes]]\nprefix = \"/auth/\"\nkind = \"auth\"\n",
+                common::server_section(dir, port)
+            )
+        },
+        &[],
+    );
+    add_user(
+        &edge,
+        "alice",
+        "correct-horse-battery",
+        &["--email", "alice@example.com"],
+    );
+    Stack { edge, app, ws }
+}
+
+fn add_user(edge: &Edge, name: &str, password: &str, extra: &[&str]) {
+    let mut child = Command::new(common::binary())
+        .args([
+            "--config",
+            edge.config.to_str().unwrap(),
+            "user",
+            "add",
+            name,
+            "--password-stdin",
+        ])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// Signs in (as a same-origin form post) and returns the response.
+async fn login(edge: &Edge, user: &str, password: &str, rd: Option<&str>) -> reqwest::Response {
+    let url = match rd {
+        Some(rd) => format!("{}?rd={}", edge.url("/auth/login"), rd),
+        None => edge.url("/auth/login"),
+    };
+    client()
+        .post(url)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("username", user), ("password", password)])
+        .send()
+        .await
+        .unwrap()
+}
+
+fn session_cookie(r: &reqwest::Response) -> String {
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    set.split(';').next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_then_reach_the_app_as_yourself() {
+    let s = stack().await;
+    // A browser navigation is sent to the login with its path.
+    let r = client()
+        .get(s.edge.url("/app/x?y=1"))
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/auth/login?rd=%2Fapp%2Fx%3Fy%3D1");
+    assert_eq!(s.app.hits(), 0);
+
+    let page = client()
+        .get(s.edge.url("/auth/login?rd=%2Fapp%2Fx"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<form method=\"post\""));
+    assert!(
+        !html.contains("<script"),
+        "the page must work without script"
+    );
+
+    let r = login(
+        &s.edge,
+        "alice",
+        "correct-horse-battery",
+        Some("%2Fapp%2Fx%3Fy%3D1"),
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/app/x?y=1");
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attr in ["esprit_session=", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set.contains(attr), "{attr} missing in {set}");
+    }
+    assert!(
+        !set.contains("Secure"),
+        "plain HTTP cookie marked Secure: {set}"
+    );
+    let cookie = session_cookie(&r);
+
+    let echo: Value = client()
+        .get(s.edge.url("/app/x"))
+        .header("cookie", format!("{cookie}; better-auth.session_token=sim"))
+        .header("x-forwarded-user", "admin")
+        .header("X_Forwarded_User", "admin")
+        .header("remote-user", "admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let headers: Vec<(String, String)> = serde_json::from_value(echo["headers"].clone()).unwrap();
+    let get = |n: &str| {
+        headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(get("x-forwarded-user"), ["alice"]);
+    assert_eq!(get("x-forwarded-email"), ["alice@example.com"]);
+    assert!(get("remote-user").is_empty() && get("x_forwarded_user").is_empty());
+    assert_eq!(
+        get("cookie"),
+        ["better-auth.session_token=sim"],
+        "the edge cookie reached the upstream"
+    );
+
+    let me: Value = client()
+        .get(s.edge.url("/auth/me"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["user"], "alice");
+    assert!(me["expires"].as_i64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_and_unknown_user_look_the_same() {
+    let s = stack().await;
+    let a = login(&s.edge, "alice", "wrong-password-123", None).await;
+    let b = login(&s.edge, "mallory", "wrong-password-123", None).await;
+    assert_eq!(a.status(), 401);
+    assert_eq!(b.status(), 401);
+    assert!(a.headers().get("set-cookie").is_none());
+    let (ta, tb) = (a.text().await.unwrap(), b.text().await.unwrap());
+    assert!(ta.contains("Wrong user name or password."));
+    assert_eq!(
+        ta.replace("alice", "USER"),
+        tb.replace("mallory", "USER"),
+        "the answers differ"
+    );
+    let j = client()
+        .post(s.edge.url("/auth/login"))
+        .header("sec-fetch-site", "same-origin")
+        .json(&json!({"username": "alice", "password": "nope-nope-nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(j.status(), 401);
+    assert_eq!(
+        j.json::<Value>().await.unwrap()["error"],
+        "Wrong user name or password."
+    );
+    let ok = client()
+        .post(s.edge.url("/auth/login"))
+        .header("sec-fetch-site", "same-origin")
+        .json(&json!({"username": "alice", "password": "correct-horse-battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 303);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_login_gets_a_new_id_and_logout_ends_it() {
+    let s = stack().await;
+    let c1 = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let c2 = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    assert_ne!(c1, c2);
+    let r = client()
+        .post(s.edge.url("/auth/logout"))
+        .header("cookie", &c1)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let replay = client()
+        .get(s.edge.url("/app/x"))
+        .header("cookie", &c1)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 401, "a logged-out cookie still worked");
+    let other = client()
+        .get(s.edge.url("/app/x"))
+        .header("cookie", &c2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_session_each_kind_of_request_gets_the_right_refusal() {
+    let s = stack().await;
+    let r = client()
+        .get(s.edge.url("/api/agents"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let r = client()
+        .get(s.edge.url("/api/stream?npc=a"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "EventSource must stop, not loop");
+    let r = client()
+        .post(s.edge.url("/app/form"))
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let ws = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws/x", s.edge.port)).await;
+    match ws {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("websocket without a session: {other:?}"),
+    }
+    assert_eq!(
+        s.ws.hits(),
+        0,
+        "an upgrade reached the upstream without a session"
+    );
+    assert_eq!(s.app.hits(), 0);
+    // Sim flows authenticate with the bearer token, not a cookie.
+    let r = client()
+        .post(s.edge.url("/api/events"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"npc": "a", "type": "step"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // Open routes stay open.
+    assert_eq!(
+        client()
+            .get(s.edge.url("/public"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_writes_are_refused() {
+    let s = stack().await;
+    let cookie = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    for (method, headers) in [
+        ("POST", vec![("sec-fetch-site", "cross-site")]),
+        ("PUT", vec![("sec-fetch-site", "same-site")]),
+        ("DELETE", vec![("origin", "https://evil.example")]),
+        ("POST", vec![("origin", "null")]),
+        ("POST", vec![]),
+    ] {
+        let mut req = client()
+            .request(method.parse().unwrap(), s.edge.url("/app/x"))
+            .header("cookie", &cookie);
+        for (k, v) in &headers {
+            req = req.header(*k, *v);
+        }
+        assert_eq!(
+            req.send().await.unwrap().status(),
+            403,
+            "{method} {headers:?}"
+        );
+    }
+    assert_eq!(s.app.hits(), 0);
+    let ok = client()
+        .post(s.edge.url("/app/x"))
+        .header("cookie", &cookie)
+        .header("origin", format!("http://127.0.0.1:{}", s.edge.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // The login form itself is protected the same way.
+    let r = client()
+        .post(s.edge.url("/auth/login"))
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("username", "alice"), ("password", "correct-horse-battery")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn return_paths_cannot_leave_the_site() {
+    let s = stack().await;
+    for rd in [
+        "%2F%2Fevil.example",
+        "%2F%5Cevil.example",
+        "https%3A%2F%2Fevil.example",
+        "%2F%2509%2Fevil",
+        "%2Fx%0D%0ASet-Cookie%3A%20a%3Db",
+    ] {
+        let r = login(&s.edge, "alice", "correct-horse-battery", Some(rd)).await;
+        assert_eq!(r.status(), 303, "{rd}");
+        assert_eq!(r.headers()["location"], "/", "{rd}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_user_ends_their_sessions() {
+    let s = stack().await;
+    let cookie = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    assert_eq!(
+        client()
+            .get(s.edge.url("/app/x"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ok = Command::new(common::binary())
+        .args([
+            "--config",
+            s.edge.config.to_str().unwrap(),
+            "user",
+            "remove",
+            "alice",
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let r = client()
+        .get(s.edge.url("/app/x"))
+        .header("cookie", &cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
