@@ -12,6 +12,8 @@ use std::time::Duration;
 
 struct Stack {
     edge: Edge,
+    /// The session cookie of a signed-in user: the default config gates Sim and the API.
+    cookie: String,
     skyoffice: Peer,
     sim: Peer,
     realtime: Peer,
@@ -29,16 +31,24 @@ async fn default_stack(extra_server: &str) -> Stack {
             ("ESPRIT_UPSTREAM_REALTIME", realtime.address()),
         ],
     );
+    let cookie = common::sign_in(&edge).await;
     Stack {
         edge,
+        cookie,
         skyoffice,
         sim,
         realtime,
     }
 }
 
-async fn get_json(url: &str) -> (u16, Value) {
-    let r = client().get(url).send().await.unwrap();
+impl Stack {
+    fn client(&self) -> reqwest::Client {
+        common::client_with_cookie(&self.cookie)
+    }
+}
+
+async fn get_json(s: &Stack, path: &str) -> (u16, Value) {
+    let r = s.client().get(s.edge.url(path)).send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
@@ -73,10 +83,14 @@ fn raw(port: u16, request: &str) -> (u16, String) {
     (status, body)
 }
 
-fn get_raw(port: u16, target: &str, headers: &str) -> (u16, String) {
+/// A raw GET as the signed-in user.
+fn get_raw(s: &Stack, target: &str, headers: &str) -> (u16, String) {
     raw(
-        port,
-        &format!("GET {target} HTTP/1.1\r\nHost: hub.local\r\n{headers}Connection: close\r\n\r\n"),
+        s.edge.port,
+        &format!(
+            "GET {target} HTTP/1.1\r\nHost: hub.local\r\nCookie: {}\r\n{headers}Connection: close\r\n\r\n",
+            s.cookie
+        ),
     )
 }
 
@@ -113,7 +127,7 @@ async fn default_routing_table_proxies_each_row() {
         ),
     ];
     for (path, peer, target) in rows {
-        let (status, echo) = get_json(&s.edge.url(path)).await;
+        let (status, echo) = get_json(&s, path).await;
         assert_eq!(status, 200, "{path}");
         assert_eq!(echo["peer"], peer, "{path}");
         assert_eq!(echo["target"], target, "{path}");
@@ -145,12 +159,12 @@ async fn default_redirects_carry_path_and_query() {
         ("/workspace/abc/w/def", 302, "/studio/workspace/abc/w/def"),
     ];
     for (path, status, location) in rows {
-        let r = client().get(s.edge.url(path)).send().await.unwrap();
+        let r = s.client().get(s.edge.url(path)).send().await.unwrap();
         assert_eq!(r.status().as_u16(), status, "{path}");
         assert_eq!(r.headers()["location"], location, "{path}");
     }
     // Segment boundary: /loginx is not /login.
-    let (_, echo) = get_json(&s.edge.url("/loginx")).await;
+    let (_, echo) = get_json(&s, "/loginx").await;
     assert_eq!(echo["peer"], "skyoffice");
     assert_eq!(s.sim.hits(), 0);
 }
@@ -167,7 +181,8 @@ async fn hub_endpoints_are_answered_in_process_and_never_reach_sim() {
         ("GET", "/api/run/research", 405),
     ];
     for (method, path, status) in cases {
-        let r = client()
+        let r = s
+            .client()
             .request(method.parse().unwrap(), s.edge.url(path))
             .header("accept", "text/html")
             .body("{}")
@@ -182,7 +197,8 @@ async fn hub_endpoints_are_answered_in_process_and_never_reach_sim() {
             assert!(v["error"].is_string(), "{path}: {v}");
         }
     }
-    let r = client()
+    let r = s
+        .client()
         .get(s.edge.url("/api/stream?npc=a"))
         .send()
         .await
@@ -202,7 +218,8 @@ async fn hub_endpoints_are_answered_in_process_and_never_reach_sim() {
 async fn host_and_body_pass_through_unchanged() {
     let s = default_stack("").await;
     let body = "x".repeat(100_000);
-    let r = client()
+    let r = s
+        .client()
         .post(s.edge.url("/api/workflows/1/execute"))
         .header("host", "hub.example.com:8080")
         .header("content-type", "text/plain")
@@ -237,7 +254,7 @@ async fn forged_forwarding_and_identity_headers_never_reach_upstream() {
         Remote-Email: admin@evil\r\n\
         X-Original-URL: /admin\r\n\
         X-Keep-Me: yes\r\n";
-    let (status, body) = get_raw(s.edge.port, "/studio/x", forged);
+    let (status, body) = get_raw(&s, "/studio/x", forged);
     assert_eq!(status, 200, "{body}");
     let echo: Value = serde_json::from_str(&body).unwrap();
     let names: Vec<String> = echo["headers"]
@@ -248,7 +265,6 @@ async fn forged_forwarding_and_identity_headers_never_reach_upstream() {
         .collect();
     for bad in [
         "x_forwarded_for",
-        "x-forwarded-user",
         "x_forwarded_user",
         "x-forwarded-email",
         "forwarded",
@@ -264,6 +280,8 @@ async fn forged_forwarding_and_identity_headers_never_reach_upstream() {
         );
     }
     assert_eq!(header(&echo, "x-forwarded-for"), ["127.0.0.1"]);
+    // The only user the upstream hears of is the one who signed in.
+    assert_eq!(header(&echo, "x-forwarded-user"), ["tester"]);
     assert_eq!(header(&echo, "x-real-ip"), ["127.0.0.1"]);
     assert_eq!(header(&echo, "x-forwarded-proto"), ["http"]);
     assert_eq!(header(&echo, "x-forwarded-host"), ["hub.local"]);
@@ -273,7 +291,8 @@ async fn forged_forwarding_and_identity_headers_never_reach_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxy_xff_is_walked_right_to_left() {
     let s = default_stack("trusted_proxies = [\"127.0.0.0/8\"]").await;
-    let r = client()
+    let r = s
+        .client()
         .get(s.edge.url("/studio/"))
         .header("x-forwarded-for", "6.6.6.6, 198.51.100.7, 127.0.0.9")
         .header("x-forwarded-proto", "https")
@@ -292,7 +311,8 @@ async fn trusted_proxy_xff_is_walked_right_to_left() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_peer_cannot_claim_another_ip() {
     let s = default_stack("").await;
-    let r = client()
+    let r = s
+        .client()
         .get(s.edge.url("/studio/"))
         .header("x-forwarded-for", "198.51.100.7")
         .send()
@@ -323,7 +343,7 @@ async fn path_tricks_are_refused_before_any_upstream() {
         (long.as_str(), 414),
     ];
     for (target, want) in cases {
-        let (status, body) = get_raw(s.edge.port, target, "Accept: application/json\r\n");
+        let (status, body) = get_raw(&s, target, "Accept: application/json\r\n");
         assert_eq!(status, want, "{target}: {body}");
         let v: Value =
             serde_json::from_str(&body).unwrap_or_else(|_| panic!("{target}: not JSON: {body}"));
@@ -331,8 +351,8 @@ async fn path_tricks_are_refused_before_any_upstream() {
     }
     // Merged slashes and case: //api/ is /api/ (hub), /API/ is not the API.
     // GET on the hub's run endpoint: 405 from the hub proves //api/ reached it.
-    assert_eq!(get_raw(s.edge.port, "//api/run/x", "").0, 405);
-    let (status, body) = get_raw(s.edge.port, "/API/run/x", "");
+    assert_eq!(get_raw(&s, "//api/run/x", "").0, 405);
+    let (status, body) = get_raw(&s, "/API/run/x", "");
     assert_eq!(status, 200);
     assert!(body.contains("\"peer\":\"skyoffice\""), "{body}");
     assert_eq!(s.sim.hits(), 0);
@@ -360,7 +380,8 @@ async fn malformed_requests_get_400_and_reach_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_are_refused_with_413() {
     let s = default_stack("max_body_bytes = 1024").await;
-    let r = client()
+    let r = s
+        .client()
         .post(s.edge.url("/studio/upload"))
         .body("y".repeat(2048))
         .send()
@@ -372,7 +393,8 @@ async fn oversized_bodies_are_refused_with_413() {
     let chunks = futures_util::stream::iter(
         (0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'z'; 512]))),
     );
-    let r = client()
+    let r = s
+        .client()
         .post(s.edge.url("/studio/upload"))
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
@@ -387,7 +409,8 @@ async fn oversized_bodies_are_refused_with_413() {
         0,
         "an oversized chunked body reached Sim whole"
     );
-    let ok = client()
+    let ok = s
+        .client()
         .post(s.edge.url("/studio/upload"))
         .body("y".repeat(1000))
         .send()
@@ -399,7 +422,7 @@ async fn oversized_bodies_are_refused_with_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_headers_and_upstream_csp() {
     let s = default_stack("").await;
-    let r = client().get(s.edge.url("/")).send().await.unwrap();
+    let r = s.client().get(s.edge.url("/")).send().await.unwrap();
     let h = r.headers();
     assert!(h.get("server").is_none());
     assert!(h.get("x-powered-by").is_none());
@@ -411,7 +434,8 @@ async fn security_headers_and_upstream_csp() {
             .starts_with("default-src 'self'")
     );
     // Sim sets its own CSP: the edge must not replace it.
-    let r = client()
+    let r = s
+        .client()
         .get(s.edge.url("/studio/?mode=csp"))
         .send()
         .await
@@ -421,7 +445,7 @@ async fn security_headers_and_upstream_csp() {
         "script-src 'nonce-peer'"
     );
     // In-process answers carry the same headers.
-    let r = client().get(s.edge.url("/studio")).send().await.unwrap();
+    let r = s.client().get(s.edge.url("/studio")).send().await.unwrap();
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     assert!(r.headers().get("content-security-policy").is_some());
 }
@@ -448,7 +472,7 @@ async fn healthz_needs_no_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_is_one_json_line_per_request() {
     let s = default_stack("").await;
-    client()
+    s.client()
         .get(s.edge.url("/studio/a?b=1"))
         .send()
         .await
@@ -478,7 +502,7 @@ async fn access_log_is_one_json_line_per_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused() {
     let s = default_stack("").await;
-    let c = client();
+    let c = s.client();
     for _ in 0..20 {
         assert_eq!(
             c.get(s.edge.url("/studio/x"))
@@ -501,7 +525,7 @@ async fn upstream_connections_are_reused() {
 async fn only_websocket_upgrades_reach_an_upstream() {
     let s = default_stack("").await;
     let (status, body) = get_raw(
-        s.edge.port,
+        &s,
         "/studio/x",
         "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n",
     );
@@ -523,7 +547,7 @@ async fn only_websocket_upgrades_reach_an_upstream() {
 async fn headers_named_in_connection_are_dropped_but_host_is_kept() {
     let s = default_stack("").await;
     let (status, body) = get_raw(
-        s.edge.port,
+        &s,
         "/studio/x",
         "Connection: X-Internal-Token\r\nX-Internal-Token: secret\r\n",
     );
@@ -532,7 +556,7 @@ async fn headers_named_in_connection_are_dropped_but_host_is_kept() {
     assert!(header(&echo, "x-internal-token").is_empty());
     assert_eq!(header(&echo, "host"), ["hub.local"]);
     // Naming Host in Connection is refused outright (Pingora's own check).
-    let (status, _) = get_raw(s.edge.port, "/studio/x", "Connection: host\r\n");
+    let (status, _) = get_raw(&s, "/studio/x", "Connection: host\r\n");
     assert_eq!(status, 400);
     assert_eq!(s.sim.hits(), 1);
 }

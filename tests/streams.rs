@@ -158,7 +158,7 @@ async fn websocket_to_a_dead_upstream_fails_cleanly() {
     }
 }
 
-fn socketio_stack() -> (Edge, peers::SocketIo) {
+async fn socketio_stack() -> (Edge, peers::SocketIo, String) {
     let sio = peers::SocketIo::start();
     let edge = common::start_default(
         "",
@@ -168,7 +168,8 @@ fn socketio_stack() -> (Edge, peers::SocketIo) {
             ("ESPRIT_UPSTREAM_REALTIME", sio.address()),
         ],
     );
-    (edge, sio)
+    let cookie = common::sign_in(&edge).await;
+    (edge, sio, cookie)
 }
 
 fn assert_echoed(report: &serde_json::Value, transport: &str) {
@@ -179,23 +180,38 @@ fn assert_echoed(report: &serde_json::Value, transport: &str) {
     assert_eq!(report["forwardedFor"], "127.0.0.1", "{report}");
 }
 
-#[test]
-fn socketio_websocket_transport_through_the_default_config() {
-    let (edge, _sio) = socketio_stack();
-    let report = peers::socketio_client(&edge.url(""), "websocket", None);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_websocket_transport_through_the_default_config() {
+    let (edge, _sio, cookie) = socketio_stack().await;
+    let report = peers::socketio_client(&edge.url(""), "websocket", None, Some(&cookie));
     assert_echoed(&report, "websocket");
 }
 
-#[test]
-fn socketio_long_polling_through_the_default_config() {
-    let (edge, _sio) = socketio_stack();
-    let report = peers::socketio_client(&edge.url(""), "polling", None);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_long_polling_through_the_default_config() {
+    let (edge, _sio, cookie) = socketio_stack().await;
+    let report = peers::socketio_client(&edge.url(""), "polling", None, Some(&cookie));
     assert_echoed(&report, "polling");
 }
 
-#[test]
-fn socketio_polling_upgrades_to_websocket() {
-    let (edge, _sio) = socketio_stack();
-    let report = peers::socketio_client(&edge.url(""), "polling,websocket", None);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_polling_upgrades_to_websocket() {
+    let (edge, _sio, cookie) = socketio_stack().await;
+    let report = peers::socketio_client(&edge.url(""), "polling,websocket", None, Some(&cookie));
     assert_echoed(&report, "websocket");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_without_a_session_is_refused_on_both_transports() {
+    let (edge, _sio, _cookie) = socketio_stack().await;
+    for transports in ["polling", "websocket"] {
+        let report = peers::socketio_client(&edge.url(""), transports, None, None);
+        assert_eq!(report["ok"], false, "{transports}: {report}");
+    }
+    let r = client()
+        .get(edge.url("/socket.io/?EIO=4&transport=polling"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }

@@ -277,6 +277,62 @@ pub fn start_default(extra_server: &str, env: &[(&str, String)]) -> Edge {
     )
 }
 
+/// Adds user `tester` with the CLI and signs in over HTTP; returns the
+/// `Cookie` header value for the session.
+pub async fn sign_in(edge: &Edge) -> String {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .args([
+            "--config",
+            edge.config.to_str().expect("path"),
+            "user",
+            "add",
+            "tester",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("user add");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"tester-password-1")
+        .expect("password");
+    assert!(child.wait().expect("user add").success());
+    let r = client()
+        .post(edge.url("/auth/login"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("username", "tester"), ("password", "tester-password-1")])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 303, "login failed");
+    let set = r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_string();
+    set.split(';').next().expect("cookie").to_string()
+}
+
+/// A client that sends `cookie` with every request, as a signed-in browser
+/// on the same origin does (with `Sec-Fetch-Site: same-origin`).
+pub fn client_with_cookie(cookie: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::COOKIE, cookie.parse().expect("cookie"));
+    headers.insert(
+        "sec-fetch-site",
+        reqwest::header::HeaderValue::from_static("same-origin"),
+    );
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
 /// A client without an overall timeout, for long-lived streams.
 pub fn client_no_timeout() -> reqwest::Client {
     reqwest::Client::builder()

@@ -362,9 +362,17 @@ impl Drop for SocketIo {
 }
 
 /// Runs the node socket.io client against `url`; returns its JSON report.
-pub fn socketio_client(url: &str, transports: &str, mode: Option<&str>) -> serde_json::Value {
+pub fn socketio_client(
+    url: &str,
+    transports: &str,
+    mode: Option<&str>,
+    cookie: Option<&str>,
+) -> serde_json::Value {
     let dir = super::peers_dir();
     let mut cmd = Command::new("node");
+    if let Some(c) = cookie {
+        cmd.env("COOKIE", c);
+    }
     cmd.arg(dir.join("socketio-client.js"))
         .arg(url)
         .arg(transports);

@@ -5,7 +5,11 @@
 const { io } = require('socket.io-client');
 
 const [url, transports = 'polling,websocket', mode] = process.argv.slice(2);
+// COOKIE: the edge session of a signed-in user (/socket.io/ is gated). A
+// browser also says its polling POSTs are same-origin (the edge's CSRF check).
+const extraHeaders = process.env.COOKIE ? { cookie: process.env.COOKIE, 'sec-fetch-site': 'same-origin' } : {};
 const socket = io(url, {
+  extraHeaders,
   transports: transports.split(','),
   upgrade: mode !== 'noupgrade',
   reconnection: false,
