@@ -1,6 +1,7 @@
 //! The `esprit-edge` command: run the server, check a config, manage users.
 
 use clap::{Parser, Subcommand};
+use esprit_edge::auth::sessions::Sessions;
 use esprit_edge::auth::users::{self, User, Users};
 use esprit_edge::{config, server, telemetry};
 use std::io::Read;
@@ -30,6 +31,74 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// List or end sign-in sessions (takes effect on a running edge within seconds).
+    Session {
+        #[command(subcommand)]
+        action: SessionAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionAction {
+    /// List live sessions: id prefix, user, created, last seen.
+    List,
+    /// End one session (by the id prefix `list` shows) or all of a user's.
+    Revoke {
+        /// Id prefix from `session list`.
+        id: Option<String>,
+        /// End every session of this user.
+        #[arg(long, conflicts_with = "id")]
+        user: Option<String>,
+    },
+}
+
+fn session_command(cfg: &config::Config, action: SessionAction) -> ExitCode {
+    let sessions = match Sessions::open(
+        &cfg.auth.sessions,
+        cfg.auth.idle_timeout,
+        cfg.auth.absolute_timeout,
+    ) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let now = esprit_edge::hub::event::now_ms();
+    match action {
+        SessionAction::List => match sessions.list(now) {
+            Ok(list) => {
+                for (id, r) in list {
+                    println!(
+                        "{id}\t{}\tcreated {}\tlast seen {}",
+                        r.user,
+                        iso(r.created),
+                        iso(r.last_seen)
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        SessionAction::Revoke { id, user } => {
+            let ended = match (id, user) {
+                (Some(id), None) => sessions.revoke_prefix(&id),
+                (None, Some(user)) => sessions.revoke_user(&user),
+                _ => return fail("give a session id prefix or --user NAME"),
+            };
+            match ended {
+                Ok(0) => fail("no such session"),
+                Ok(n) => {
+                    println!("ended {n} session(s)");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn iso(ms: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[derive(Subcommand, Debug)]
@@ -156,8 +225,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(Command::User { action }) = cli.command {
-        return user_command(&cfg.server.data_dir.join("users.toml"), action);
+    match cli.command {
+        Some(Command::User { action }) => return user_command(&cfg.auth.users_file, action),
+        Some(Command::Session { action }) => return session_command(&cfg, action),
+        _ => {}
     }
     if let Err(e) = server::preflight(&cfg) {
         eprintln!("esprit-edge: invalid config\n{e:#}");
@@ -174,7 +245,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Some(Command::User { .. }) => ExitCode::SUCCESS,
+        Some(Command::User { .. } | Command::Session { .. }) => ExitCode::SUCCESS,
         None => {
             let _log = telemetry::init();
             match server::run(cfg, cli.upgrade) {

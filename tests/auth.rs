@@ -407,3 +407,107 @@ async fn removing_a_user_ends_their_sessions() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_are_throttled_with_retry_after() {
+    let s = stack().await;
+    // Per account: 5 free failures, then backoff.
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(
+            login(&s.edge, "alice", "not-the-password", None)
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(&statuses[..5], [401; 5]);
+    let r = login(&s.edge, "alice", "correct-horse-battery", None).await;
+    assert_eq!(
+        r.status(),
+        429,
+        "the account is not throttled: {statuses:?}"
+    );
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&wait), "{wait}");
+    // Another account from the same IP is not blocked yet (IP allows 10).
+    add_user(&s.edge, "bob", "bobs-password-123", &[]);
+    assert_eq!(
+        login(&s.edge, "bob", "bobs-password-123", None)
+            .await
+            .status(),
+        303
+    );
+    // Per IP: spraying many accounts runs into the IP limit.
+    let mut last = 0;
+    for i in 0..12 {
+        last = login(&s.edge, &format!("nobody{i}"), "whatever-password", None)
+            .await
+            .status()
+            .as_u16();
+    }
+    assert_eq!(last, 429, "spraying accounts from one IP is not throttled");
+    s.edge
+        .wait_log(|v| v["target"] == "auth" && v["message"] == "sign-in throttled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_list_and_revoke_sessions() {
+    let s = stack().await;
+    let cookie = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let other = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let cli = |args: &[&str]| {
+        let out = Command::new(common::binary())
+            .args(["--config", s.edge.config.to_str().unwrap(), "session"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = cli(&["list"]);
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines.iter().all(|l| l.contains("\talice\t")));
+    // Revoke one by its id prefix: exactly one of the two cookies dies.
+    let id = lines[0].split('\t').next().unwrap();
+    let (code, out, err) = cli(&["revoke", id]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("ended 1 session"));
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await; // the edge re-checks cached sessions every 3 s
+    let alive = |c: String| {
+        let url = s.edge.url("/auth/me");
+        async move {
+            client()
+                .get(url)
+                .header("cookie", c)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
+        }
+    };
+    let (a, b) = (alive(cookie.clone()).await, alive(other.clone()).await);
+    assert!(
+        a ^ b,
+        "revoking one session changed {} sessions",
+        2 - u8::from(a) - u8::from(b)
+    );
+    let (code, out, _) = cli(&["revoke", "--user", "alice"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("ended 1 session"));
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert!(!alive(cookie).await && !alive(other).await);
+    let (code, _, err) = cli(&["revoke", "--user", "alice"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no such session"));
+}

@@ -8,4 +8,5 @@ pub mod page;
 pub mod redirect;
 pub mod service;
 pub mod sessions;
+pub mod throttle;
 pub mod users;

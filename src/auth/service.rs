@@ -7,6 +7,7 @@ use super::csrf;
 use super::page;
 use super::redirect::safe_return_path;
 use super::sessions::Sessions;
+use super::throttle::Throttle;
 use super::users::{self, Users};
 use crate::config;
 use crate::edge::respond::Reply;
@@ -16,8 +17,9 @@ use bytes::BytesMut;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use serde_json::json;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 
 /// The cookie over plain HTTP.
@@ -50,6 +52,8 @@ pub struct AuthService {
     limiter: Semaphore,
     dummy_hash: String,
     public_origin: Option<String>,
+    per_ip: Throttle,
+    per_account: Throttle,
 }
 
 /// The session cookie's value in `req`, for the cookie name of this transport.
@@ -86,6 +90,11 @@ impl AuthService {
             sessions,
             dummy_hash,
             public_origin: config.server.public_origin.clone(),
+            // A client IP gets 10 free failures, then waits grow to 15 min.
+            per_ip: Throttle::new(10, Duration::from_secs(1), Duration::from_secs(900)),
+            // An account: 5 free, then at most 30 s between guesses, so failing
+            // on purpose cannot lock its owner out.
+            per_account: Throttle::new(5, Duration::from_secs(1), Duration::from_secs(30)),
         }))
     }
 
@@ -168,6 +177,7 @@ impl AuthService {
         path: &str,
         tls: bool,
         proto: &str,
+        client: Option<IpAddr>,
     ) -> pingora::Result<Reply> {
         let req = session.req_header();
         let method = req.method.clone();
@@ -222,7 +232,8 @@ impl AuthService {
                     }
                 };
                 let (username, password) = credentials(&body, json_client);
-                self.login(username, password, rd, tls, json_client).await
+                self.login(username, password, rd, tls, json_client, client)
+                    .await
             }
             ("/auth/logout", "POST") => {
                 if let Err(e) = csrf {
@@ -271,7 +282,25 @@ impl AuthService {
         rd: Option<String>,
         tls: bool,
         json_client: bool,
+        client: Option<IpAddr>,
     ) -> pingora::Result<Reply> {
+        let ip_key = client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+        let now = Instant::now();
+        if let Err(wait) = self
+            .per_ip
+            .check(&ip_key, now)
+            .and(self.per_account.check(&username, now))
+        {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            tracing::info!(target: "auth", user = %username, client = %ip_key, retry_after = secs, "sign-in throttled");
+            let mut r = Reply::json(
+                429,
+                &json!({ "error": "too many failed sign-ins; try again later" }),
+                "sign-in throttled",
+            );
+            r.retry_after = Some(secs);
+            return Ok(r);
+        }
         let users = self.users();
         let user = users.users.get(&username).cloned();
         let acceptable = users::valid_name(&username) && users::check_password(&password).is_ok();
@@ -287,7 +316,9 @@ impl AuthService {
                 .unwrap_or(false)
         };
         if !(ok && acceptable && user.is_some()) {
-            tracing::info!(target: "auth", user = %username, "login failed");
+            self.per_ip.fail(&ip_key, Instant::now());
+            self.per_account.fail(&username, Instant::now());
+            tracing::info!(target: "auth", user = %username, client = %ip_key, "login failed");
             return Ok(if json_client {
                 Reply::json(401, &json!({ "error": BAD_LOGIN }), "login failed")
             } else {
@@ -302,7 +333,9 @@ impl AuthService {
             .sessions
             .create(&username, now_ms())
             .map_err(|e| pingora::Error::explain(pingora::ErrorType::InternalError, e))?;
-        tracing::info!(target: "auth", user = %username, "login");
+        self.per_ip.succeed(&ip_key);
+        self.per_account.succeed(&username);
+        tracing::info!(target: "auth", user = %username, client = %ip_key, "login");
         let mut r = Reply::redirect(303, rd.unwrap_or_else(|| "/".to_string()));
         r.set_cookie = Some(self.set_cookie(&token, tls));
         Ok(r)

@@ -24,13 +24,16 @@ pub struct SessionRecord {
 
 /// How long `last_seen` may lag before it is written again.
 const TOUCH_EVERY_MS: i64 = 60_000;
+/// How long a cached session is trusted before the store is asked again, so
+/// a revocation by another process (`esprit-edge session revoke`) takes effect.
+const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 
 type Key = [u8; 32];
 
 /// The session store.
 pub struct Sessions {
     conn: Mutex<Connection>,
-    cache: Mutex<HashMap<Key, SessionRecord>>,
+    cache: Mutex<HashMap<Key, (SessionRecord, std::time::Instant)>>,
     idle_ms: i64,
     absolute_ms: i64,
 }
@@ -90,7 +93,7 @@ impl Sessions {
             )
             .map_err(db)?;
         if let Ok(mut c) = self.cache.lock() {
-            c.insert(k, rec);
+            c.insert(k, (rec, std::time::Instant::now()));
         }
         Ok(token)
     }
@@ -105,7 +108,11 @@ impl Sessions {
             return None;
         }
         let k = key(token);
-        let cached = self.cache.lock().ok().and_then(|c| c.get(&k).cloned());
+        let cached = self.cache.lock().ok().and_then(|c| {
+            c.get(&k)
+                .filter(|(_, at)| at.elapsed() < RECHECK_EVERY)
+                .map(|(r, _)| r.clone())
+        });
         let rec = match cached {
             Some(r) => r,
             None => {
@@ -123,9 +130,17 @@ impl Sessions {
                         },
                     )
                     .optional()
-                    .ok()??;
+                    .ok()?;
                 drop(conn);
-                r
+                match r {
+                    Some(r) => r,
+                    None => {
+                        if let Ok(mut c) = self.cache.lock() {
+                            c.remove(&k);
+                        }
+                        return None;
+                    }
+                }
             }
         };
         if self.expired(&rec, now) {
@@ -143,7 +158,7 @@ impl Sessions {
             }
         }
         if let Ok(mut c) = self.cache.lock() {
-            c.insert(k, rec.clone());
+            c.insert(k, (rec.clone(), std::time::Instant::now()));
         }
         Some(rec)
     }
@@ -165,13 +180,35 @@ impl Sessions {
     /// Ends every session of `user`; returns how many.
     pub fn revoke_user(&self, user: &str) -> Result<usize, String> {
         if let Ok(mut c) = self.cache.lock() {
-            c.retain(|_, r| r.user != user);
+            c.retain(|_, (r, _)| r.user != user);
         }
         self.conn
             .lock()
             .map_err(|_| "session store lock poisoned".to_string())?
             .execute("DELETE FROM sessions WHERE user = ?1", params![user])
             .map_err(db)
+    }
+
+    /// Ends the sessions whose id hash starts with `prefix` (as `list` shows it); returns how many.
+    pub fn revoke_prefix(&self, prefix: &str) -> Result<usize, String> {
+        if prefix.len() < 6 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(
+                "give at least 6 hex characters of a session id from `session list`".into(),
+            );
+        }
+        let n = self
+            .conn
+            .lock()
+            .map_err(|_| "session store lock poisoned".to_string())?
+            .execute(
+                "DELETE FROM sessions WHERE lower(hex(id_hash)) LIKE ?1 || '%'",
+                params![prefix.to_ascii_lowercase()],
+            )
+            .map_err(db)?;
+        if let Ok(mut c) = self.cache.lock() {
+            c.retain(|k, _| !hex(k).starts_with(&prefix.to_ascii_lowercase()));
+        }
+        Ok(n)
     }
 
     /// Live sessions as (id prefix for operators, record), newest first.

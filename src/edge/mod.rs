@@ -195,8 +195,14 @@ impl ProxyHttp for Edge {
                 let hsts = self.hsts_for(ctx);
                 let reply = match &self.auth {
                     Some(auth) => {
-                        auth.serve(session, &ctx.facts.path, ctx.tls, ctx.facts.proto)
-                            .await?
+                        auth.serve(
+                            session,
+                            &ctx.facts.path,
+                            ctx.tls,
+                            ctx.facts.proto,
+                            ctx.facts.client_ip,
+                        )
+                        .await?
                     }
                     None => Reply::error(503, "sign-in is not available", true),
                 };
