@@ -38,7 +38,8 @@ fn start(pki: &common::certs::Pki, upstream: &str, redirect: bool) -> TlsEdge {
                 "{}redirect_https = {redirect}\n\
                  [tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n\
                  [upstreams.app]\naddress = \"{upstream}\"\n\
-                 [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+                 [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n\
+                 [[routes]]\nprefix = \"/auth/\"\nkind = \"auth\"\n",
                 common::server_section(dir, port),
                 d = dir.display()
             )
@@ -263,4 +264,66 @@ fn bad_certificates_are_start_up_errors_naming_the_file() {
             assert!(!err.contains("panicked"), "{err}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookie_over_tls_is_host_prefixed_and_secure() {
+    use std::io::Write;
+    let app = peers::echo("app").await;
+    let p = pki(HOST);
+    let e = start(&p, &app.address(), false);
+    let mut child = std::process::Command::new(common::binary())
+        .args([
+            "--config",
+            e.edge.config.to_str().unwrap(),
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct-horse-battery")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let c = p.client(HOST, e.addr()).build().unwrap();
+    let r = c
+        .post(e.url("/auth/login"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("username", "alice"), ("password", "correct-horse-battery")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(set.starts_with("__Host-esprit_session="), "{set}");
+    for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set.contains(attr), "{attr} missing: {set}");
+    }
+    assert!(
+        !set.to_ascii_lowercase().contains("domain="),
+        "__Host- cookies carry no Domain: {set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    let me = c
+        .get(e.url("/auth/me"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    // The TLS cookie means nothing on the plain listener.
+    let plain = client()
+        .get(e.edge.url("/auth/me"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 401);
 }
