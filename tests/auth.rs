@@ -511,3 +511,43 @@ async fn operators_list_and_revoke_sessions() {
     assert_eq!(code, Some(2));
     assert!(err.contains("no such session"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_closes_the_sessions_live_stream() {
+    use futures_util::StreamExt;
+    let s = stack().await;
+    let cookie = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let stream = common::client_no_timeout()
+        .get(s.edge.url("/api/stream?npc=a"))
+        .header("cookie", &cookie)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut body = stream.bytes_stream();
+    // It stays open while the session lives.
+    let early = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(
+        early.is_err(),
+        "the stream ended while the session was live"
+    );
+    let r = client()
+        .post(s.edge.url("/auth/logout"))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its session");
+    s.edge
+        .wait_log(|v| v["target"] == "hub" && v["message"] == "session ended; closing its stream");
+}

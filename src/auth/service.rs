@@ -30,6 +30,9 @@ pub const COOKIE_TLS: &str = "__Host-esprit_session";
 const BAD_LOGIN: &str = "Wrong user name or password.";
 const MAX_LOGIN_BODY: usize = 8 * 1024;
 
+/// Whether a session is still live (see [`AuthService::liveness`]).
+pub type SessionAlive = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// Who a request belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -134,6 +137,18 @@ impl AuthService {
             email: u.email.clone(),
             expires: (rec.last_seen.saturating_add(idle)).min(rec.created.saturating_add(absolute)),
         })
+    }
+
+    /// A check that stays true while the session behind `req`'s cookie lives:
+    /// long streams poll it so a logout, expiry or revocation ends them.
+    pub fn liveness(self: &Arc<Self>, req: &RequestHeader, tls: bool) -> Option<SessionAlive> {
+        let token = cookie_value(req, tls)?.to_string();
+        let auth = self.clone();
+        Some(Arc::new(move || {
+            auth.sessions
+                .resolve(&token, now_ms())
+                .is_some_and(|rec| auth.users().users.contains_key(&rec.user))
+        }))
     }
 
     /// The origin the browser uses, for CSRF checks.

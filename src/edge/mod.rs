@@ -180,10 +180,16 @@ impl ProxyHttp for Edge {
                 ctx.route = Some(route);
                 let hsts = self.hsts_for(ctx);
                 let reply = match &self.hub {
-                    Some(hub) => match hub.serve(session, &ctx.facts.path, hsts).await? {
-                        Handled::Reply(r) => r,
-                        Handled::Streamed => return Ok(true),
-                    },
+                    Some(hub) => {
+                        let alive = match (&self.auth, ctx.identity.is_some()) {
+                            (Some(auth), true) => auth.liveness(session.req_header(), ctx.tls),
+                            _ => None,
+                        };
+                        match hub.serve(session, &ctx.facts.path, hsts, alive).await? {
+                            Handled::Reply(r) => r,
+                            Handled::Streamed => return Ok(true),
+                        }
+                    }
                     None => Reply::error(503, "the hub is not running", true),
                 };
                 ctx.reason = Some(reply.reason);

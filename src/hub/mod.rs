@@ -105,6 +105,7 @@ impl Hub {
         session: &mut Session,
         path: &str,
         hsts: bool,
+        alive: Option<crate::auth::service::SessionAlive>,
     ) -> pingora::Result<Handled> {
         let req = session.req_header();
         let ep = api::endpoint(&req.method, path);
@@ -148,7 +149,7 @@ impl Hub {
                     Ok(l) => l,
                     Err(why) => return Ok(Handled::Reply(error(400, why))),
                 };
-                return sse::serve(self, session, channels, last, hsts).await;
+                return sse::serve(self, session, channels, last, hsts, alive).await;
             }
             Endpoint::WrongMethod(allow) => {
                 let mut r = error(405, format!("use {allow} here"));

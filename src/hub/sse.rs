@@ -13,6 +13,7 @@ use super::api::error;
 use super::fanout::{Next, Subscription};
 use super::store::Channels;
 use super::{Handled, Hub};
+use crate::auth::service::SessionAlive;
 use crate::edge::headers;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -24,6 +25,8 @@ use std::time::Duration;
 const PAGE: usize = 200;
 /// How often a blocked write checks whether its reader fell a queue behind.
 const LAG_CHECK: Duration = Duration::from_millis(100);
+/// How often a stream checks that its session still lives.
+const SESSION_RECHECK: Duration = Duration::from_secs(2);
 /// Longest a single write may wait on a reader before it is dropped.
 const WRITE_STALL: Duration = Duration::from_secs(30);
 
@@ -53,6 +56,7 @@ async fn write(session: &mut Session, frame: Bytes, sub: &Subscription, last: u6
 enum Step {
     Live(Next),
     Beat,
+    Recheck,
     ClientGone,
 }
 
@@ -64,6 +68,7 @@ pub async fn serve(
     channels: Channels,
     last_id: Option<u64>,
     hsts: bool,
+    alive: Option<SessionAlive>,
 ) -> Result<Handled> {
     let head = session.req_header().method == http::Method::HEAD;
     let mut sub = hub.fanout.subscribe(&channels);
@@ -124,10 +129,13 @@ pub async fn serve(
 
     let mut beat = tokio::time::interval(hub.cfg.heartbeat);
     beat.reset();
+    let mut recheck = tokio::time::interval(SESSION_RECHECK);
+    recheck.reset();
     loop {
         let step = tokio::select! {
             next = sub.next() => Step::Live(next),
             _ = beat.tick() => Step::Beat,
+            _ = recheck.tick() => Step::Recheck,
             _ = session.read_body_or_idle(true) => Step::ClientGone,
         };
         match step {
@@ -147,6 +155,14 @@ pub async fn serve(
             }
             Step::Beat => {
                 write(session, Bytes::from_static(b": heartbeat\n\n"), &sub, last).await?
+            }
+            Step::Recheck => {
+                if alive.as_ref().is_some_and(|alive| !alive()) {
+                    tracing::info!(target: "hub", "session ended; closing its stream");
+                    session.set_keepalive(None);
+                    session.write_response_body(None, true).await?;
+                    return Ok(Handled::Streamed);
+                }
             }
         }
     }
