@@ -22,6 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 
+/// How often the users file is looked at for changes.
+const USERS_RECHECK: Duration = Duration::from_secs(1);
+
 /// The cookie over plain HTTP.
 pub const COOKIE: &str = "esprit_session";
 /// The cookie over TLS: `__Host-` pins it to this host, path `/`, Secure.
@@ -51,6 +54,7 @@ pub struct AuthService {
     cfg: config::Auth,
     users: ArcSwap<Users>,
     users_seen: Mutex<Option<SystemTime>>,
+    users_checked: Mutex<Instant>,
     sessions: Sessions,
     limiter: Semaphore,
     dummy_hash: String,
@@ -89,6 +93,7 @@ impl AuthService {
                     .and_then(|m| m.modified())
                     .ok(),
             ),
+            users_checked: Mutex::new(Instant::now()),
             cfg,
             sessions,
             dummy_hash,
@@ -102,7 +107,23 @@ impl AuthService {
     }
 
     /// The users, re-read when the file changed (a broken file keeps the old list).
+    /// On the gate's path (every request) the file is looked at no more than
+    /// once a second; a sign-in (`force`) always looks.
     fn users(&self) -> Arc<Users> {
+        self.users_fresh(false)
+    }
+
+    fn users_fresh(&self, force: bool) -> Arc<Users> {
+        let due = self.users_checked.lock().is_ok_and(|mut at| {
+            let due = force || at.elapsed() >= USERS_RECHECK;
+            if due {
+                *at = Instant::now();
+            }
+            due
+        });
+        if !due {
+            return self.users.load_full();
+        }
         let stamp = std::fs::metadata(&self.cfg.users_file)
             .and_then(|m| m.modified())
             .ok();
@@ -316,7 +337,7 @@ impl AuthService {
             r.retry_after = Some(secs);
             return Ok(r);
         }
-        let users = self.users();
+        let users = self.users_fresh(true);
         let user = users.users.get(&username).cloned();
         let acceptable = users::valid_name(&username) && users::check_password(&password).is_ok();
         // Unknown users are checked against a dummy hash: same work, same answer.
