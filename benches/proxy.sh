@@ -23,7 +23,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); NGX=$(free_port); EDGE=$(free_port); BARE=$(free_port)
+UP=$(free_port); NGX=$(free_port); EDGE=$(free_port); BARE=$(free_port); GATE=$(free_port)
 
 head -c 1024 /dev/zero | tr '\0' 'x' > "$work/1k.txt"
 mkdir -p "$work/up" "$work/ngx"
@@ -89,8 +89,35 @@ csp = "default-src 'self'"
 CONF
 target/release/esprit-edge --config "$work/edge.toml" > "$work/edge.log" 2>&1 & pids+=($!)
 
+# The same edge with the session gate on the route: the gate's cost.
+mkdir -p "$work/gate"
+cat > "$work/gate.toml" <<CONF
+[server]
+listen = "127.0.0.1:$GATE"
+threads = $THREADS
+data_dir = "$work/gate"
+upgrade_sock = "$work/gate-upgrade.sock"
+pid_file = "$work/gate.pid"
+[upstreams.app]
+address = "127.0.0.1:$UP"
+[[routes]]
+prefix = "/"
+upstream = "app"
+csp = "default-src 'self'"
+auth = "session"
+[[routes]]
+prefix = "/auth/"
+kind = "auth"
+CONF
+printf 'bench-password-1' | target/release/esprit-edge --config "$work/gate.toml" user add bench --password-stdin >/dev/null
+target/release/esprit-edge --config "$work/gate.toml" > "$work/gate.log" 2>&1 & pids+=($!)
+
 # A bare Pingora proxy (no filters): the floor, so the edge's own cost shows.
 target/release/examples/bare_proxy "127.0.0.1:$BARE" "127.0.0.1:$UP" "$THREADS" > "$work/bare.log" 2>&1 & pids+=($!)
+
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$GATE/healthz" >/dev/null && break; sleep 0.1; done
+COOKIE=$(curl -s -o /dev/null -D - -H 'Sec-Fetch-Site: same-origin' --data 'username=bench&password=bench-password-1' "http://127.0.0.1:$GATE/auth/login" | awk -F'[:;] *' 'tolower($1)=="set-cookie" {print $2}')
+[ -n "$COOKIE" ] || { echo "could not sign in to the gated edge" >&2; cat "$work/gate.log" >&2; exit 1; }
 
 for port in $UP $NGX $EDGE $BARE; do
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/bench" >/dev/null && break; sleep 0.1; done
@@ -99,8 +126,13 @@ done
 
 # wrk prints latency with units; normalise to milliseconds.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.3f", v}'; }
-run() { # name port -> "rps p50 p99"
-  local out; out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$2/bench")
+run() { # name port [header] -> "rps p50 p99"
+  local out
+  if [ -n "${3:-}" ]; then
+    out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -H "$3" "http://127.0.0.1:$2/bench")
+  else
+    out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$2/bench")
+  fi
   local rps p50 p99
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)
@@ -112,19 +144,20 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else prin
 
 echo "# esprit-edge vs nginx (and bare Pingora): 1 KiB, keep-alive, wrk -t1 -c$CONNS -d${SECS}s, $ROUNDS alternated rounds, $THREADS proxy thread(s)"
 printf '%-6s %-12s %10s %9s %9s\n' round proxy req/s p50_ms p99_ms
-: > "$work/edge.res"; : > "$work/ngx.res"; : > "$work/bare.res"
+: > "$work/edge.res"; : > "$work/ngx.res"; : > "$work/bare.res"; : > "$work/gate.res"
 for r in $(seq "$ROUNDS"); do
   # Rotate who goes first so drift in machine load falls on all.
   case $(( r % 3 )) in
-    1) order="edge nginx bare" ;;
-    2) order="nginx bare edge" ;;
-    *) order="bare edge nginx" ;;
+    1) order="edge nginx bare gate" ;;
+    2) order="nginx bare gate edge" ;;
+    *) order="bare gate edge nginx" ;;
   esac
   for who in $order; do
     case $who in
       edge) res=$(run edge "$EDGE"); echo "$res" >> "$work/edge.res" ;;
       nginx) res=$(run nginx "$NGX"); echo "$res" >> "$work/ngx.res" ;;
       bare) res=$(run bare "$BARE"); echo "$res" >> "$work/bare.res" ;;
+      gate) res=$(run gate "$GATE" "Cookie: $COOKIE"); echo "$res" >> "$work/gate.res" ;;
     esac
     read -r rps p50 p99 <<<"$res"
     printf '%-6s %-12s %10s %9s %9s\n' "$r" "$who" "$rps" "$p50" "$p99"
@@ -134,13 +167,16 @@ done
 e_rps=$(cut -d' ' -f1 "$work/edge.res" | median); n_rps=$(cut -d' ' -f1 "$work/ngx.res" | median)
 e_p50=$(cut -d' ' -f2 "$work/edge.res" | median); n_p50=$(cut -d' ' -f2 "$work/ngx.res" | median)
 e_p99=$(cut -d' ' -f3 "$work/edge.res" | median); n_p99=$(cut -d' ' -f3 "$work/ngx.res" | median)
+g_rps=$(cut -d' ' -f1 "$work/gate.res" | median); g_p50=$(cut -d' ' -f2 "$work/gate.res" | median); g_p99=$(cut -d' ' -f3 "$work/gate.res" | median)
 b_rps=$(cut -d' ' -f1 "$work/bare.res" | median); b_p50=$(cut -d' ' -f2 "$work/bare.res" | median); b_p99=$(cut -d' ' -f3 "$work/bare.res" | median)
 echo
 echo "median       req/s     p50_ms   p99_ms"
 printf 'esprit-edge  %-9s %-8s %-8s\n' "$e_rps" "$e_p50" "$e_p99"
 printf 'nginx        %-9s %-8s %-8s\n' "$n_rps" "$n_p50" "$n_p99"
 printf 'bare pingora %-9s %-8s %-8s\n' "$b_rps" "$b_p50" "$b_p99"
+printf 'edge + gate  %-9s %-8s %-8s\n' "$g_rps" "$g_p50" "$g_p99"
 awk -v a="$e_rps" -v b="$n_rps" -v c="$e_p50" -v d="$n_p50" -v e="$e_p99" -v f="$n_p99" \
   'BEGIN {printf "ratio edge/nginx: req/s %.2f, p50 %.2f, p99 %.2f\n", a/b, c/d, e/f}'
 awk -v a="$e_rps" -v b="$b_rps" -v n="$n_rps" \
   'BEGIN {printf "ratio edge/bare-pingora: req/s %.2f; bare-pingora/nginx: req/s %.2f\n", a/b, b/n}'
+awk -v g="$g_rps" -v e="$e_rps" 'BEGIN {printf "ratio gated/ungated edge (session check cost): req/s %.2f\n", g/e}'
