@@ -562,3 +562,56 @@ async fn logging_out_closes_the_sessions_live_stream() {
     s.edge
         .wait_log(|v| v["target"] == "hub" && v["message"] == "session ended; closing its stream");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_closes_the_sessions_websocket() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = stack().await;
+    let cookie = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let mut req = format!("ws://127.0.0.1:{}/ws/chat", s.edge.port)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket with a session");
+    assert_eq!(resp.status(), 101);
+    // Traffic flows for a while: the session is checked and found live.
+    for i in 0..15 {
+        ws.send(Message::text(format!("m{i}"))).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("m{i}"))
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let r = client()
+        .post(s.edge.url("/auth/logout"))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        let mut i = 0;
+        loop {
+            i += 1;
+            if ws.send(Message::text(format!("after{i}"))).await.is_err() {
+                return;
+            }
+            match tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await {
+                Ok(Some(Ok(Message::Text(_)))) => {}
+                _ => return,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the websocket outlived its session");
+    s.edge.wait_log(|v| {
+        v["target"] == "auth" && v["message"] == "session ended; closing its websocket"
+    });
+}

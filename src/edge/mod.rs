@@ -13,7 +13,7 @@ pub mod upstream;
 
 use crate::auth::csrf;
 use crate::auth::gate::{self, Denial};
-use crate::auth::service::{AuthService, Identity};
+use crate::auth::service::{AuthService, Identity, SessionAlive};
 use crate::config::{Config, Route, RouteAuth};
 use crate::hub::{Handled, Hub};
 use crate::telemetry;
@@ -41,6 +41,9 @@ pub struct RequestCtx {
     body_seen: u64,
     reason: Option<&'static str>,
     identity: Option<Identity>,
+    /// For upgraded (websocket) streams on gated routes: is the session still live?
+    alive: Option<SessionAlive>,
+    alive_checked: Instant,
 }
 
 /// The edge proxy: routing, forwarding and response policy for both listeners.
@@ -102,6 +105,10 @@ impl Edge {
                     return Some(Reply::error(403, e.message(), ctx.facts.json));
                 }
                 ctx.identity = Some(id);
+                if ctx.facts.upgrade {
+                    // A websocket outlives the request: it re-checks its session as data flows.
+                    ctx.alive = auth.liveness(req, ctx.tls);
+                }
                 None
             }
             None => {
@@ -126,6 +133,25 @@ impl Edge {
     }
 }
 
+/// How often an upgraded stream re-checks its session (on traffic in either direction).
+const WEBSOCKET_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Ends an upgraded stream whose session was logged out, expired or revoked.
+fn check_still_signed_in(ctx: &mut RequestCtx) -> Result<()> {
+    let Some(alive) = &ctx.alive else {
+        return Ok(());
+    };
+    if ctx.alive_checked.elapsed() < WEBSOCKET_RECHECK {
+        return Ok(());
+    }
+    ctx.alive_checked = Instant::now();
+    if alive() {
+        return Ok(());
+    }
+    tracing::info!(target: "auth", "session ended; closing its websocket");
+    Error::e_explain(ErrorType::ConnectionClosed, "session ended").map_err(|e| e.into_down())
+}
+
 fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
@@ -146,6 +172,8 @@ impl ProxyHttp for Edge {
             body_seen: 0,
             reason: None,
             identity: None,
+            alive: None,
+            alive_checked: Instant::now(),
         }
     }
 
@@ -235,7 +263,7 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         if session.was_upgraded() {
             // Websocket frames after the 101 are a stream, not a request body.
-            return Ok(());
+            return check_still_signed_in(ctx);
         }
         if let Some(chunk) = body {
             ctx.body_seen += chunk.len() as u64;
@@ -317,6 +345,19 @@ impl ProxyHttp for Edge {
             error_code: failure.status,
             can_reuse_downstream: false,
         }
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<std::time::Duration>> {
+        if session.was_upgraded() {
+            check_still_signed_in(ctx)?;
+        }
+        Ok(None)
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, _error: &Error) -> bool {
