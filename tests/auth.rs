@@ -7,8 +7,7 @@ mod common;
 use common::peers::{self, Peer};
 use common::{Edge, client};
 use serde_json::{Value, json};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const TOKEN: &str = "test-only-token-0123456789";
 
@@ -37,37 +36,13 @@ async fn stack() -> Stack {
         },
         &[],
     );
-    add_user(
+    common::add_user(
         &edge,
         "alice",
         "correct-horse-battery",
         &["--email", "alice@example.com"],
     );
     Stack { edge, app, ws }
-}
-
-fn add_user(edge: &Edge, name: &str, password: &str, extra: &[&str]) {
-    let mut child = Command::new(common::binary())
-        .args([
-            "--config",
-            edge.config.to_str().unwrap(),
-            "user",
-            "add",
-            name,
-            "--password-stdin",
-        ])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(password.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
 }
 
 /// Signs in (as a same-origin form post) and returns the response.
@@ -446,7 +421,7 @@ async fn repeated_failures_are_throttled_with_retry_after() {
         .unwrap();
     assert!((1..=30).contains(&wait), "{wait}");
     // Another account from the same IP is not blocked yet (IP allows 10).
-    add_user(&s.edge, "bob", "bobs-password-123", &[]);
+    common::add_user(&s.edge, "bob", "bobs-password-123", &[]);
     assert_eq!(
         login(&s.edge, "bob", "bobs-password-123", None)
             .await

@@ -268,30 +268,10 @@ fn bad_certificates_are_start_up_errors_naming_the_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_cookie_over_tls_is_host_prefixed_and_secure() {
-    use std::io::Write;
     let app = peers::echo("app").await;
     let p = pki(HOST);
     let e = start(&p, &app.address(), false);
-    let mut child = std::process::Command::new(common::binary())
-        .args([
-            "--config",
-            e.edge.config.to_str().unwrap(),
-            "user",
-            "add",
-            "alice",
-            "--password-stdin",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"correct-horse-battery")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    common::add_user(&e.edge, "alice", "correct-horse-battery", &[]);
     let c = p.client(HOST, e.addr()).build().unwrap();
     let r = c
         .post(e.url("/auth/login"))

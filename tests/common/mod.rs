@@ -277,9 +277,8 @@ pub fn start_default(extra_server: &str, env: &[(&str, String)]) -> Edge {
     )
 }
 
-/// Adds user `tester` with the CLI and signs in over HTTP; returns the
-/// `Cookie` header value for the session.
-pub async fn sign_in(edge: &Edge) -> String {
+/// Adds (or replaces) a user with `esprit-edge user add`, as an operator would.
+pub fn add_user(edge: &Edge, name: &str, password: &str, extra: &[&str]) {
     use std::io::Write;
     let mut child = Command::new(binary())
         .args([
@@ -287,9 +286,10 @@ pub async fn sign_in(edge: &Edge) -> String {
             edge.config.to_str().expect("path"),
             "user",
             "add",
-            "tester",
+            name,
             "--password-stdin",
         ])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -298,9 +298,18 @@ pub async fn sign_in(edge: &Edge) -> String {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(b"tester-password-1")
+        .write_all(password.as_bytes())
         .expect("password");
-    assert!(child.wait().expect("user add").success());
+    assert!(
+        child.wait().expect("user add").success(),
+        "user add {name} failed"
+    );
+}
+
+/// Adds user `tester` with the CLI and signs in over HTTP; returns the
+/// `Cookie` header value for the session.
+pub async fn sign_in(edge: &Edge) -> String {
+    add_user(edge, "tester", "tester-password-1", &[]);
     let r = client()
         .post(edge.url("/auth/login"))
         .header("sec-fetch-site", "same-origin")
