@@ -3,6 +3,7 @@
 //! `docker stop` and SIGQUIT hand-overs behave.
 
 use crate::auth::service::AuthService;
+use crate::auth::watch::Sweeper;
 use crate::config::{Config, RouteAction, RouteAuth};
 use crate::edge::Edge;
 use crate::hub::Hub;
@@ -78,6 +79,12 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     } else {
         None
     };
+    if let Some(auth) = &auth {
+        server.add_service(background_service(
+            "websocket session watch",
+            Sweeper(auth.streams().clone()),
+        ));
+    }
     let mut edge = http_proxy_service(&server.configuration, Edge::new(&config, hub, auth));
     // Pingora's default 64 KiB read buffer per connection is zeroed up front:
     // with thousands of idle SSE or websocket clients that is most of the

@@ -1,6 +1,6 @@
-//! Who may use the edge: the users file and its management, and the policies
-//! the login and the session gate are built from (return paths, CSRF). The
-//! login page, sessions and the gate itself are issue 4's next steps.
+//! Who may use the edge: users and their sessions, the login, and the
+//! policies the session gate is built from (CSRF, return paths, refusals,
+//! throttling), plus the watch that ends websockets with their session.
 
 pub mod csrf;
 pub mod gate;
@@ -10,3 +10,4 @@ pub mod service;
 pub mod sessions;
 pub mod throttle;
 pub mod users;
+pub mod watch;

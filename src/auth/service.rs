@@ -9,6 +9,7 @@ use super::redirect::safe_return_path;
 use super::sessions::Sessions;
 use super::throttle::Throttle;
 use super::users::{self, Users};
+use super::watch::StreamWatch;
 use crate::config;
 use crate::edge::respond::Reply;
 use crate::hub::event::now_ms;
@@ -61,6 +62,7 @@ pub struct AuthService {
     public_origin: Option<String>,
     per_ip: Throttle,
     per_account: Throttle,
+    streams: Arc<StreamWatch>,
 }
 
 /// The session cookie's value in `req`, for the cookie name of this transport.
@@ -103,6 +105,7 @@ impl AuthService {
             // An account: 5 free, then at most 30 s between guesses, so failing
             // on purpose cannot lock its owner out.
             per_account: Throttle::new(5, Duration::from_secs(1), Duration::from_secs(30)),
+            streams: Arc::new(StreamWatch::default()),
         }))
     }
 
@@ -170,6 +173,12 @@ impl AuthService {
                 .resolve(&token, now_ms())
                 .is_some_and(|rec| auth.users().users.contains_key(&rec.user))
         }))
+    }
+
+    /// The upgraded streams of gated routes, closed when their session ends
+    /// (swept by [`super::watch::Sweeper`]).
+    pub fn streams(&self) -> &Arc<StreamWatch> {
+        &self.streams
     }
 
     /// The origin the browser uses, for CSRF checks.

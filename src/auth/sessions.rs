@@ -36,6 +36,7 @@ pub struct Sessions {
     cache: Mutex<HashMap<Key, (SessionRecord, std::time::Instant)>>,
     idle_ms: i64,
     absolute_ms: i64,
+    recheck: std::time::Duration,
 }
 
 fn key(token: &str) -> Key {
@@ -69,6 +70,7 @@ impl Sessions {
             cache: Mutex::new(HashMap::new()),
             idle_ms: i64::try_from(idle.as_millis()).unwrap_or(i64::MAX),
             absolute_ms: i64::try_from(absolute.as_millis()).unwrap_or(i64::MAX),
+            recheck: RECHECK_EVERY,
         })
     }
 
@@ -108,14 +110,17 @@ impl Sessions {
             return None;
         }
         let k = key(token);
+        // `read_at` is when the store was last asked: cache hits keep it, so a
+        // session in constant use is still re-read every `recheck`.
         let cached = self.cache.lock().ok().and_then(|c| {
             c.get(&k)
-                .filter(|(_, at)| at.elapsed() < RECHECK_EVERY)
-                .map(|(r, _)| r.clone())
+                .filter(|(_, at)| at.elapsed() < self.recheck)
+                .map(|(r, at)| (r.clone(), *at))
         });
-        let rec = match cached {
-            Some(r) => r,
+        let (rec, read_at) = match cached {
+            Some(hit) => hit,
             None => {
+                let read_at = std::time::Instant::now();
                 let conn = self.conn.lock().ok()?;
                 let r = conn
                     .query_row(
@@ -133,7 +138,7 @@ impl Sessions {
                     .ok()?;
                 drop(conn);
                 match r {
-                    Some(r) => r,
+                    Some(r) => (r, read_at),
                     None => {
                         if let Ok(mut c) = self.cache.lock() {
                             c.remove(&k);
@@ -158,7 +163,7 @@ impl Sessions {
             }
         }
         if let Ok(mut c) = self.cache.lock() {
-            c.insert(k, (rec.clone(), std::time::Instant::now()));
+            c.insert(k, (rec.clone(), read_at));
         }
         Some(rec)
     }
@@ -318,5 +323,24 @@ mod tests {
         assert_eq!(s.revoke_user("alice").unwrap(), 1);
         assert!(s.resolve(&t, 0).is_none());
         assert_eq!(s.list(0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_revocation_elsewhere_is_seen_even_by_a_session_in_constant_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut edge = store(dir.path());
+        edge.recheck = Duration::from_millis(100);
+        let cli = store(dir.path());
+        let t = edge.create("alice", 0).unwrap();
+        assert_eq!(cli.revoke_user("alice").unwrap(), 1);
+        // Resolved every 10 ms: cache hits must not keep postponing the re-read.
+        let started = std::time::Instant::now();
+        while edge.resolve(&t, 0).is_some() {
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "the cached session never saw its revocation"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

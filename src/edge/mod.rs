@@ -14,6 +14,7 @@ pub mod upstream;
 use crate::auth::csrf;
 use crate::auth::gate::{self, Denial};
 use crate::auth::service::{AuthService, Identity, SessionAlive};
+use crate::auth::watch::Registration;
 use crate::config::{Config, Route, RouteAuth};
 use crate::hub::{Handled, Hub};
 use crate::telemetry;
@@ -44,6 +45,8 @@ pub struct RequestCtx {
     /// For upgraded (websocket) streams on gated routes: is the session still live?
     alive: Option<SessionAlive>,
     alive_checked: Instant,
+    /// Keeps a gated websocket on the session watch while the request lives.
+    watched: Option<Registration>,
 }
 
 /// The edge proxy: routing, forwarding and response policy for both listeners.
@@ -106,7 +109,8 @@ impl Edge {
                 }
                 ctx.identity = Some(id);
                 if ctx.facts.upgrade {
-                    // A websocket outlives the request: it re-checks its session as data flows.
+                    // A websocket outlives the request: the session watch closes it
+                    // when the session ends, and it re-checks as frames flow.
                     ctx.alive = auth.liveness(req, ctx.tls);
                 }
                 None
@@ -152,6 +156,24 @@ fn check_still_signed_in(ctx: &mut RequestCtx) -> Result<()> {
     Error::e_explain(ErrorType::ConnectionClosed, "session ended").map_err(|e| e.into_down())
 }
 
+/// Puts a gated websocket's client socket on the session watch, so it is
+/// closed when the session ends even if no frame ever flows again. Without a
+/// socket (h2) or a spare descriptor it still ends on its next frame.
+fn watch_stream(
+    auth: &AuthService,
+    session: &Session,
+    alive: SessionAlive,
+) -> Option<Registration> {
+    let fd = session.downstream_session.stream()?.id();
+    match auth.streams().register(fd, alive) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(target: "auth", error = %e, "cannot watch this websocket; it ends on its next frame after the session");
+            None
+        }
+    }
+}
+
 fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
@@ -174,6 +196,7 @@ impl ProxyHttp for Edge {
             identity: None,
             alive: None,
             alive_checked: Instant::now(),
+            watched: None,
         }
     }
 
@@ -245,6 +268,9 @@ impl ProxyHttp for Edge {
                 Ok(true)
             }
             Decision::Proxy(fwd) => {
+                if let (Some(auth), Some(alive)) = (&self.auth, &ctx.alive) {
+                    ctx.watched = watch_stream(auth, session, alive.clone());
+                }
                 ctx.body_limit = request::body_limit(&self.policy, Some(&fwd.route));
                 ctx.route = Some(fwd.route);
                 ctx.upstream = Some(fwd.upstream);

@@ -24,6 +24,8 @@ pub struct Peer {
     pub conns: Arc<AtomicUsize>,
     /// Non-empty request bodies received completely.
     pub bodies: Arc<AtomicUsize>,
+    /// Websocket connections that ended (the edge closed its upstream side).
+    pub closed: Arc<AtomicUsize>,
 }
 
 impl Peer {
@@ -38,6 +40,18 @@ impl Peer {
     }
     pub fn bodies(&self) -> usize {
         self.bodies.load(Ordering::SeqCst)
+    }
+    pub fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts one ended connection when dropped, however its task ends.
+struct Defer(Arc<AtomicUsize>);
+
+impl Drop for Defer {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -176,6 +190,7 @@ pub async fn echo(name: &str) -> Peer {
         hits,
         conns,
         bodies,
+        closed: Arc::new(AtomicUsize::new(0)),
     }
 }
 
@@ -185,21 +200,25 @@ pub async fn ws_echo() -> Peer {
     let port = listener.local_addr().expect("addr").port();
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let ended = closed.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
             counter.fetch_add(1, Ordering::SeqCst);
+            let ended = ended.clone();
             tokio::spawn(async move {
                 let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
                     return;
                 };
                 while let Some(Ok(msg)) = ws.next().await {
                     if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
-                        return;
+                        break;
                     }
                 }
+                ended.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
@@ -208,6 +227,7 @@ pub async fn ws_echo() -> Peer {
         hits,
         conns: Arc::new(AtomicUsize::new(0)),
         bodies: Arc::new(AtomicUsize::new(0)),
+        closed,
     }
 }
 
@@ -218,16 +238,20 @@ pub async fn ws_ticker(every: Duration) -> Peer {
     let port = listener.local_addr().expect("addr").port();
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let ended = closed.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
             counter.fetch_add(1, Ordering::SeqCst);
+            let ended = ended.clone();
             tokio::spawn(async move {
                 let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
                     return;
                 };
+                let _ended = Defer(ended);
                 let mut n = 0u32;
                 loop {
                     tokio::time::sleep(every).await;
@@ -250,6 +274,7 @@ pub async fn ws_ticker(every: Duration) -> Peer {
         hits,
         conns: Arc::new(AtomicUsize::new(0)),
         bodies: Arc::new(AtomicUsize::new(0)),
+        closed,
     }
 }
 

@@ -1,0 +1,217 @@
+//! Ends upgraded streams (websockets) whose session ended, even silent ones.
+//!
+//! A websocket outlives the request that opened it, and Pingora only runs our
+//! filters when a frame flows, so a quiet socket would keep talking to Sim
+//! after its session was logged out, expired or revoked. Each upgraded stream
+//! on a gated route registers a duplicate of its client socket here; a sweep
+//! (every second, from a background service) shuts down the sockets of
+//! sessions that are gone. Pingora then sees the client close as usual and
+//! tears down both halves, the upstream connection included.
+//!
+//! The duplicate descriptor is ours, so a sweep can never hit a descriptor
+//! number the process has since reused for another connection.
+
+use super::service::SessionAlive;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::collections::HashMap;
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How often the watched sessions are checked. With the session cache's own
+/// 3 s re-read, a revocation from the CLI closes its sockets within ~4 s; a
+/// logout through this process within ~1 s.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+struct Watched {
+    alive: SessionAlive,
+    socket: TcpStream,
+}
+
+/// The upgraded streams of gated routes and the sessions they belong to.
+#[derive(Default)]
+pub struct StreamWatch {
+    streams: Mutex<HashMap<u64, Watched>>,
+    next: AtomicU64,
+}
+
+/// Keeps a stream watched while it lives; dropping it (with the request's
+/// context) stops the watch and closes the duplicate descriptor.
+pub struct Registration {
+    watch: Arc<StreamWatch>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut streams) = self.watch.streams.lock() {
+            streams.remove(&self.id);
+        }
+    }
+}
+
+impl StreamWatch {
+    /// Watches the client socket `fd` until the returned guard drops.
+    ///
+    /// The caller must hold the connection that owns `fd` for the duration of
+    /// this call (Pingora's session does), so the descriptor is open.
+    pub fn register(
+        self: &Arc<Self>,
+        fd: RawFd,
+        alive: SessionAlive,
+    ) -> std::io::Result<Registration> {
+        // SAFETY: `fd` belongs to the live downstream connection the caller holds
+        // for the whole call; it is only borrowed to make our own duplicate.
+        let owned = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let socket = TcpStream::from(owned);
+        self.streams
+            .lock()
+            .map_err(|_| std::io::Error::other("stream watch poisoned"))?
+            .insert(id, Watched { alive, socket });
+        Ok(Registration {
+            watch: self.clone(),
+            id,
+        })
+    }
+
+    /// How many streams are watched now.
+    pub fn len(&self) -> usize {
+        self.streams.lock().map_or(0, |s| s.len())
+    }
+
+    /// Whether no stream is watched.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks every watched stream's session and shuts down the sockets of
+    /// those that ended; returns how many were closed. Session checks run
+    /// outside the lock (they may read the session store).
+    pub fn sweep(&self) -> usize {
+        let checks: Vec<(u64, SessionAlive)> = match self.streams.lock() {
+            Ok(s) => s.iter().map(|(id, w)| (*id, w.alive.clone())).collect(),
+            Err(_) => return 0,
+        };
+        let ended: Vec<u64> = checks
+            .into_iter()
+            .filter(|(_, alive)| !alive())
+            .map(|(id, _)| id)
+            .collect();
+        if ended.is_empty() {
+            return 0;
+        }
+        let Ok(mut streams) = self.streams.lock() else {
+            return 0;
+        };
+        let mut closed = 0;
+        for id in ended {
+            if let Some(w) = streams.remove(&id) {
+                // Both directions: the client sees the close, and Pingora's read
+                // of it ends, which ends the upstream half too.
+                if let Err(e) = w.socket.shutdown(Shutdown::Both) {
+                    tracing::debug!(target: "auth", error = %e, "websocket already closed");
+                }
+                closed += 1;
+            }
+        }
+        if closed > 0 {
+            tracing::info!(target: "auth", closed, "session ended; closing its websocket");
+        }
+        closed
+    }
+}
+
+/// The background service that sweeps a [`StreamWatch`] every second.
+pub struct Sweeper(pub Arc<StreamWatch>);
+
+#[async_trait]
+impl BackgroundService for Sweeper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    if self.0.is_empty() {
+                        continue;
+                    }
+                    let watch = self.0.clone();
+                    // Session checks may read SQLite: off the async workers.
+                    let _ = tokio::task::spawn_blocking(move || watch.sweep()).await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::AtomicBool;
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        (client, server)
+    }
+
+    #[test]
+    fn a_sweep_closes_only_the_streams_whose_session_ended() {
+        let watch = Arc::new(StreamWatch::default());
+        let (mut c1, s1) = pair();
+        let (c2, s2) = pair();
+        let live1 = Arc::new(AtomicBool::new(true));
+        let l1 = live1.clone();
+        let r1 = watch
+            .register(s1.as_raw_fd(), Arc::new(move || l1.load(Ordering::SeqCst)))
+            .unwrap();
+        let _r2 = watch.register(s2.as_raw_fd(), Arc::new(|| true)).unwrap();
+        assert_eq!(watch.sweep(), 0);
+        assert_eq!(watch.len(), 2);
+
+        live1.store(false, Ordering::SeqCst);
+        assert_eq!(watch.sweep(), 1);
+        assert_eq!(watch.len(), 1);
+        // The client of the ended session reads end-of-stream; the other stays open.
+        c1.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(c1.read(&mut buf).unwrap(), 0);
+        c2.set_nonblocking(true).unwrap();
+        let mut c2r = &c2;
+        assert_eq!(
+            c2r.read(&mut buf).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
+        drop(r1);
+        assert_eq!(watch.len(), 1);
+    }
+
+    #[test]
+    fn dropping_the_registration_stops_the_watch_and_releases_the_duplicate() {
+        let watch = Arc::new(StreamWatch::default());
+        let (mut client, server) = pair();
+        let reg = watch
+            .register(server.as_raw_fd(), Arc::new(|| false))
+            .unwrap();
+        drop(reg);
+        assert!(watch.is_empty());
+        assert_eq!(watch.sweep(), 0, "nothing left to close");
+        // Closing the original now really closes the socket (no duplicate keeps it open).
+        drop(server);
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(client.read(&mut buf).unwrap(), 0);
+    }
+}
