@@ -378,7 +378,8 @@ impl AuthService {
             .sessions
             .create(&username, now_ms())
             .map_err(|e| pingora::Error::explain(pingora::ErrorType::InternalError, e))?;
-        self.per_ip.succeed(&ip_key);
+        // Only the account's count is cleared: clearing the IP's too would let
+        // anyone with one valid account reset it between guesses at others.
         self.per_account.succeed(&username);
         tracing::info!(target: "auth", user = %username, client = %ip_key, "login");
         let mut r = Reply::redirect(303, rd.unwrap_or_else(|| "/".to_string()));

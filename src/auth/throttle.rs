@@ -1,5 +1,6 @@
 //! Sign-in throttling: after a few free failures each further attempt from the
-//! same key waits twice as long as the last, up to a cap; a success resets it.
+//! same key waits twice as long as the last, up to a cap. A success clears an
+//! account's count; an IP's count only fades (see `fail`).
 //! Backoff, not lockout: per account the cap is short, so nobody can lock
 //! someone else out for long by failing on purpose.
 
@@ -78,7 +79,7 @@ impl Throttle {
         e.last = now;
     }
 
-    /// Forgets `key` (a successful sign-in).
+    /// Forgets `key` (a successful sign-in to that account).
     pub fn succeed(&self, key: &str) {
         if let Ok(mut map) = self.entries.lock() {
             map.remove(key);

@@ -63,7 +63,7 @@ pub struct Forwarded<'a> {
     pub client_ip: IpAddr,
     /// `http` or `https`, as the browser reached us (or our trusted proxy).
     pub proto: &'a str,
-    /// The host the browser asked for.
+    /// The host (and port) the browser asked for, as it sent them.
     pub host: Option<&'a str>,
     /// The signed-in user (`X-Forwarded-User`), when the route is gated.
     pub user: Option<&'a str>,

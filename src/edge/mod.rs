@@ -325,7 +325,7 @@ impl ProxyHttp for Edge {
         let fwd = forward::Forwarded {
             client_ip,
             proto: ctx.facts.proto,
-            host: ctx.facts.host.as_deref(),
+            host: ctx.facts.authority.as_deref(),
             user: ctx.identity.as_ref().map(|i| i.user.as_str()),
             email: ctx.identity.as_ref().and_then(|i| i.email.as_deref()),
         };

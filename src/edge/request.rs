@@ -23,6 +23,9 @@ pub struct Facts {
     pub client_ip: Option<IpAddr>,
     /// Lower-case host without port or trailing dot.
     pub host: Option<String>,
+    /// The valid `Host` as sent, port kept, lower-cased: `X-Forwarded-Host`
+    /// (apps like Next.js build absolute URLs from it, so the port matters).
+    pub authority: Option<String>,
     /// Several `Host` headers, or one that is not a host (answered with 400).
     pub bad_host: bool,
     /// The normalised path; empty until `decide` accepted it.
@@ -121,13 +124,15 @@ impl Policy {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.rsplit(',').next())
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
-        let (host, bad_host) = match host_of(req) {
-            Ok(h) => (h, false),
-            Err(()) => (None, true),
+        let (host, authority, bad_host) = match host_of(req) {
+            Ok(Some(h)) => (Some(h), raw_host(req).map(str::to_ascii_lowercase), false),
+            Ok(None) => (None, None, false),
+            Err(()) => (None, None, true),
         };
         Facts {
             client_ip,
             host,
+            authority,
             bad_host,
             path: String::new(),
             json: wants_json(
@@ -324,6 +329,15 @@ fn host_of(req: &RequestHeader) -> Result<Option<String>, ()> {
     Ok(Some(host.to_ascii_lowercase()))
 }
 
+/// The single `Host` header (or h2 authority) as sent; only meaningful once
+/// [`host_of`] accepted it.
+fn raw_host(req: &RequestHeader) -> Option<&str> {
+    match req.headers.get(http::header::HOST) {
+        Some(v) => v.to_str().ok(),
+        None => req.uri.authority().map(|a| a.as_str()),
+    }
+}
+
 fn valid_port(p: &str) -> bool {
     !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
 }
@@ -456,6 +470,7 @@ mod tests {
         );
         assert!(f.upgrade);
         assert_eq!(f.host.as_deref(), Some("hub.local"));
+        assert_eq!(f.authority.as_deref(), Some("hub.local:8080"), "port kept");
         assert_eq!(f.client_ip, Some("203.0.113.5".parse().unwrap()));
         assert_eq!(f.proto, "http");
     }
