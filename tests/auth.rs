@@ -18,6 +18,12 @@ struct Stack {
 }
 
 async fn stack() -> Stack {
+    stack_with("").await
+}
+
+/// The stack with `extra` config lines (an `[auth]` section, say).
+async fn stack_with(extra: &str) -> Stack {
+    let extra = extra.to_string();
     let app = peers::echo("app").await;
     let ws = peers::ws_echo().await;
     let (a, w) = (app.address(), ws.address());
@@ -30,7 +36,7 @@ async fn stack() -> Stack {
                  [[routes]]\nprefix = \"/app/\"\nupstream = \"app\"\nauth = \"session\"\n\
                  [[routes]]\nprefix = \"/ws/\"\nupstream = \"ws\"\nstream = true\nauth = \"session\"\n\
                  [[routes]]\nprefix = \"/api/\"\nkind = \"hub\"\nfallback = \"app\"\nauth = \"session\"\n\
-                 [[routes]]\nprefix = \"/auth/\"\nkind = \"auth\"\n",
+                 [[routes]]\nprefix = \"/auth/\"\nkind = \"auth\"\n{extra}",
                 common::server_section(dir, port)
             )
         },
@@ -452,6 +458,67 @@ async fn repeated_failures_are_throttled_with_retry_after() {
     assert_eq!(last, 429, "spraying accounts from one IP is not throttled");
     s.edge
         .wait_log(|v| v["target"] == "auth" && v["message"] == "sign-in throttled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_when_idle_too_long_and_at_their_absolute_limit() {
+    use std::time::{Duration, Instant};
+    let s = stack_with("[auth]\nidle_timeout = \"3s\"\nabsolute_timeout = \"8s\"\n").await;
+    let status = |cookie: String| {
+        let url = s.edge.url("/app/x");
+        async move {
+            client()
+                .get(url)
+                .header("cookie", cookie)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Idle: in use every 500 ms for 4 s (longer than the idle limit) it lives;
+    // then left alone for 4 s it is gone.
+    let idle = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let busy_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < busy_until {
+        assert_eq!(
+            status(idle.clone()).await,
+            200,
+            "a session in use timed out"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(status(idle.clone()).await, 401, "the idle session lived on");
+    // Absolute: in constant use, it still ends 8 s after sign-in.
+    let signed_in = Instant::now();
+    let busy = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let mut last = 200;
+    while signed_in.elapsed() < Duration::from_secs(12) {
+        last = status(busy.clone()).await;
+        if last != 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(last, 401, "the session outlived its absolute limit");
+    assert!(
+        signed_in.elapsed() >= Duration::from_secs(7),
+        "the session ended early, after {:?}",
+        signed_in.elapsed()
+    );
+    // Both are gone for /auth/me too, and the store forgot them.
+    for c in [idle, busy] {
+        let r = client()
+            .get(s.edge.url("/auth/me"))
+            .header("cookie", c)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,11 +18,13 @@ pub struct SessionRecord {
     pub user: String,
     /// When (ms since epoch).
     pub created: i64,
-    /// Last request seen (ms since epoch), refreshed at most once a minute.
+    /// Last request seen (ms since epoch), refreshed at most once a minute
+    /// (or a quarter of the idle timeout, when that is shorter).
     pub last_seen: i64,
 }
 
-/// How long `last_seen` may lag before it is written again.
+/// How long `last_seen` may lag before it is written again (less when the
+/// idle timeout is short, so it stays accurate to a quarter of it).
 const TOUCH_EVERY_MS: i64 = 60_000;
 /// How long a cached session is trusted before the store is asked again, so
 /// a revocation by another process (`esprit-edge session revoke`) takes effect.
@@ -36,6 +38,7 @@ pub struct Sessions {
     cache: Mutex<HashMap<Key, (SessionRecord, std::time::Instant)>>,
     idle_ms: i64,
     absolute_ms: i64,
+    touch_ms: i64,
     recheck: std::time::Duration,
 }
 
@@ -70,6 +73,7 @@ impl Sessions {
             cache: Mutex::new(HashMap::new()),
             idle_ms: i64::try_from(idle.as_millis()).unwrap_or(i64::MAX),
             absolute_ms: i64::try_from(absolute.as_millis()).unwrap_or(i64::MAX),
+            touch_ms: (i64::try_from(idle.as_millis()).unwrap_or(i64::MAX) / 4).min(TOUCH_EVERY_MS),
             recheck: RECHECK_EVERY,
         })
     }
@@ -117,6 +121,7 @@ impl Sessions {
                 .filter(|(_, at)| at.elapsed() < self.recheck)
                 .map(|(r, at)| (r.clone(), *at))
         });
+        let hit = cached.is_some();
         let (rec, read_at) = match cached {
             Some(hit) => hit,
             None => {
@@ -153,7 +158,8 @@ impl Sessions {
             return None;
         }
         let mut rec = rec;
-        if now - rec.last_seen >= TOUCH_EVERY_MS {
+        let touched = now - rec.last_seen >= self.touch_ms;
+        if touched {
             rec.last_seen = now;
             if let Ok(conn) = self.conn.lock() {
                 let _ = conn.execute(
@@ -162,7 +168,10 @@ impl Sessions {
                 );
             }
         }
-        if let Ok(mut c) = self.cache.lock() {
+        // A plain cache hit (the gate's usual case) leaves the cache alone.
+        if (touched || !hit)
+            && let Ok(mut c) = self.cache.lock()
+        {
             c.insert(k, (rec.clone(), read_at));
         }
         Some(rec)

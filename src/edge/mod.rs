@@ -98,13 +98,14 @@ impl Edge {
         let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
         match auth.identify(req, ctx.tls) {
             Some(id) => {
-                let origin_here = auth.origin_here(req, ctx.facts.proto);
-                if let Err(e) = csrf::check(
-                    &req.method,
-                    header("sec-fetch-site"),
-                    header("origin"),
-                    &origin_here,
-                ) {
+                if csrf::needs_check(&req.method)
+                    && let Err(e) = csrf::check(
+                        &req.method,
+                        header("sec-fetch-site"),
+                        header("origin"),
+                        &auth.origin_here(req, ctx.facts.proto),
+                    )
+                {
                     return Some(Reply::error(403, e.message(), ctx.facts.json));
                 }
                 ctx.identity = Some(id);
