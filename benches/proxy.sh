@@ -179,4 +179,8 @@ awk -v a="$e_rps" -v b="$n_rps" -v c="$e_p50" -v d="$n_p50" -v e="$e_p99" -v f="
   'BEGIN {printf "ratio edge/nginx: req/s %.2f, p50 %.2f, p99 %.2f\n", a/b, c/d, e/f}'
 awk -v a="$e_rps" -v b="$b_rps" -v n="$n_rps" \
   'BEGIN {printf "ratio edge/bare-pingora: req/s %.2f; bare-pingora/nginx: req/s %.2f\n", a/b, b/n}'
-awk -v g="$g_rps" -v e="$e_rps" 'BEGIN {printf "ratio gated/ungated edge (session check cost): req/s %.2f\n", g/e}'
+awk -v g="$g_rps" -v e="$e_rps" 'BEGIN {printf "ratio gated/ungated edge (session check cost): req/s %.2f (of medians)", g/e}'
+# Each round's gated/ungated pair ran back to back (or close), so the median
+# of per-round ratios is less hurt by load drifting between rounds.
+paste -d' ' <(cut -d' ' -f1 "$work/gate.res") <(cut -d' ' -f1 "$work/edge.res") \
+  | awk '{printf "%.4f\n", $1/$2}' | median | awk '{printf ", %.2f (median of per-round ratios)\n", $1}'

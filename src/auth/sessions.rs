@@ -32,10 +32,24 @@ const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 
 type Key = [u8; 32];
 
+/// A session as last read from the store.
+struct Cached {
+    key: Key,
+    rec: SessionRecord,
+    /// When the store was last asked (cache hits keep it).
+    read_at: std::time::Instant,
+}
+
+/// Entries kept before stale ones (older than the recheck) are swept.
+const CACHE_SWEEP_AT: usize = 10_000;
+
 /// The session store.
 pub struct Sessions {
     conn: Mutex<Connection>,
-    cache: Mutex<HashMap<Key, (SessionRecord, std::time::Instant)>>,
+    /// Keyed by the cookie token itself, so the gate's usual lookup costs a
+    /// SipHash, not a SHA-256 (the process sees every token in requests
+    /// anyway; only the store must not hold them).
+    cache: Mutex<HashMap<String, Cached>>,
     idle_ms: i64,
     absolute_ms: i64,
     touch_ms: i64,
@@ -98,9 +112,7 @@ impl Sessions {
                 params![&k[..], user, now],
             )
             .map_err(db)?;
-        if let Ok(mut c) = self.cache.lock() {
-            c.insert(k, (rec, std::time::Instant::now()));
-        }
+        self.cache_put(&token, k, rec, std::time::Instant::now());
         Ok(token)
     }
 
@@ -108,23 +120,32 @@ impl Sessions {
         now - r.last_seen > self.idle_ms || now - r.created > self.absolute_ms
     }
 
+    fn cache_put(&self, token: &str, key: Key, rec: SessionRecord, read_at: std::time::Instant) {
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() >= CACHE_SWEEP_AT {
+                c.retain(|_, e| e.read_at.elapsed() < self.recheck);
+            }
+            c.insert(token.to_string(), Cached { key, rec, read_at });
+        }
+    }
+
     /// The live session for `token`, refreshing its idle timer; expired ones are deleted.
     pub fn resolve(&self, token: &str, now: i64) -> Option<SessionRecord> {
         if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        let k = key(token);
-        // `read_at` is when the store was last asked: cache hits keep it, so a
-        // session in constant use is still re-read every `recheck`.
+        // A cached entry is trusted until `recheck` after the store was read, so
+        // a session in constant use still sees revocations by other processes.
         let cached = self.cache.lock().ok().and_then(|c| {
-            c.get(&k)
-                .filter(|(_, at)| at.elapsed() < self.recheck)
-                .map(|(r, at)| (r.clone(), *at))
+            c.get(token)
+                .filter(|e| e.read_at.elapsed() < self.recheck)
+                .map(|e| (e.key, e.rec.clone(), e.read_at))
         });
         let hit = cached.is_some();
-        let (rec, read_at) = match cached {
+        let (k, rec, read_at) = match cached {
             Some(hit) => hit,
             None => {
+                let k = key(token);
                 let read_at = std::time::Instant::now();
                 let conn = self.conn.lock().ok()?;
                 let r = conn
@@ -143,10 +164,10 @@ impl Sessions {
                     .ok()?;
                 drop(conn);
                 match r {
-                    Some(r) => (r, read_at),
+                    Some(r) => (k, r, read_at),
                     None => {
                         if let Ok(mut c) = self.cache.lock() {
-                            c.remove(&k);
+                            c.remove(token);
                         }
                         return None;
                     }
@@ -154,7 +175,7 @@ impl Sessions {
             }
         };
         if self.expired(&rec, now) {
-            self.delete(&k);
+            self.delete(token, &k);
             return None;
         }
         let mut rec = rec;
@@ -169,17 +190,15 @@ impl Sessions {
             }
         }
         // A plain cache hit (the gate's usual case) leaves the cache alone.
-        if (touched || !hit)
-            && let Ok(mut c) = self.cache.lock()
-        {
-            c.insert(k, (rec.clone(), read_at));
+        if touched || !hit {
+            self.cache_put(token, k, rec.clone(), read_at);
         }
         Some(rec)
     }
 
-    fn delete(&self, k: &Key) {
+    fn delete(&self, token: &str, k: &Key) {
         if let Ok(mut c) = self.cache.lock() {
-            c.remove(k);
+            c.remove(token);
         }
         if let Ok(conn) = self.conn.lock() {
             let _ = conn.execute("DELETE FROM sessions WHERE id_hash = ?1", params![&k[..]]);
@@ -188,13 +207,13 @@ impl Sessions {
 
     /// Ends the session of `token` (logout).
     pub fn revoke(&self, token: &str) {
-        self.delete(&key(token));
+        self.delete(token, &key(token));
     }
 
     /// Ends every session of `user`; returns how many.
     pub fn revoke_user(&self, user: &str) -> Result<usize, String> {
         if let Ok(mut c) = self.cache.lock() {
-            c.retain(|_, (r, _)| r.user != user);
+            c.retain(|_, e| e.rec.user != user);
         }
         self.conn
             .lock()
@@ -220,7 +239,8 @@ impl Sessions {
             )
             .map_err(db)?;
         if let Ok(mut c) = self.cache.lock() {
-            c.retain(|k, _| !hex(k).starts_with(&prefix.to_ascii_lowercase()));
+            let prefix = prefix.to_ascii_lowercase();
+            c.retain(|_, e| !hex(&e.key).starts_with(&prefix));
         }
         Ok(n)
     }

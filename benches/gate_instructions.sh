@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The session gate's cost in CPU instructions per request, counted by
+# callgrind: unlike req/s on a shared 2-core machine, the count is the same
+# run after run. The same release edge proxies 1 KiB from nginx once on an
+# open route and once on a gated one (a signed-in cookie, every request
+# checked). Each is run twice, with N1 and N2 keep-alive requests (h2load
+# --h1), and the per-request cost is (I(N2) - I(N1)) / (N2 - N1), so start-up
+# and shutdown cancel out.
+#
+# Usage: benches/gate_instructions.sh [n1=2000] [n2=12000]
+#   KEEP_PROFILE=/tmp/gate keeps each callgrind profile (for callgrind_annotate).
+# Needs: scripts/setup --bench (nginx-light, h2load) and valgrind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N1=${1:-2000}
+N2=${2:-12000}
+
+scripts/setup --bench
+command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
+cargo build --release --locked -q --bin esprit-edge
+
+work=$(mktemp -d /tmp/esprit-gate.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port)
+head -c 1024 /dev/zero | tr '\0' 'x' > "$work/1k.txt"
+mkdir -p "$work/up"
+cat > "$work/up/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/up/nginx.pid;
+error_log $work/up/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 100000;
+  server {
+    listen 127.0.0.1:$UP;
+    location / { root $work; try_files /1k.txt =404; default_type text/plain; }
+  }
+}
+CONF
+nginx -p "$work/up" -c "$work/up/nginx.conf" -g 'daemon off;' & pids+=($!)
+
+# One config, two routes: /open/ and /gated/ differ only in `auth`.
+cat > "$work/edge.toml" <<CONF
+[server]
+threads = 1
+data_dir = "$work/data"
+upgrade_sock = "$work/edge-upgrade.sock"
+pid_file = "$work/edge.pid"
+[upstreams.app]
+address = "127.0.0.1:$UP"
+[[routes]]
+prefix = "/open/"
+upstream = "app"
+csp = "default-src 'self'"
+[[routes]]
+prefix = "/gated/"
+upstream = "app"
+csp = "default-src 'self'"
+auth = "session"
+[[routes]]
+prefix = "/auth/"
+kind = "auth"
+CONF
+printf 'bench-password-1' | target/release/esprit-edge --config "$work/edge.toml" user add bench --password-stdin >/dev/null
+
+# Runs the edge under callgrind, sends `n` requests to `path`; prints the instruction count.
+count() { # path n
+  local port out
+  port=$(free_port)
+  rm -f "$work/cg.out"
+  ESPRIT_LISTEN="127.0.0.1:$port" valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
+    target/release/esprit-edge --config "$work/edge.toml" > "$work/edge.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 300); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+  local cookie
+  cookie=$(curl -s -o /dev/null -D - -H 'Sec-Fetch-Site: same-origin' --data 'username=bench&password=bench-password-1' \
+    "http://127.0.0.1:$port/auth/login" | awk -F'[:;] *' 'tolower($1)=="set-cookie" {print $2}')
+  [ -n "$cookie" ] || { echo "could not sign in" >&2; cat "$work/edge.log" >&2; exit 1; }
+  # Both routes get the cookie, so only the gate differs (the open route forwards it as is).
+  h2load --h1 -n "$2" -c 4 -H "Cookie: $cookie" "http://127.0.0.1:$port$1" > "$work/h2load.txt"
+  grep -q "0 failed, 0 errored" "$work/h2load.txt" || { echo "h2load saw failures:" >&2; grep -E "requests:|status codes" "$work/h2load.txt" >&2; exit 1; }
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  [ -n "${KEEP_PROFILE:-}" ] && cp "$work/cg.out" "$KEEP_PROFILE$(tr / _ <<<"$1").$2"
+  awk '/^summary:/ {print $2}' "$work/cg.out"
+}
+
+echo "# instructions per request (callgrind), 1 KiB proxied, keep-alive, N = $N1 and $N2"
+o1=$(count /open/x "$N1"); o2=$(count /open/x "$N2")
+g1=$(count /gated/x "$N1"); g2=$(count /gated/x "$N2")
+awk -v o1="$o1" -v o2="$o2" -v g1="$g1" -v g2="$g2" -v n1="$N1" -v n2="$N2" 'BEGIN {
+  o = (o2 - o1) / (n2 - n1); g = (g2 - g1) / (n2 - n1)
+  printf "open route:  %.0f instructions/request\n", o
+  printf "gated route: %.0f instructions/request\n", g
+  printf "gate: +%.0f instructions (+%.1f%%); open/gated = %.3f (the req/s ratio if CPU-bound in the edge)\n", g - o, 100 * (g - o) / o, o / g
+}'
