@@ -78,6 +78,13 @@ const EDGE_COOKIES: [&str; 2] = [
 ];
 
 /// The `Cookie` header without the edge's session cookie; `None` when nothing is left.
+/// Whether the `Cookie` value `v` holds one of the edge's own cookies.
+fn carries_edge_cookie(v: &str) -> bool {
+    v.split(';')
+        .filter_map(|kv| kv.split_once('='))
+        .any(|(k, _)| EDGE_COOKIES.contains(&k.trim()))
+}
+
 fn without_edge_cookies(values: &[&str]) -> Option<String> {
     let kept: Vec<&str> = values
         .iter()
@@ -137,17 +144,18 @@ pub fn prepare(
     {
         req.insert_header(http::header::HOST, authority)?;
     }
-    let cookies: Vec<&str> = req
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if !cookies.is_empty() {
-        let kept = without_edge_cookies(&cookies);
-        req.remove_header(&http::header::COOKIE);
-        if let Some(kept) = kept {
-            req.insert_header(http::header::COOKIE, kept)?;
+    // Rewritten only when it carries the edge's cookie, or bytes we cannot
+    // read (which could hide it); otherwise the apps' cookies pass as sent.
+    let values = req.headers.get_all(http::header::COOKIE);
+    let cookies: Vec<&str> = values.iter().filter_map(|v| v.to_str().ok()).collect();
+    let opaque = cookies.len() < values.iter().count();
+    if opaque || cookies.iter().any(|v| carries_edge_cookie(v)) {
+        match without_edge_cookies(&cookies) {
+            // `insert_header` replaces every value under the name.
+            Some(kept) => req.insert_header(http::header::COOKIE, kept)?,
+            None => {
+                req.remove_header(&http::header::COOKIE);
+            }
         }
     }
     if let Some(user) = fwd.user {
@@ -310,6 +318,26 @@ mod tests {
         let mut only_edge = req(&[("Cookie", "esprit_session=secret")]);
         prepare(&mut only_edge, &fwd(), false, "/").unwrap();
         assert!(only_edge.headers.get("cookie").is_none());
+        // Without the edge's cookie, the apps' cookies pass exactly as sent.
+        let mut apps = req(&[("Cookie", "a=1;b=2"), ("Cookie", "c=3")]);
+        prepare(&mut apps, &fwd(), false, "/").unwrap();
+        assert_eq!(
+            apps.headers.get_all("cookie").iter().collect::<Vec<_>>(),
+            ["a=1;b=2", "c=3"]
+        );
+        // A value that is not text could hide the edge's cookie: it is dropped.
+        let mut opaque = req(&[("Cookie", "a=1")]);
+        opaque
+            .append_header(
+                "Cookie",
+                http::HeaderValue::from_bytes(b"esprit_session=secret; x=\xff").unwrap(),
+            )
+            .unwrap();
+        prepare(&mut opaque, &fwd(), false, "/").unwrap();
+        assert_eq!(
+            opaque.headers.get_all("cookie").iter().collect::<Vec<_>>(),
+            ["a=1"]
+        );
     }
 
     #[test]
