@@ -19,31 +19,9 @@ scripts/setup --bench
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 cargo build --release --locked -q --bin esprit-edge
 
-work=$(mktemp -d /tmp/esprit-gate.XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port)
-head -c 1024 /dev/zero | tr '\0' 'x' > "$work/1k.txt"
-mkdir -p "$work/up"
-cat > "$work/up/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/up/nginx.pid;
-error_log $work/up/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 100000;
-  server {
-    listen 127.0.0.1:$UP;
-    location / { root $work; try_files /1k.txt =404; default_type text/plain; }
-  }
-}
-CONF
-nginx -p "$work/up" -c "$work/up/nginx.conf" -g 'daemon off;' & pids+=($!)
+. benches/lib.sh
+bench_init esprit-gate
+start_upstream_1k
 
 # One config, two routes: /open/ and /gated/ differ only in `auth`.
 cat > "$work/edge.toml" <<CONF

@@ -16,34 +16,11 @@ scripts/setup --bench
 export PATH="$HOME/.local/bin:$PATH"
 cargo build --release --locked -q --bin esprit-edge --example bare_proxy
 
-work=$(mktemp -d /tmp/esprit-bench.XXXXXX)
-chmod 755 "$work"   # nginx workers drop root and must read the 1 KiB file
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); NGX=$(free_port); EDGE=$(free_port); BARE=$(free_port); GATE=$(free_port)
-
-head -c 1024 /dev/zero | tr '\0' 'x' > "$work/1k.txt"
-mkdir -p "$work/up" "$work/ngx"
-
-# The shared upstream: a dedicated nginx serving 1 KiB from memory.
-cat > "$work/up/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/up/nginx.pid;
-error_log $work/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 100000;
-  server {
-    listen 127.0.0.1:$UP;
-    location / { root $work; try_files /1k.txt =404; default_type text/plain; }
-  }
-}
-CONF
-nginx -p "$work/up" -c "$work/up/nginx.conf" -g 'daemon off;' & pids+=($!)
+. benches/lib.sh
+bench_init esprit-bench
+start_upstream_1k
+NGX=$(free_port); EDGE=$(free_port); BARE=$(free_port); GATE=$(free_port)
+mkdir -p "$work/ngx"
 
 # nginx as the proxy: the configuration an operator would write (keep-alive upstream, access log on).
 cat > "$work/ngx/nginx.conf" <<CONF
