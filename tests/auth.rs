@@ -66,6 +66,22 @@ async fn login(edge: &Edge, user: &str, password: &str, rd: Option<&str>) -> req
         .unwrap()
 }
 
+/// Signs `alice` in; returns her `Cookie` header value.
+async fn sign_in_alice(edge: &Edge) -> String {
+    session_cookie(&login(edge, "alice", "correct-horse-battery", None).await)
+}
+
+/// Logs the session in `cookie` out (a same-origin form post, as the UI does).
+async fn logout(edge: &Edge, cookie: &str) -> reqwest::Response {
+    client()
+        .post(edge.url("/auth/logout"))
+        .header("cookie", cookie)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap()
+}
+
 fn session_cookie(r: &reqwest::Response) -> String {
     let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
     set.split(';').next().unwrap().to_string()
@@ -205,16 +221,10 @@ async fn wrong_password_and_unknown_user_look_the_same() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_login_gets_a_new_id_and_logout_ends_it() {
     let s = stack().await;
-    let c1 = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
-    let c2 = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let c1 = sign_in_alice(&s.edge).await;
+    let c2 = sign_in_alice(&s.edge).await;
     assert_ne!(c1, c2);
-    let r = client()
-        .post(s.edge.url("/auth/logout"))
-        .header("cookie", &c1)
-        .header("sec-fetch-site", "same-origin")
-        .send()
-        .await
-        .unwrap();
+    let r = logout(&s.edge, &c1).await;
     assert_eq!(r.status(), 303);
     assert!(
         r.headers()["set-cookie"]
@@ -298,7 +308,7 @@ async fn without_a_session_each_kind_of_request_gets_the_right_refusal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_writes_are_refused() {
     let s = stack().await;
-    let cookie = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let cookie = sign_in_alice(&s.edge).await;
     for (method, headers) in [
         ("POST", vec![("sec-fetch-site", "cross-site")]),
         ("PUT", vec![("sec-fetch-site", "same-site")]),
@@ -357,7 +367,7 @@ async fn return_paths_cannot_leave_the_site() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_user_ends_their_sessions() {
     let s = stack().await;
-    let cookie = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let cookie = sign_in_alice(&s.edge).await;
     assert_eq!(
         client()
             .get(s.edge.url("/app/x"))
@@ -480,7 +490,7 @@ async fn sessions_end_when_idle_too_long_and_at_their_absolute_limit() {
     };
     // Idle: in use every 500 ms for 4 s (longer than the idle limit) it lives;
     // then left alone for 4 s it is gone.
-    let idle = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let idle = sign_in_alice(&s.edge).await;
     let busy_until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < busy_until {
         assert_eq!(
@@ -494,7 +504,7 @@ async fn sessions_end_when_idle_too_long_and_at_their_absolute_limit() {
     assert_eq!(status(idle.clone()).await, 401, "the idle session lived on");
     // Absolute: in constant use, it still ends 8 s after sign-in.
     let signed_in = Instant::now();
-    let busy = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let busy = sign_in_alice(&s.edge).await;
     let mut last = 200;
     while signed_in.elapsed() < Duration::from_secs(12) {
         last = status(busy.clone()).await;
@@ -524,8 +534,8 @@ async fn sessions_end_when_idle_too_long_and_at_their_absolute_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_list_and_revoke_sessions() {
     let s = stack().await;
-    let cookie = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
-    let other = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let cookie = sign_in_alice(&s.edge).await;
+    let other = sign_in_alice(&s.edge).await;
     let cli = |args: &[&str]| {
         let out = Command::new(common::binary())
             .args(["--config", s.edge.config.to_str().unwrap(), "session"])
@@ -582,7 +592,7 @@ async fn operators_list_and_revoke_sessions() {
 async fn logging_out_closes_the_sessions_live_stream() {
     use futures_util::StreamExt;
     let s = stack().await;
-    let cookie = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let cookie = sign_in_alice(&s.edge).await;
     let stream = common::client_no_timeout()
         .get(s.edge.url("/api/stream?npc=a"))
         .header("cookie", &cookie)
@@ -601,13 +611,7 @@ async fn logging_out_closes_the_sessions_live_stream() {
         early.is_err(),
         "the stream ended while the session was live"
     );
-    let r = client()
-        .post(s.edge.url("/auth/logout"))
-        .header("cookie", &cookie)
-        .header("sec-fetch-site", "same-origin")
-        .send()
-        .await
-        .unwrap();
+    let r = logout(&s.edge, &cookie).await;
     assert_eq!(r.status(), 303);
     let ended = tokio::time::timeout(std::time::Duration::from_secs(15), async {
         while let Some(Ok(_)) = body.next().await {}
@@ -678,18 +682,12 @@ async fn closed_while_silent(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logging_out_closes_the_sessions_silent_websocket() {
     let s = stack().await;
-    let cookie = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let cookie = sign_in_alice(&s.edge).await;
     // A second session of the same user keeps its websocket.
-    let other = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let other = sign_in_alice(&s.edge).await;
     let ws = open_ws(&s, &cookie).await;
     let mut kept = open_ws(&s, &other).await;
-    let r = client()
-        .post(s.edge.url("/auth/logout"))
-        .header("cookie", &cookie)
-        .header("sec-fetch-site", "same-origin")
-        .send()
-        .await
-        .unwrap();
+    let r = logout(&s.edge, &cookie).await;
     assert_eq!(r.status(), 303);
     closed_while_silent(&s, ws).await;
     assert_eq!(
@@ -711,7 +709,7 @@ async fn logging_out_closes_the_sessions_silent_websocket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_session_from_the_cli_closes_its_silent_websocket() {
     let s = stack().await;
-    let cookie = session_cookie(&login(&s.edge, "alice", "correct-horse-battery", None).await);
+    let cookie = sign_in_alice(&s.edge).await;
     let ws = open_ws(&s, &cookie).await;
     let out = Command::new(common::binary())
         .args(["--config", s.edge.config.to_str().unwrap()])
