@@ -180,13 +180,6 @@ async fn env_overrides_apply_to_the_running_server() {
         &[],
     );
     edge.wait_listening(port);
-    let body: serde_json::Value = common::client()
-        .get(format!("http://127.0.0.1:{port}/x"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value = common::get_json(format!("http://127.0.0.1:{port}/x")).await;
     assert_eq!(body["peer"], "from-env");
 }

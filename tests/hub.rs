@@ -6,7 +6,7 @@ mod common;
 
 use common::peers;
 use common::sse::{SseClient, SseEvent};
-use common::{Edge, client};
+use common::{Edge, client, get_json};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -127,26 +127,12 @@ async fn run_calls_the_webhook_and_streams_started() {
         evs.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
         ["step", "done"]
     );
-    let runs: Value = client()
-        .get(edge.url("/api/runs?npc=researcher"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs: Value = get_json(edge.url("/api/runs?npc=researcher")).await;
     assert_eq!(runs["runs"][0]["runId"], run_id.as_str());
     assert_eq!(runs["runs"][0]["status"], "done");
     assert_eq!(runs["runs"][0]["agent"], "research");
     assert!(runs["runs"][0]["endedAt"].is_i64());
-    let one: Value = client()
-        .get(edge.url(&format!("/api/runs/{run_id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = get_json(edge.url(&format!("/api/runs/{run_id}"))).await;
     assert_eq!(one["events"].as_array().unwrap().len(), 3);
 
     // Unknown agent: 404, webhook untouched.
@@ -223,14 +209,7 @@ async fn webhook_failures_become_error_events_and_502() {
     // One attempt each: no blind retry of a non-idempotent call.
     assert_eq!(failing.received().len(), 1);
     assert_eq!(slow.received().len(), 1);
-    let runs: Value = client()
-        .get(edge.url("/api/runs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs: Value = get_json(edge.url("/api/runs")).await;
     assert!(
         runs["runs"]
             .as_array()
@@ -432,14 +411,7 @@ async fn agents_file_is_reloaded_and_a_broken_edit_keeps_the_last_good_list() {
     let hook = peers::webhook(200, Duration::ZERO).await;
     let edge = start(&agents_json(&[("first", "a", hook.url("/h"))]), "");
     let list = || async {
-        let v: Value = client()
-            .get(edge.url("/api/agents"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(edge.url("/api/agents")).await;
         v.as_array()
             .unwrap()
             .iter()
@@ -447,14 +419,7 @@ async fn agents_file_is_reloaded_and_a_broken_edit_keeps_the_last_good_list() {
             .collect::<Vec<_>>()
     };
     assert_eq!(list().await, ["first"]);
-    let shown: Value = client()
-        .get(edge.url("/api/agents"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown: Value = get_json(edge.url("/api/agents")).await;
     assert_eq!(
         shown[0],
         json!({"agent": "first", "npc": "a", "name": "Agent first"}),
@@ -727,14 +692,7 @@ async fn approvals_relay_only_to_agent_hosts_and_only_once() {
     assert_eq!(hook.received().last().unwrap(), &json!({"approved": true}));
     // Answered once: the run no longer awaits.
     assert_eq!(respond(run.clone()).await.0, 409);
-    let events: Value = client()
-        .get(edge.url(&format!("/api/runs/{run}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events: Value = get_json(edge.url(&format!("/api/runs/{run}"))).await;
     let last = events["events"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["type"], "step");
     assert_eq!(last["data"]["response"], json!({"approved": true}));

@@ -342,6 +342,18 @@ pub fn client_with_cookie(cookie: &str) -> reqwest::Client {
         .expect("client")
 }
 
+/// GETs `url` with [`client`] and parses the answer as JSON.
+pub async fn get_json(url: String) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
 /// A client without an overall timeout, for long-lived streams.
 pub fn client_no_timeout() -> reqwest::Client {
     reqwest::Client::builder()

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
 
 /// A running peer; its accept loop ends with the test's runtime.
 pub struct Peer {
@@ -194,31 +195,32 @@ pub async fn echo(name: &str) -> Peer {
     }
 }
 
-/// Starts a websocket echo: every text or binary frame comes back unchanged.
-pub async fn ws_echo() -> Peer {
+/// Starts a websocket peer that runs `session` on every accepted websocket;
+/// `hits` counts connections, `closed` the sessions that ended.
+async fn ws_peer<F, Fut>(session: F) -> Peer
+where
+    F: Fn(WebSocketStream<tokio::net::TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
     let closed = Arc::new(AtomicUsize::new(0));
-    let ended = closed.clone();
+    let (counter, ended) = (hits.clone(), closed.clone());
+    let session = Arc::new(session);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
             counter.fetch_add(1, Ordering::SeqCst);
-            let ended = ended.clone();
+            let (session, ended) = (session.clone(), ended.clone());
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
                     return;
                 };
-                while let Some(Ok(msg)) = ws.next().await {
-                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
-                        break;
-                    }
-                }
-                ended.fetch_add(1, Ordering::SeqCst);
+                let _ended = Defer(ended);
+                session(ws).await;
             });
         }
     });
@@ -231,51 +233,33 @@ pub async fn ws_echo() -> Peer {
     }
 }
 
+/// Starts a websocket echo: every text or binary frame comes back unchanged.
+pub async fn ws_echo() -> Peer {
+    ws_peer(|mut ws| async move {
+        while let Some(Ok(msg)) = ws.next().await {
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+}
+
 /// A websocket that pushes a text frame every `every` without being asked, as
 /// a server-push feed does while the browser stays silent.
 pub async fn ws_ticker(every: Duration) -> Peer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    let closed = Arc::new(AtomicUsize::new(0));
-    let ended = closed.clone();
-    tokio::spawn(async move {
+    ws_peer(move |mut ws| async move {
+        let mut n = 0u32;
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(every).await;
+            n += 1;
+            let tick = tokio_tungstenite::tungstenite::Message::text(format!("tick {n}"));
+            if ws.send(tick).await.is_err() {
                 return;
-            };
-            counter.fetch_add(1, Ordering::SeqCst);
-            let ended = ended.clone();
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                let _ended = Defer(ended);
-                let mut n = 0u32;
-                loop {
-                    tokio::time::sleep(every).await;
-                    n += 1;
-                    if ws
-                        .send(tokio_tungstenite::tungstenite::Message::text(format!(
-                            "tick {n}"
-                        )))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
+            }
         }
-    });
-    Peer {
-        port,
-        hits,
-        conns: Arc::new(AtomicUsize::new(0)),
-        bodies: Arc::new(AtomicUsize::new(0)),
-        closed,
-    }
+    })
+    .await
 }
 
 /// A Sim webhook stand-in: records every JSON body it is posted and answers
