@@ -145,6 +145,54 @@ async fn a_silent_websocket_client_outlives_pingoras_60s_default() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_survives_an_upstream_that_answers_before_reading() {
+    // Pingora 0.9.1 tore a tunnel down right after the 101 whenever it read
+    // the 101 before the upgrade request's own empty body had gone through
+    // (cloudflare/pingora#946); the client saw the 101, then EOF. The eager
+    // peer answers on accept, so that ordering comes up often; one
+    // connection cannot show it, many in a row can.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let ws = peers::ws_eager().await;
+    let edge = Edge::start(&stream_config(&peers::dead_address(), &ws.address()));
+    const ROUNDS: usize = 200;
+    let mut torn = Vec::new();
+    for round in 0..ROUNDS {
+        let mut req = format!("ws://127.0.0.1:{}/ws/eager", edge.port)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-key", peers::EAGER_WS_KEY.parse().unwrap());
+        let (mut sock, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+        assert_eq!(resp.status(), 101);
+        let greeting = tokio::time::timeout(Duration::from_secs(15), sock.next()).await;
+        let echoed = match greeting {
+            Ok(Some(Ok(m))) if m == Message::text("hello") => {
+                let ping = Message::text(format!("ping {round}"));
+                match sock.send(ping.clone()).await {
+                    Ok(()) => matches!(
+                        tokio::time::timeout(Duration::from_secs(15), sock.next()).await,
+                        Ok(Some(Ok(m))) if m == ping
+                    ),
+                    Err(_) => false,
+                }
+            }
+            _ => false,
+        };
+        if !echoed {
+            torn.push(round);
+        }
+        let _ = sock.close(None).await;
+    }
+    assert!(
+        torn.is_empty(),
+        "{} of {ROUNDS} tunnels ended right after their 101 (rounds {torn:?})\n{}",
+        torn.len(),
+        edge.stdout()
+    );
+    assert_eq!(ws.hits(), ROUNDS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_to_a_dead_upstream_fails_cleanly() {
     let edge = Edge::start(&stream_config(
         &peers::dead_address(),

@@ -397,3 +397,69 @@ pub fn socketio_client(
         )
     })
 }
+
+/// The `Sec-WebSocket-Key` a client must send to [`ws_eager`] (RFC 6455's sample).
+pub const EAGER_WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// A websocket upstream that writes its `101` the moment it accepts, before it
+/// reads the request, then greets with `hello` and echoes. It makes the edge
+/// read the `101` before it has drained the upgrade request's own (empty)
+/// body: the ordering behind Pingora issue #946, which tore the tunnel down.
+/// Clients must send [`EAGER_WS_KEY`].
+pub async fn ws_eager() -> Peer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key, protocol::Role};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (counter, ended) = (hits.clone(), closed.clone());
+    let accept = derive_accept_key(EAGER_WS_KEY.as_bytes());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let (accept, ended) = (accept.clone(), ended.clone());
+            tokio::spawn(async move {
+                let _ended = Defer(ended);
+                let head = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                );
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                let end = loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                    if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let rest = request.split_off(end);
+                let mut ws =
+                    WebSocketStream::from_partially_read(stream, rest, Role::Server, None).await;
+                if ws.send(Message::text("hello")).await.is_err() {
+                    return;
+                }
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Peer {
+        port,
+        hits,
+        conns: Arc::new(AtomicUsize::new(0)),
+        bodies: Arc::new(AtomicUsize::new(0)),
+        closed,
+    }
+}
