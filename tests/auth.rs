@@ -413,9 +413,11 @@ async fn removing_a_user_ends_their_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_are_throttled_with_retry_after() {
     let s = stack().await;
-    // Per account: 5 free failures, then backoff.
+    // Per account: 5 free failures, then a 1 s wait (doubling with each
+    // further failure). The right password sent straight after the fifth
+    // failure lands inside that wait: one local round trip, not a second.
     let mut statuses = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..5 {
         statuses.push(
             login(&s.edge, "alice", "not-the-password", None)
                 .await
@@ -423,13 +425,9 @@ async fn repeated_failures_are_throttled_with_retry_after() {
                 .as_u16(),
         );
     }
-    assert_eq!(&statuses[..5], [401; 5]);
+    assert_eq!(statuses, [401; 5]);
     let r = login(&s.edge, "alice", "correct-horse-battery", None).await;
-    assert_eq!(
-        r.status(),
-        429,
-        "the account is not throttled: {statuses:?}"
-    );
+    assert_eq!(r.status(), 429, "the account is not throttled");
     let wait: u64 = r.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -473,7 +471,7 @@ async fn repeated_failures_are_throttled_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_end_when_idle_too_long_and_at_their_absolute_limit() {
     use std::time::{Duration, Instant};
-    let s = stack_with("[auth]\nidle_timeout = \"3s\"\nabsolute_timeout = \"8s\"\n").await;
+    let s = stack_with("[auth]\nidle_timeout = \"4s\"\nabsolute_timeout = \"10s\"\n").await;
     let status = |cookie: String| {
         let url = s.edge.url("/app/x");
         async move {
@@ -488,10 +486,11 @@ async fn sessions_end_when_idle_too_long_and_at_their_absolute_limit() {
                 .as_u16()
         }
     };
-    // Idle: in use every 500 ms for 4 s (longer than the idle limit) it lives;
-    // then left alone for 4 s it is gone.
+    // Idle: in use every 500 ms for 5 s (longer than the idle limit) it lives;
+    // then left alone for 5 s it is gone. (`last_seen` is written every
+    // idle/4 = 1 s, so a busy session has 3 s of slack on a loaded machine.)
     let idle = sign_in_alice(&s.edge).await;
-    let busy_until = Instant::now() + Duration::from_secs(4);
+    let busy_until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < busy_until {
         assert_eq!(
             status(idle.clone()).await,
@@ -500,13 +499,13 @@ async fn sessions_end_when_idle_too_long_and_at_their_absolute_limit() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(status(idle.clone()).await, 401, "the idle session lived on");
-    // Absolute: in constant use, it still ends 8 s after sign-in.
+    // Absolute: in constant use, it still ends 10 s after sign-in.
     let signed_in = Instant::now();
     let busy = sign_in_alice(&s.edge).await;
     let mut last = 200;
-    while signed_in.elapsed() < Duration::from_secs(12) {
+    while signed_in.elapsed() < Duration::from_secs(15) {
         last = status(busy.clone()).await;
         if last != 200 {
             break;
@@ -515,7 +514,7 @@ async fn sessions_end_when_idle_too_long_and_at_their_absolute_limit() {
     }
     assert_eq!(last, 401, "the session outlived its absolute limit");
     assert!(
-        signed_in.elapsed() >= Duration::from_secs(7),
+        signed_in.elapsed() >= Duration::from_secs(9),
         "the session ended early, after {:?}",
         signed_in.elapsed()
     );

@@ -77,6 +77,10 @@ async fn stack() -> Stack {
 /// (stopping once the browser leaves the login page); returns its JSON report.
 async fn browse(url: &str, user: &str, passwords: &[&str]) -> Value {
     require_browser();
+    // One Chromium at a time: two starting together on a loaded 2-core
+    // machine can eat the script's own time limits.
+    static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_BROWSER.lock().await;
     let script = common::peers_dir().join("browser-login.js");
     let run = tokio::process::Command::new("node")
         .arg(&script)
@@ -87,9 +91,9 @@ async fn browse(url: &str, user: &str, passwords: &[&str]) -> Value {
         .kill_on_drop(true)
         .output();
     let started = Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(60), run)
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
         .await
-        .expect("browser-login.js ran over 60 s")
+        .expect("browser-login.js ran over 120 s")
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

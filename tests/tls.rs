@@ -32,8 +32,8 @@ fn start(pki: &common::certs::Pki, upstream: &str, redirect: bool) -> TlsEdge {
     let upstream = upstream.to_string();
     let mut edge = Edge::start_with(
         move |dir, port| {
-            std::fs::write(dir.join("cert.pem"), chain).unwrap();
-            std::fs::write(dir.join("key.pem"), key).unwrap();
+            std::fs::write(dir.join("cert.pem"), &chain).unwrap();
+            std::fs::write(dir.join("key.pem"), &key).unwrap();
             format!(
                 "{}redirect_https = {redirect}\n\
                  [tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n\

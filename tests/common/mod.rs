@@ -51,12 +51,41 @@ impl Edge {
     }
 
     /// Starts with a config built from the temp dir and port, plus extra env vars.
-    pub fn start_with(make: impl FnOnce(&Path, u16) -> String, env: &[(&str, String)]) -> Edge {
-        let mut edge = Self::create(make);
-        edge.spawn(env, &[]);
-        let port = edge.port;
-        edge.wait_listening(port);
-        edge
+    /// `free_port` can lose its port to another test before the edge binds it;
+    /// then the edge is started again on a new one (twice at most).
+    pub fn start_with(make: impl Fn(&Path, u16) -> String, env: &[(&str, String)]) -> Edge {
+        let mut attempt = 0;
+        loop {
+            let mut edge = Self::create(&make);
+            edge.spawn(env, &[]);
+            let port = edge.port;
+            attempt += 1;
+            if attempt < 3 && edge.lost_its_port(port) {
+                continue;
+            }
+            edge.wait_listening(port);
+            return edge;
+        }
+    }
+
+    /// Whether `port` was taken before the process could bind it (Pingora
+    /// then logs "is in use, will try again" and keeps retrying).
+    fn lost_its_port(&mut self, port: u16) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            // The usual thief is some test's outgoing connection, which
+            // accepts nothing: the bind fails and logs. A port taken by
+            // another listener is not told apart here.
+            if self.stdout().contains("is in use, will try again") {
+                return true;
+            }
+            let exited = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))));
+            if exited || TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// Writes the config into a fresh temp dir without starting anything.
@@ -174,7 +203,7 @@ impl Edge {
 
     /// Waits until a log line satisfying `pred` appears (logs are written after the response).
     pub fn wait_log(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let found = self
                 .stdout()

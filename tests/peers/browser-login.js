@@ -17,7 +17,7 @@ if (!startUrl || !user || passwords.length === 0) {
   process.exit(64);
 }
 
-const OVERALL_MS = 30000;
+const OVERALL_MS = 90000;
 let browser;
 
 const die = async (why) => {
@@ -46,7 +46,7 @@ async function main() {
   });
   const context = await browser.newContext();
   const page = await context.newPage();
-  page.setDefaultTimeout(10000);
+  page.setDefaultTimeout(30000);
 
   // Every main-frame document response, redirects included, in order.
   const navigations = [];
