@@ -1,6 +1,7 @@
 //! The `esprit-edge` command: run the server, check a config, manage users.
 
 use clap::{Parser, Subcommand};
+use esprit_edge::auth::devices::Devices;
 use esprit_edge::auth::sessions::Sessions;
 use esprit_edge::auth::users::{self, User, Users};
 use esprit_edge::{config, server, telemetry};
@@ -131,7 +132,18 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn user_command(users_file: &std::path::Path, action: UserAction) -> ExitCode {
+/// Ends every session of `name` (and forgets its devices): a replaced
+/// password or a removed user must not leave a signed-in browser behind.
+fn end_sessions_of(cfg: &config::Config, name: &str) -> Result<usize, String> {
+    let a = &cfg.auth;
+    let ended =
+        Sessions::open(&a.sessions, a.idle_timeout, a.absolute_timeout)?.revoke_user(name)?;
+    Devices::open(&a.sessions, std::time::Duration::ZERO)?.forget_user(name)?;
+    Ok(ended)
+}
+
+fn user_command(cfg: &config::Config, action: UserAction) -> ExitCode {
+    let users_file = cfg.auth.users_file.as_path();
     let mut all = match Users::load(users_file) {
         Ok(u) => u,
         Err(e) => return fail(e),
@@ -185,6 +197,16 @@ fn user_command(users_file: &std::path::Path, action: UserAction) -> ExitCode {
                 if replaced { "replaced" } else { "added" },
                 users_file.display()
             );
+            if replaced {
+                match end_sessions_of(cfg, &name) {
+                    Ok(n) => println!("ended {n} session(s) of {name}"),
+                    Err(e) => {
+                        return fail(format!(
+                            "password replaced, but {name}'s sessions could not be ended: {e}"
+                        ));
+                    }
+                }
+            }
         }
         UserAction::Remove { name } => {
             if all.users.remove(&name).is_none() {
@@ -197,6 +219,14 @@ fn user_command(users_file: &std::path::Path, action: UserAction) -> ExitCode {
                 return fail(e);
             }
             println!("removed user {name} from {}", users_file.display());
+            match end_sessions_of(cfg, &name) {
+                Ok(n) => println!("ended {n} session(s) of {name}"),
+                Err(e) => {
+                    return fail(format!(
+                        "user removed, but their sessions could not be ended: {e}"
+                    ));
+                }
+            }
         }
         UserAction::List => {
             for (name, u) in &all.users {
@@ -226,7 +256,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::User { action }) => return user_command(&cfg.auth.users_file, action),
+        Some(Command::User { action }) => return user_command(&cfg, action),
         Some(Command::Session { action }) => return session_command(&cfg, action),
         _ => {}
     }

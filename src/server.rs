@@ -3,6 +3,7 @@
 //! `docker stop` and SIGQUIT hand-overs behave.
 
 use crate::auth::service::AuthService;
+use crate::auth::service::Upkeep;
 use crate::auth::watch::Sweeper;
 use crate::config::{Config, RouteAction, RouteAuth};
 use crate::edge::Edge;
@@ -84,6 +85,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
             "websocket session watch",
             Sweeper(auth.streams().clone()),
         ));
+        server.add_service(background_service("session upkeep", Upkeep(auth.clone())));
     }
     let mut edge = http_proxy_service(&server.configuration, Edge::new(&config, hub, auth));
     // Pingora's default 64 KiB read buffer per connection is zeroed up front:

@@ -46,7 +46,12 @@ async fn stack_with(extra: &str) -> Stack {
         &edge,
         "alice",
         "correct-horse-battery",
-        &["--email", "alice@example.com"],
+        &[
+            "--email",
+            "alice@example.com",
+            "--display-name",
+            "Alice Liddell",
+        ],
     );
     Stack { edge, app, ws }
 }
@@ -178,6 +183,8 @@ async fn sign_in_then_reach_the_app_as_yourself() {
         .await
         .unwrap();
     assert_eq!(me["user"], "alice");
+    assert_eq!(me["name"], "Alice Liddell");
+    assert_eq!(me["email"], "alice@example.com");
     assert!(me["expires"].as_i64().unwrap() > 0);
 }
 
@@ -428,12 +435,25 @@ async fn repeated_failures_are_throttled_with_retry_after() {
     assert_eq!(statuses, [401; 5]);
     let r = login(&s.edge, "alice", "correct-horse-battery", None).await;
     assert_eq!(r.status(), 429, "the account is not throttled");
+    // A person at the form gets the page again, saying why.
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     let wait: u64 = r.headers()["retry-after"]
         .to_str()
         .unwrap()
         .parse()
         .unwrap();
     assert!((1..=30).contains(&wait), "{wait}");
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("Too many failed sign-ins; try again later.")
+    );
     // Another account from the same IP is not blocked yet (IP allows 10).
     common::add_user(&s.edge, "bob", "bobs-password-123", &[]);
     assert_eq!(
@@ -633,6 +653,11 @@ async fn open_ws(
         .into_client_request()
         .unwrap();
     req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    // Browsers always send the page's origin with a websocket handshake.
+    req.headers_mut().insert(
+        "origin",
+        s.edge.url("").trim_end_matches('/').parse().unwrap(),
+    );
     let (mut ws, resp) = tokio_tungstenite::connect_async(req)
         .await
         .expect("websocket with a session");
@@ -673,9 +698,8 @@ async fn closed_while_silent(
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    s.edge.wait_log(|v| {
-        v["target"] == "auth" && v["message"] == "session ended; closing its websocket"
-    });
+    s.edge
+        .wait_log(|v| v["target"] == "auth" && v["message"] == "session ended; closing its stream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -721,4 +745,372 @@ async fn revoking_a_session_from_the_cli_closes_its_silent_websocket() {
         String::from_utf8_lossy(&out.stderr)
     );
     closed_while_silent(&s, ws).await;
+}
+
+/// The value of the `Set-Cookie` for cookie `name` in `r`, whole (attributes too).
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_string)
+}
+
+/// Signs in as a browser that holds the device cookie `device`.
+async fn login_on_device(
+    edge: &Edge,
+    user: &str,
+    password: &str,
+    device: &str,
+) -> reqwest::Response {
+    client()
+        .post(edge.url("/auth/login"))
+        .header("sec-fetch-site", "same-origin")
+        .header("cookie", device)
+        .form(&[("username", user), ("password", password)])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A client whose connections come from `127.0.0.<n>`: another client IP.
+fn client_from(n: u8) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(60))
+        .local_address(std::net::IpAddr::from([127, 0, 0, n]))
+        .build()
+        .unwrap()
+}
+
+/// A failed sign-in as `user` from `127.0.0.<n>`; returns the status.
+async fn guess_from(edge: &Edge, n: u8, user: &str) -> u16 {
+    client_from(n)
+        .post(edge.url("/auth/login"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("username", user), ("password", "guess-guess-from")])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// `name=value` of a whole `Set-Cookie` value.
+fn pair(set: &str) -> String {
+    set.split(';').next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_browser_signs_in_while_someone_else_keeps_failing() {
+    use std::time::Duration;
+    let s = stack().await;
+    let first = login(&s.edge, "alice", "correct-horse-battery", None).await;
+    assert_eq!(first.status(), 303);
+    let device = set_cookie(&first, "esprit_device").expect("a device cookie");
+    for attr in ["Path=/auth/", "HttpOnly", "SameSite=Strict"] {
+        assert!(device.contains(attr), "{attr} missing in {device}");
+    }
+    assert!(!device.contains("Secure"), "plain HTTP: {device}");
+    let device = pair(&device);
+
+    // Someone else fails on alice's account: 5 free failures, then they wait
+    // out each backoff (1 s, 2 s, 4 s) so the account ends up with an 8 s wait.
+    for _ in 0..5 {
+        assert_eq!(
+            login(&s.edge, "alice", "guess-guess-1", None)
+                .await
+                .status(),
+            401
+        );
+    }
+    for wait in [1100, 2100, 4100] {
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        assert_eq!(
+            login(&s.edge, "alice", "guess-guess-2", None)
+                .await
+                .status(),
+            401
+        );
+    }
+    // Even the right password from a new browser must wait now...
+    let fresh = login(&s.edge, "alice", "correct-horse-battery", None).await;
+    assert_eq!(fresh.status(), 429, "the account is not throttled");
+    // ...but the browser alice signed in with before gets in.
+    let known = login_on_device(&s.edge, "alice", "correct-horse-battery", &device).await;
+    assert_eq!(known.status(), 303, "a known device was kept out");
+    let renewed = pair(&set_cookie(&known, "esprit_device").expect("a renewed device cookie"));
+    assert_ne!(renewed, device, "the device cookie is renewed at sign-in");
+    // The old cookie was replaced: it no longer lets anyone past the backoff.
+    let old = login_on_device(&s.edge, "alice", "correct-horse-battery", &device).await;
+    assert_eq!(old.status(), 429, "a replaced device cookie still counted");
+    // A device cookie is worth nothing for another account. (Bob's attacker
+    // comes from another IP: this one has used up most of its failures.)
+    common::add_user(&s.edge, "bob", "bobs-password-123", &[]);
+    for _ in 0..5 {
+        assert_eq!(guess_from(&s.edge, 2, "bob").await, 401);
+    }
+    let other = login_on_device(&s.edge, "bob", "bobs-password-123", &renewed).await;
+    assert_eq!(other.status(), 429, "alice's device opened bob's account");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guesses_sent_in_parallel_get_no_more_tries_than_guesses_sent_in_turn() {
+    let s = stack().await;
+    let count = |statuses: &[u16], want: u16| statuses.iter().filter(|&&c| c == want).count();
+    // Twenty at once at one account: 5 are checked, 15 throttled.
+    let burst = futures_util::future::join_all(
+        (0..20).map(|_| login(&s.edge, "alice", "guess-guess-1", None)),
+    )
+    .await;
+    let statuses: Vec<u16> = burst.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(count(&statuses, 401), 5, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 15, "{statuses:?}");
+    // Twenty at once at twenty accounts from the same IP: it has 10 failures
+    // in all, 5 of them spent above.
+    let names: Vec<String> = (0..20).map(|i| format!("nobody{i}")).collect();
+    let burst = futures_util::future::join_all(
+        names
+            .iter()
+            .map(|n| login(&s.edge, n, "guess-guess-1", None)),
+    )
+    .await;
+    let statuses: Vec<u16> = burst.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(count(&statuses, 401), 5, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 15, "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_password_ends_the_users_sessions() {
+    let s = stack().await;
+    let cookie = sign_in_alice(&s.edge).await;
+    common::add_user(&s.edge, "alice", "a-brand-new-password", &[]);
+    // The store forgets them at once; the edge's cache re-reads within 3 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = client()
+            .get(s.edge.url("/auth/me"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 401 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a session outlived its password"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        login(&s.edge, "alice", "correct-horse-battery", None)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        login(&s.edge, "alice", "a-brand-new-password", None)
+            .await
+            .status(),
+        303
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_survive_a_restart_of_the_edge() {
+    let mut s = stack().await;
+    let cookie = sign_in_alice(&s.edge).await;
+    s.edge.signal("TERM");
+    assert!(
+        s.edge
+            .wait_exit(std::time::Duration::from_secs(10))
+            .is_some_and(|st| st.success()),
+        "the edge did not stop cleanly"
+    );
+    s.edge.spawn(&[], &[]);
+    let port = s.edge.port;
+    s.edge.wait_listening(port);
+    let me: Value = client()
+        .get(s.edge.url("/auth/me"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["user"], "alice", "the restart signed alice out: {me}");
+    let r = client()
+        .get(s.edge.url("/app/x"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_sign_ins_does_not_hold_up_the_proxy() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // One password check at a time: 80 sign-ins (8 client IPs, 10 names each,
+    // so no throttle cuts them short) queue for seconds.
+    let s = stack_with("[auth]\nlogin_concurrency = 1\n").await;
+    let cookie = sign_in_alice(&s.edge).await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let url = s.edge.url("/auth/login");
+    let flood: Vec<_> = (0..80u8)
+        .map(|i| {
+            let (done, url) = (done.clone(), url.clone());
+            tokio::spawn(async move {
+                let r = client_from(10 + i % 8)
+                    .post(url)
+                    .header("sec-fetch-site", "same-origin")
+                    .form(&[
+                        ("username", format!("flood{i}").as_str()),
+                        ("password", "guess-guess-flood"),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                done.fetch_add(1, Ordering::SeqCst);
+                r.status().as_u16()
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Proxied requests and health checks are answered while the sign-ins wait.
+    for _ in 0..5 {
+        let r = client()
+            .get(s.edge.url("/app/x"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            client()
+                .get(s.edge.url("/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let finished = done.load(Ordering::SeqCst);
+    assert!(
+        finished < 80,
+        "the proxy answered only after every sign-in ({finished} of 80 done)"
+    );
+    for t in flood {
+        assert_eq!(t.await.unwrap(), 401, "a queued sign-in was not checked");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_handshake_from_another_origin_is_refused() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = stack().await;
+    let cookie = sign_in_alice(&s.edge).await;
+    for origin in [
+        Some("http://evil.example"),
+        Some("null"),
+        Some("http://127.0.0.1:1"),
+        None,
+    ] {
+        let mut req = format!("ws://127.0.0.1:{}/ws/chat", s.edge.port)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("cookie", cookie.parse().unwrap());
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 403, "{origin:?}")
+            }
+            other => panic!("cross-origin websocket {origin:?}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        s.ws.hits(),
+        0,
+        "a cross-origin handshake reached the upstream"
+    );
+    // From the site's own page it opens.
+    let _ws = open_ws(&s, &cookie).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_closes_a_proxied_event_stream() {
+    use futures_util::StreamExt;
+    let s = stack().await;
+    let cookie = sign_in_alice(&s.edge).await;
+    // The upstream sends one event, then holds the stream silent for a minute.
+    let stream = common::client_no_timeout()
+        .get(s.edge.url("/app/feed?mode=sse&ms=60000"))
+        .header("cookie", &cookie)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut body = stream.bytes_stream();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
+        .await
+        .expect("the first event")
+        .expect("a chunk")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("data: first"));
+    assert_eq!(logout(&s.edge, &cookie).await.status(), 303);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the proxied stream outlived its session");
+    s.edge
+        .wait_log(|v| v["target"] == "auth" && v["message"] == "session ended; closing its stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_websocket_does_not_keep_an_idle_session_alive() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = stack_with("[auth]\nidle_timeout = \"3s\"\n").await;
+    let cookie = sign_in_alice(&s.edge).await;
+    let mut ws = open_ws(&s, &cookie).await;
+    // Frames flow every 300 ms, but nobody uses the session otherwise: it
+    // goes idle after 3 s, and the edge closes the websocket.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut frames = 0;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the websocket kept an idle session alive ({frames} frames)"
+        );
+        if ws.send(Message::text("tick")).await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t == "tick" => frames += 1,
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert!(
+        frames >= 5,
+        "closed after {frames} frames: before the idle limit?"
+    );
+    let me = client()
+        .get(s.edge.url("/auth/me"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 401);
 }

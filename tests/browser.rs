@@ -142,18 +142,31 @@ fn assert_landed_as_alice(s: &Stack, report: &Value) {
     );
 }
 
-/// Checks the one cookie Chromium holds is the edge session, stored as it should be.
+/// Checks the cookies Chromium holds after signing in: the edge session for
+/// the whole site, and the device cookie that only the sign-in ever sees.
 fn assert_session_cookie(cookies: &Value) {
+    let mut cookies = cookies.as_array().expect("cookie list").clone();
+    cookies.sort_by_key(|c| c["name"].as_str().unwrap_or("").to_string());
     assert_eq!(
-        cookies,
-        &json!([{
-            "name": "esprit_session",
-            "path": "/",
-            "httpOnly": true,
-            "sameSite": "Lax",
-            "secure": false,
-            "session": false,
-        }]),
+        Value::Array(cookies),
+        json!([
+            {
+                "name": "esprit_device",
+                "path": "/auth/",
+                "httpOnly": true,
+                "sameSite": "Strict",
+                "secure": false,
+                "session": false,
+            },
+            {
+                "name": "esprit_session",
+                "path": "/",
+                "httpOnly": true,
+                "sameSite": "Lax",
+                "secure": false,
+                "session": false,
+            }
+        ]),
         "the browser's cookies after signing in"
     );
 }

@@ -94,6 +94,137 @@ fn get_raw(s: &Stack, target: &str, headers: &str) -> (u16, String) {
     )
 }
 
+/// A raw GET without any session.
+fn get_anonymous(s: &Stack, target: &str, headers: &str) -> (u16, String) {
+    raw(
+        s.edge.port,
+        &format!("GET {target} HTTP/1.1\r\nHost: hub.local\r\n{headers}Connection: close\r\n\r\n"),
+    )
+}
+
+/// The `Location` of a raw response, if any.
+fn location(s: &Stack, target: &str) -> (u16, Option<String>) {
+    let mut c = TcpStream::connect(("127.0.0.1", s.edge.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: hub.local\r\nSec-Fetch-Mode: navigate\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let _ = c.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let loc = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .map(str::to_string);
+    (status, loc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_session_the_default_config_lets_nothing_gated_through() {
+    let s = default_stack("").await;
+    // Every gated row of the table: 401 (JSON under /api/) for scripts, the
+    // login (with the way back) for a browser navigation.
+    for path in [
+        "/studio/",
+        "/studio/w/1?tab=2",
+        "/sim/x",
+        "/_next/static/chunks/main.js",
+        "/api/workflows/1",
+        "/api/auth/get-session",
+        "/api/agents",
+        "/api/runs",
+        "/api/stream?npc=a",
+        "/socket.io/?EIO=4&transport=polling",
+    ] {
+        let (status, body) = get_anonymous(&s, path, "Accept: application/json\r\n");
+        assert_eq!(status, 401, "{path}: {body}");
+        let (status, loc) = location(&s, path);
+        assert_eq!(status, 302, "{path}");
+        let rd: String = form_urlencoded_byte_serialize(path);
+        assert_eq!(
+            loc.as_deref(),
+            Some(format!("/auth/login?rd={rd}").as_str()),
+            "{path}"
+        );
+    }
+    // Writes too, websocket upgrades included.
+    let (status, _) = raw(
+        s.edge.port,
+        "POST /api/run/research HTTP/1.1\r\nHost: hub.local\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
+    assert_eq!(status, 401);
+    let (status, _) = get_anonymous(
+        &s,
+        "/socket.io/?EIO=4&transport=websocket",
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://hub.local\r\n",
+    );
+    assert_eq!(status, 401);
+    // Path tricks that try to reach a gated route through an open one.
+    for target in [
+        "/auth/../api/run/x",
+        "/auth/%2e%2e/api/agents",
+        "/%2E%2E/studio/",
+        "/auth%2F..%2Fstudio%2F",
+        "/healthz/../studio/",
+        "/api/webhooks/../workflows/1",
+        "/api/webhooks/%2e%2e/workflows/1",
+    ] {
+        let (status, body) = get_anonymous(&s, target, "Accept: application/json\r\n");
+        assert_eq!(status, 400, "{target}: {body}");
+    }
+    // Merged slashes reach the gated route, and its gate; case is not folded
+    // (/API/ and /Studio/ are SkyOffice's, not the API's or Sim's).
+    assert_eq!(get_anonymous(&s, "//api/agents", "").0, 401);
+    assert_eq!(get_anonymous(&s, "//studio//", "").0, 401);
+    assert_eq!(get_anonymous(&s, "/api//workflows", "").0, 401);
+    for target in ["/API/run/x", "/Studio/"] {
+        let (status, body) = get_anonymous(&s, target, "");
+        assert_eq!(status, 200, "{target}");
+        assert!(body.contains("\"peer\":\"skyoffice\""), "{target}: {body}");
+    }
+    assert_eq!(
+        s.sim.hits(),
+        0,
+        "a gated Sim path was reached without a session"
+    );
+    assert_eq!(
+        s.realtime.hits(),
+        0,
+        "realtime was reached without a session"
+    );
+    // The open rows stay open: the UI, Sim's webhook triggers, the health check.
+    let (status, body) = get_anonymous(&s, "/api/webhooks/trigger/abc", "");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"peer\":\"sim\""), "{body}");
+    assert_eq!(get_anonymous(&s, "/", "").0, 200);
+    assert_eq!(get_anonymous(&s, "/healthz", "").0, 200);
+}
+
+/// `rd` as the gate writes it: the path and query, form-encoded.
+fn form_urlencoded_byte_serialize(path: &str) -> String {
+    path.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_routing_table_proxies_each_row() {
     let s = default_stack("").await;
@@ -287,13 +418,47 @@ async fn forged_forwarding_and_identity_headers_never_reach_upstream() {
     assert_eq!(header(&echo, "x-forwarded-proto"), ["http"]);
     assert_eq!(header(&echo, "x-forwarded-host"), ["hub.local"]);
     assert_eq!(header(&echo, "x-keep-me"), ["yes"]);
+    // On the open rows (no session, so the edge sets no user) the forged
+    // identity must not pass either.
+    for target in ["/", "/api/webhooks/trigger/abc"] {
+        let (status, body) = get_anonymous(&s, target, forged);
+        assert_eq!(status, 200, "{target}: {body}");
+        let echo: Value = serde_json::from_str(&body).unwrap();
+        for bad in [
+            "x-forwarded-user",
+            "x_forwarded_user",
+            "x-forwarded-email",
+            "remote-user",
+            "remote_user",
+            "x-auth-request-user",
+        ] {
+            assert!(header(&echo, bad).is_empty(), "{bad} reached {target}");
+        }
+        assert_eq!(header(&echo, "x-forwarded-for"), ["127.0.0.1"]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxy_xff_is_walked_right_to_left() {
     let s = default_stack("trusted_proxies = [\"127.0.0.0/8\"]").await;
-    let r = s
-        .client()
+    // The browser speaks HTTPS to the TLS proxy in front: signing in through
+    // it gives the Secure, __Host- cookie, and that is the one that counts.
+    let login = client()
+        .post(s.edge.url("/auth/login"))
+        .header("x-forwarded-proto", "https")
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("username", "tester"), ("password", "tester-password-1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let set = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.starts_with("__Host-esprit_session=") && set.contains("; Secure"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    let r = common::client_with_cookie(&cookie)
         .get(s.edge.url("/studio/"))
         .header("x-forwarded-for", "6.6.6.6, 198.51.100.7, 127.0.0.9")
         .header("x-forwarded-proto", "https")

@@ -50,6 +50,19 @@ pub fn check(
     if !needs_check(method) {
         return Ok(());
     }
+    provenance(sec_fetch_site, origin, origin_here)
+}
+
+/// Checks that a request comes from a page of this origin, whatever its
+/// method: a websocket handshake is a GET, but what flows over it can
+/// change state, and `SameSite=Lax` still sends the cookie from sibling
+/// hosts (cross-site websocket hijacking). Browsers always send `Origin`
+/// on a websocket handshake.
+pub fn provenance(
+    sec_fetch_site: Option<&str>,
+    origin: Option<&str>,
+    origin_here: &str,
+) -> Result<(), CsrfError> {
     match sec_fetch_site.map(str::trim) {
         Some(s) if s.eq_ignore_ascii_case("same-origin") || s.eq_ignore_ascii_case("none") => {
             return Ok(());
@@ -96,6 +109,21 @@ mod tests {
             check(&Method::PUT, Some("same-site"), None, HERE),
             Err(CsrfError::CrossSite)
         );
+    }
+
+    #[test]
+    fn websocket_handshakes_need_this_origin() {
+        assert_eq!(provenance(Some("same-origin"), Some(HERE), HERE), Ok(()));
+        assert_eq!(provenance(None, Some(HERE), HERE), Ok(()));
+        assert_eq!(
+            provenance(Some("same-site"), Some("https://other.example.com"), HERE),
+            Err(CsrfError::CrossSite)
+        );
+        assert_eq!(
+            provenance(None, Some("http://localhost:3000"), HERE),
+            Err(CsrfError::ForeignOrigin)
+        );
+        assert_eq!(provenance(None, None, HERE), Err(CsrfError::NoProvenance));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! throttling), plus the watch that ends websockets with their session.
 
 pub mod csrf;
+pub mod devices;
 pub mod gate;
 pub mod page;
 pub mod redirect;

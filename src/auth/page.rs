@@ -20,8 +20,25 @@ pub fn login(rd: Option<&str>, error: Option<&str>, username: &str) -> String {
         None => "/auth/login".to_string(),
     };
     let alert = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
+        .map(|e| {
+            format!(
+                "<p class=\"error\" id=\"error\" role=\"alert\">{}</p>",
+                escape(e)
+            )
+        })
         .unwrap_or_default();
+    // After a failure the inputs point at the message, and the cursor goes
+    // where the person will type next (the password, when the name is kept).
+    let invalid = if error.is_some() {
+        " aria-invalid=\"true\" aria-describedby=\"error\""
+    } else {
+        ""
+    };
+    let (focus_user, focus_password) = if username.is_empty() {
+        (" autofocus", "")
+    } else {
+        ("", " autofocus")
+    };
     format!(
         r#"<!doctype html>
 <html lang="en">
@@ -37,7 +54,7 @@ h1{{font-size:1.35rem;margin:0 0 .25rem}}
 p.sub{{margin:0 0 1.5rem;color:#475569;font-size:.95rem}}
 label{{display:block;font-weight:600;font-size:.9rem;margin:.9rem 0 .3rem}}
 input{{width:100%;padding:.6rem .7rem;border:1px solid #cbd5e1;border-radius:8px;font:inherit}}
-input:focus{{outline:3px solid #93c5fd;border-color:#3b82f6}}
+input:focus{{outline:3px solid #2563eb;outline-offset:1px;border-color:#2563eb}}
 button{{margin-top:1.4rem;width:100%;padding:.7rem;border:0;border-radius:8px;background:#2563eb;color:#fff;font:inherit;font-weight:600;cursor:pointer}}
 button:hover{{background:#1d4ed8}}
 .error{{background:#fef2f2;color:#991b1b;border:1px solid #fecaca;border-radius:8px;padding:.6rem .8rem;margin:0 0 1rem}}
@@ -49,9 +66,9 @@ button:hover{{background:#1d4ed8}}
 <p class="sub">Agents, Studio and the hub need an account.</p>
 {alert}<form method="post" action="{action}">
 <label for="username">User name</label>
-<input id="username" name="username" autocomplete="username" required autofocus value="{user}">
+<input id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" maxlength="64" required{focus_user}{invalid} value="{user}">
 <label for="password">Password</label>
-<input id="password" name="password" type="password" autocomplete="current-password" required>
+<input id="password" name="password" type="password" autocomplete="current-password" maxlength="1024" required{focus_password}{invalid}>
 <button type="submit">Sign in</button>
 </form>
 </main>
@@ -79,5 +96,19 @@ mod tests {
         assert!(!page.contains("<b>no"));
         assert!(!page.contains("<script"), "no script at all");
         assert!(page.contains("action=\"/auth/login?rd=%2Fstudio%2F%3Fa%3D%22%3E%3Cscript%3E\""));
+    }
+
+    #[test]
+    fn a_failure_is_announced_and_tied_to_the_inputs() {
+        let fresh = login(None, None, "");
+        assert!(!fresh.contains("aria-invalid"));
+        assert!(fresh.contains("name=\"username\" autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" maxlength=\"64\" required autofocus"));
+        let failed = login(None, Some("Wrong user name or password."), "alice");
+        assert!(failed.contains("id=\"error\" role=\"alert\""));
+        assert_eq!(failed.matches("aria-describedby=\"error\"").count(), 2);
+        assert!(
+            failed.contains("maxlength=\"1024\" required autofocus"),
+            "focus on the password"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! both failures take the same time and say the same thing.
 
 use super::csrf;
+use super::devices::Devices;
 use super::page;
 use super::redirect::safe_return_path;
 use super::sessions::Sessions;
@@ -30,6 +31,12 @@ const USERS_RECHECK: Duration = Duration::from_secs(1);
 pub const COOKIE: &str = "esprit_session";
 /// The cookie over TLS: `__Host-` pins it to this host, path `/`, Secure.
 pub const COOKIE_TLS: &str = "__Host-esprit_session";
+/// The device cookie over plain HTTP (sent to `/auth/` only, see [`Devices`]).
+pub const DEVICE_COOKIE: &str = "esprit_device";
+/// The device cookie over TLS: `__Secure-` allows the `/auth/` path.
+pub const DEVICE_COOKIE_TLS: &str = "__Secure-esprit_device";
+/// How long a browser stays a known device of an account after signing in.
+const DEVICE_TTL: Duration = Duration::from_secs(90 * 86_400);
 /// One message for every failed login: which part was wrong is nobody's business.
 const BAD_LOGIN: &str = "Wrong user name or password.";
 const MAX_LOGIN_BODY: usize = 8 * 1024;
@@ -57,6 +64,7 @@ pub struct AuthService {
     users_seen: Mutex<Option<SystemTime>>,
     users_checked: Mutex<Instant>,
     sessions: Sessions,
+    devices: Devices,
     limiter: Semaphore,
     dummy_hash: String,
     public_origin: Option<String>,
@@ -65,9 +73,14 @@ pub struct AuthService {
     streams: Arc<StreamWatch>,
 }
 
-/// The session cookie's value in `req`, for the cookie name of this transport.
-pub fn cookie_value(req: &RequestHeader, tls: bool) -> Option<&str> {
-    let name = if tls { COOKIE_TLS } else { COOKIE };
+/// The session cookie's value in `req`; `secure` when the browser used
+/// HTTPS (to the edge, or to a trusted proxy in front of it).
+pub fn cookie_value(req: &RequestHeader, secure: bool) -> Option<&str> {
+    cookie(req, if secure { COOKIE_TLS } else { COOKIE })
+}
+
+/// The first cookie called `name` in `req`.
+fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -83,6 +96,7 @@ impl AuthService {
     pub fn open(config: &config::Config) -> Result<Arc<Self>, String> {
         let cfg = config.auth.clone();
         let sessions = Sessions::open(&cfg.sessions, cfg.idle_timeout, cfg.absolute_timeout)?;
+        let devices = Devices::open(&cfg.sessions, DEVICE_TTL)?;
         let loaded = Users::load(&cfg.users_file)?;
         let mut noise = [0u8; 24];
         getrandom::fill(&mut noise).map_err(|e| format!("no randomness: {e}"))?;
@@ -98,6 +112,7 @@ impl AuthService {
             users_checked: Mutex::new(Instant::now()),
             cfg,
             sessions,
+            devices,
             dummy_hash,
             public_origin: config.server.public_origin.clone(),
             // A client IP gets 10 free failures, then waits grow to 15 min.
@@ -133,7 +148,14 @@ impl AuthService {
         if let Ok(mut seen) = self.users_seen.lock()
             && *seen != stamp
         {
+            let vanished = stamp.is_none() && seen.is_some();
             *seen = stamp;
+            if vanished {
+                // An editor saving by delete-and-write, or a volume mounted
+                // late: logging everybody out for it would be worse.
+                tracing::error!(target: "auth", file = %self.cfg.users_file.display(), "users file is gone; keeping the last good list");
+                return self.users.load_full();
+            }
             match Users::load(&self.cfg.users_file) {
                 Ok(u) => self.users.store(Arc::new(u)),
                 Err(e) => {
@@ -145,8 +167,8 @@ impl AuthService {
     }
 
     /// The identity behind `req`'s session cookie, if the session is live and its user still exists.
-    pub fn identify(&self, req: &RequestHeader, tls: bool) -> Option<Identity> {
-        let token = cookie_value(req, tls)?;
+    pub fn identify(&self, req: &RequestHeader, secure: bool) -> Option<Identity> {
+        let token = cookie_value(req, secure)?;
         let rec = self.sessions.resolve(token, now_ms())?;
         let users = self.users();
         let Some(u) = users.users.get(&rec.user) else {
@@ -164,13 +186,15 @@ impl AuthService {
     }
 
     /// A check that stays true while the session behind `req`'s cookie lives:
-    /// long streams poll it so a logout, expiry or revocation ends them.
-    pub fn liveness(self: &Arc<Self>, req: &RequestHeader, tls: bool) -> Option<SessionAlive> {
-        let token = cookie_value(req, tls)?.to_string();
+    /// long streams poll it so a logout, expiry or revocation ends them. It
+    /// does not count as use, so an open stream alone never keeps a session
+    /// from going idle.
+    pub fn liveness(self: &Arc<Self>, req: &RequestHeader, secure: bool) -> Option<SessionAlive> {
+        let token = cookie_value(req, secure)?.to_string();
         let auth = self.clone();
         Some(Arc::new(move || {
             auth.sessions
-                .resolve(&token, now_ms())
+                .peek(&token, now_ms())
                 .is_some_and(|rec| auth.users().users.contains_key(&rec.user))
         }))
     }
@@ -179,6 +203,23 @@ impl AuthService {
     /// (swept by [`super::watch::Sweeper`]).
     pub fn streams(&self) -> &Arc<StreamWatch> {
         &self.streams
+    }
+
+    /// Deletes expired sessions and devices from the store.
+    pub fn prune(&self) {
+        let now = now_ms();
+        for (what, result) in [
+            ("sessions", self.sessions.prune(now)),
+            ("devices", self.devices.prune(now)),
+        ] {
+            match result {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::debug!(target: "auth", what, pruned = n, "expired entries deleted")
+                }
+                Err(e) => tracing::warn!(target: "auth", what, error = %e, "pruning failed"),
+            }
+        }
     }
 
     /// The origin the browser uses, for CSRF checks.
@@ -196,9 +237,9 @@ impl AuthService {
         }
     }
 
-    fn set_cookie(&self, token: &str, tls: bool) -> String {
+    fn session_cookie(&self, token: &str, secure: bool) -> String {
         let max_age = self.cfg.absolute_timeout.as_secs();
-        if tls {
+        if secure {
             format!(
                 "{COOKIE_TLS}={token}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"
             )
@@ -207,20 +248,35 @@ impl AuthService {
         }
     }
 
-    fn clear_cookie(tls: bool) -> String {
-        if tls {
+    fn clear_cookie(secure: bool) -> String {
+        if secure {
             format!("{COOKIE_TLS}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax")
         } else {
             format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax")
         }
     }
 
-    /// Answers `/auth/login`, `/auth/logout` and `/auth/me`.
+    /// Only ever sent back to the sign-in (`Path=/auth/`), never upstream.
+    fn device_cookie(token: &str, secure: bool) -> String {
+        let max_age = DEVICE_TTL.as_secs();
+        if secure {
+            format!(
+                "{DEVICE_COOKIE_TLS}={token}; Path=/auth/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
+            )
+        } else {
+            format!(
+                "{DEVICE_COOKIE}={token}; Path=/auth/; Max-Age={max_age}; HttpOnly; SameSite=Strict"
+            )
+        }
+    }
+
+    /// Answers `/auth/login`, `/auth/logout` and `/auth/me`. `secure`: the
+    /// browser used HTTPS, so cookies get `Secure` and their prefixes.
     pub async fn serve(
         &self,
         session: &mut Session,
         path: &str,
-        tls: bool,
+        secure: bool,
         proto: &str,
         client: Option<IpAddr>,
     ) -> pingora::Result<Reply> {
@@ -246,6 +302,10 @@ impl AuthService {
                     .get(http::header::ACCEPT)
                     .and_then(|v| v.to_str().ok()),
             );
+        let refuse = Refusal {
+            json: json_client,
+            rd: rd.as_deref(),
+        };
         let csrf = csrf::check(
             &method,
             req.headers
@@ -264,39 +324,61 @@ impl AuthService {
             )),
             ("/auth/login", "POST") => {
                 if let Err(e) = csrf {
-                    return Ok(Reply::json(403, &json!({ "error": e.to_string() }), "csrf"));
+                    return Ok(refuse.reply(403, e.message(), "", "csrf"));
                 }
+                let device = cookie(
+                    session.req_header(),
+                    if secure {
+                        DEVICE_COOKIE_TLS
+                    } else {
+                        DEVICE_COOKIE
+                    },
+                )
+                .map(str::to_string);
+                let old = cookie_value(session.req_header(), secure).map(str::to_string);
                 let body = match read_small(session, MAX_LOGIN_BODY).await? {
                     Some(b) => b,
                     None => {
-                        return Ok(Reply::json(
+                        return Ok(refuse.reply(
                             413,
-                            &json!({ "error": "login body too large" }),
+                            "The sign-in form was too large.",
+                            "",
                             "login body too large",
                         ));
                     }
                 };
                 let (username, password) = credentials(&body, json_client);
-                self.login(username, password, rd, tls, json_client, client)
-                    .await
+                let attempt = Attempt {
+                    username,
+                    password,
+                    device,
+                    old,
+                    client,
+                };
+                self.login(attempt, secure, refuse).await
             }
             ("/auth/logout", "POST") => {
                 if let Err(e) = csrf {
                     return Ok(Reply::json(403, &json!({ "error": e.to_string() }), "csrf"));
                 }
-                if let Some(token) = cookie_value(session.req_header(), tls) {
+                if let Some(token) = cookie_value(session.req_header(), secure) {
                     self.sessions.revoke(token);
                 }
                 let mut r = Reply::redirect(303, "/auth/login".into());
-                r.set_cookie = Some(Self::clear_cookie(tls));
+                r.set_cookies.push(Self::clear_cookie(secure));
                 Ok(r)
             }
-            ("/auth/me", "GET" | "HEAD") => Ok(match self.identify(session.req_header(), tls) {
-                Some(id) => Reply::json(
-                    200,
-                    &json!({ "user": id.user, "name": id.name, "email": id.email, "expires": id.expires }),
-                    "me",
-                ),
+            ("/auth/me", "GET" | "HEAD") => Ok(match self.identify(session.req_header(), secure) {
+                Some(id) => {
+                    let mut me = json!({ "user": id.user, "expires": id.expires });
+                    if let Some(name) = id.name {
+                        me["name"] = json!(name);
+                    }
+                    if let Some(email) = id.email {
+                        me["email"] = json!(email);
+                    }
+                    Reply::json(200, &me, "me")
+                }
                 None => Reply::json(401, &json!({ "error": "not signed in" }), "not signed in"),
             }),
             ("/auth/login" | "/auth/me", _) | ("/auth/logout", _) => {
@@ -320,71 +402,154 @@ impl AuthService {
         }
     }
 
-    async fn login(
-        &self,
-        username: String,
-        password: String,
-        rd: Option<String>,
-        tls: bool,
-        json_client: bool,
-        client: Option<IpAddr>,
-    ) -> pingora::Result<Reply> {
-        let ip_key = client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
-        let now = Instant::now();
-        if let Err(wait) = self
-            .per_ip
-            .check(&ip_key, now)
-            .and(self.per_account.check(&username, now))
+    /// Whether this attempt may go ahead; `Err(wait)` when it is throttled.
+    /// A known device of the account skips the per-IP and per-account counts
+    /// (someone failing on purpose cannot keep its owner out); anyone else's
+    /// attempt is counted up front, so a burst sent in parallel is held to
+    /// the same few guesses as one sent in turn.
+    fn admit(&self, a: &Attempt, ip_key: &str, account_key: &str) -> Result<bool, Duration> {
+        if let Some(d) = &a.device
+            && self.devices.trusted(d, &a.username, now_ms())
         {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            tracing::info!(target: "auth", user = %username, client = %ip_key, retry_after = secs, "sign-in throttled");
-            let mut r = Reply::json(
-                429,
-                &json!({ "error": "too many failed sign-ins; try again later" }),
-                "sign-in throttled",
-            );
-            r.retry_after = Some(secs);
-            return Ok(r);
+            return Ok(true);
         }
+        let now = Instant::now();
+        self.per_ip.attempt(ip_key, now)?;
+        if let Err(wait) = self.per_account.attempt(account_key, now) {
+            self.per_ip.refund(ip_key);
+            return Err(wait);
+        }
+        Ok(false)
+    }
+
+    async fn login(&self, a: Attempt, secure: bool, refuse: Refusal<'_>) -> pingora::Result<Reply> {
+        let ip_key = a
+            .client
+            .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+        // Names that cannot exist share one key, so junk names cannot grow the map.
+        let account_key = if users::valid_name(&a.username) {
+            a.username.as_str()
+        } else {
+            "\0invalid"
+        };
+        let trusted_device = match self.admit(&a, &ip_key, account_key) {
+            Ok(trusted) => trusted,
+            Err(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                tracing::info!(target: "auth", user = %a.username, client = %ip_key, retry_after = secs, "sign-in throttled");
+                let mut r = refuse.reply(
+                    429,
+                    "Too many failed sign-ins; try again later.",
+                    &a.username,
+                    "sign-in throttled",
+                );
+                r.retry_after = Some(secs);
+                return Ok(r);
+            }
+        };
         let users = self.users_fresh(true);
-        let user = users.users.get(&username).cloned();
-        let acceptable = users::valid_name(&username) && users::check_password(&password).is_ok();
+        let user = users.users.get(&a.username).cloned();
+        let acceptable =
+            users::valid_name(&a.username) && users::check_password(&a.password).is_ok();
         // Unknown users are checked against a dummy hash: same work, same answer.
         let hash = user
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |u| u.hash.clone());
         let ok = {
             let _permit = self.limiter.acquire().await;
-            let pw = password.clone();
+            let pw = a.password.clone();
             tokio::task::spawn_blocking(move || users::verify_password(&pw, &hash))
                 .await
                 .unwrap_or(false)
         };
         if !(ok && acceptable && user.is_some()) {
-            self.per_ip.fail(&ip_key, Instant::now());
-            self.per_account.fail(&username, Instant::now());
-            tracing::info!(target: "auth", user = %username, client = %ip_key, "login failed");
-            return Ok(if json_client {
-                Reply::json(401, &json!({ "error": BAD_LOGIN }), "login failed")
-            } else {
-                Reply::html(
-                    401,
-                    page::login(rd.as_deref(), Some(BAD_LOGIN), &username),
-                    "login failed",
-                )
-            });
+            if let (true, Some(d)) = (trusted_device, &a.device) {
+                self.devices.fail(d);
+            }
+            tracing::info!(target: "auth", user = %a.username, client = %ip_key, "login failed");
+            return Ok(refuse.reply(401, BAD_LOGIN, &a.username, "login failed"));
+        }
+        if !trusted_device {
+            // The account's count is cleared; the IP only gets this attempt
+            // back: clearing it would let anyone with one valid account reset
+            // it between guesses at others.
+            self.per_account.succeed(account_key);
+            self.per_ip.refund(&ip_key);
         }
         let token = self
             .sessions
-            .create(&username, now_ms())
+            .create(&a.username, now_ms())
             .map_err(|e| pingora::Error::explain(pingora::ErrorType::InternalError, e))?;
-        // Only the account's count is cleared: clearing the IP's too would let
-        // anyone with one valid account reset it between guesses at others.
-        self.per_account.succeed(&username);
-        tracing::info!(target: "auth", user = %username, client = %ip_key, "login");
-        let mut r = Reply::redirect(303, rd.unwrap_or_else(|| "/".to_string()));
-        r.set_cookie = Some(self.set_cookie(&token, tls));
+        // The session the browser held before (if any) ends here: one browser, one session.
+        if let Some(old) = &a.old {
+            self.sessions.revoke(old);
+        }
+        let mut r = Reply::redirect(303, refuse.rd.unwrap_or("/").to_string());
+        r.set_cookies.push(self.session_cookie(&token, secure));
+        if let Some(d) = &a.device {
+            self.devices.forget(d);
+        }
+        match self.devices.issue(&a.username, now_ms()) {
+            Ok(d) => r.set_cookies.push(Self::device_cookie(&d, secure)),
+            Err(e) => tracing::warn!(target: "auth", error = %e, "no device cookie issued"),
+        }
+        tracing::info!(target: "auth", user = %a.username, client = %ip_key, "login");
         Ok(r)
+    }
+}
+
+/// How often expired sessions and devices are deleted from the store.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// The background service that prunes the session store.
+pub struct Upkeep(pub Arc<AuthService>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Upkeep {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut every = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    let auth = self.0.clone();
+                    let _ = tokio::task::spawn_blocking(move || auth.prune()).await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// One sign-in attempt as read from the request.
+struct Attempt {
+    username: String,
+    password: String,
+    /// The device cookie the browser sent, if any.
+    device: Option<String>,
+    /// The session cookie the browser sent, if any.
+    old: Option<String>,
+    client: Option<IpAddr>,
+}
+
+/// How a refused sign-in is answered: JSON for scripts, the page again (with
+/// the message) for a person at a form.
+#[derive(Clone, Copy)]
+struct Refusal<'a> {
+    json: bool,
+    rd: Option<&'a str>,
+}
+
+impl Refusal<'_> {
+    fn reply(&self, status: u16, message: &str, username: &str, reason: &'static str) -> Reply {
+        if self.json {
+            Reply::json(status, &json!({ "error": message }), reason)
+        } else {
+            Reply::html(
+                status,
+                page::login(self.rd, Some(message), username),
+                reason,
+            )
+        }
     }
 }
 

@@ -76,7 +76,10 @@ impl Sessions {
         }
         let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+            // NORMAL, not FULL: WAL commits then survive a crash of the edge,
+            // and a power cut costs at most the last sign-ins and last-seen
+            // updates, while no write on the request path waits on an fsync.
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 2000;
              CREATE TABLE IF NOT EXISTS sessions (
                 id_hash BLOB PRIMARY KEY, user TEXT NOT NULL, created INTEGER NOT NULL, last_seen INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);",
@@ -131,6 +134,16 @@ impl Sessions {
 
     /// The live session for `token`, refreshing its idle timer; expired ones are deleted.
     pub fn resolve(&self, token: &str, now: i64) -> Option<SessionRecord> {
+        self.lookup(token, now, true)
+    }
+
+    /// The live session for `token` without counting as use: an open stream
+    /// polls this, and must not keep an idle session alive by itself.
+    pub fn peek(&self, token: &str, now: i64) -> Option<SessionRecord> {
+        self.lookup(token, now, false)
+    }
+
+    fn lookup(&self, token: &str, now: i64, touch: bool) -> Option<SessionRecord> {
         if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
@@ -179,7 +192,7 @@ impl Sessions {
             return None;
         }
         let mut rec = rec;
-        let touched = now - rec.last_seen >= self.touch_ms;
+        let touched = touch && now - rec.last_seen >= self.touch_ms;
         if touched {
             rec.last_seen = now;
             if let Ok(conn) = self.conn.lock() {
@@ -243,6 +256,24 @@ impl Sessions {
             c.retain(|_, e| !hex(&e.key).starts_with(&prefix));
         }
         Ok(n)
+    }
+
+    /// Deletes expired sessions (nobody may present them again); returns how many.
+    pub fn prune(&self, now: i64) -> Result<usize, String> {
+        if let Ok(mut c) = self.cache.lock() {
+            c.retain(|_, e| !self.expired(&e.rec, now));
+        }
+        self.conn
+            .lock()
+            .map_err(|_| "session store lock poisoned".to_string())?
+            .execute(
+                "DELETE FROM sessions WHERE last_seen < ?1 OR created < ?2",
+                params![
+                    now.saturating_sub(self.idle_ms),
+                    now.saturating_sub(self.absolute_ms)
+                ],
+            )
+            .map_err(db)
     }
 
     /// Live sessions as (id prefix for operators, record), newest first.
@@ -332,6 +363,24 @@ mod tests {
             s.resolve(&busy, 12 * 60 * MIN + 1).is_none(),
             "absolute timeout"
         );
+    }
+
+    #[test]
+    fn peeking_does_not_keep_a_session_alive_and_prune_drops_the_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let watched = s.create("a", 0).unwrap();
+        let used = s.create("b", 0).unwrap();
+        let mut now = 0;
+        while now < 3 * 60 * MIN {
+            now += 10 * MIN;
+            let alive = s.peek(&watched, now).is_some();
+            assert_eq!(alive, now <= 2 * 60 * MIN, "peeked at {now}");
+            assert!(s.resolve(&used, now).is_some(), "used at {now}");
+        }
+        s.create("c", now).unwrap();
+        assert_eq!(s.prune(now + 2 * 60 * MIN + 1).unwrap(), 2);
+        assert!(s.list(now).unwrap().is_empty(), "pruned from the store");
     }
 
     #[test]

@@ -44,25 +44,20 @@ impl Throttle {
         self.base.saturating_mul(1 << doublings).min(self.cap)
     }
 
-    /// `Err(wait)` while `key` must still wait.
-    pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let Ok(map) = self.entries.lock() else {
+    /// Starts an attempt for `key`: `Err(wait)` while it must still wait,
+    /// else the attempt is counted as a failure at once, so attempts sent in
+    /// parallel cannot all pass before the first one fails. A success takes
+    /// it back with [`Throttle::refund`] or [`Throttle::succeed`].
+    pub fn attempt(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        let Ok(mut map) = self.entries.lock() else {
             return Ok(());
         };
-        let Some(e) = map.get(key) else { return Ok(()) };
-        let until = e.last + self.wait_for(e);
-        if now < until {
-            Err(until - now)
-        } else {
-            Ok(())
+        if let Some(e) = map.get(key) {
+            let until = e.last + self.wait_for(e);
+            if now < until {
+                return Err(until - now);
+            }
         }
-    }
-
-    /// Records a failure for `key`.
-    pub fn fail(&self, key: &str, now: Instant) {
-        let Ok(mut map) = self.entries.lock() else {
-            return;
-        };
         if map.len() >= MAX_KEYS {
             let horizon = self.cap * 2;
             map.retain(|_, e| now.duration_since(e.last) < horizon);
@@ -77,6 +72,17 @@ impl Throttle {
         }
         e.failures += 1;
         e.last = now;
+        Ok(())
+    }
+
+    /// Takes back one attempt of `key` that turned out not to be a failure
+    /// (a success from a client IP: its earlier failures still count).
+    pub fn refund(&self, key: &str) {
+        if let Ok(mut map) = self.entries.lock()
+            && let Some(e) = map.get_mut(key)
+        {
+            e.failures = e.failures.saturating_sub(1);
+        }
     }
 
     /// Forgets `key` (a successful sign-in to that account).
@@ -96,41 +102,59 @@ mod tests {
         let t = Throttle::new(3, Duration::from_secs(1), Duration::from_secs(4));
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(t.check("ip", t0).is_ok());
-            t.fail("ip", t0);
+            assert!(t.attempt("ip", t0).is_ok());
         }
-        assert_eq!(t.check("ip", t0), Err(Duration::from_secs(1)));
-        assert!(t.check("ip", t0 + Duration::from_secs(1)).is_ok());
-        t.fail("ip", t0 + Duration::from_secs(1));
-        assert_eq!(
-            t.check("ip", t0 + Duration::from_secs(1)),
-            Err(Duration::from_secs(2))
-        );
-        for _ in 0..10 {
-            t.fail("ip", t0 + Duration::from_secs(1));
+        assert_eq!(t.attempt("ip", t0), Err(Duration::from_secs(1)));
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(t.attempt("ip", t1).is_ok());
+        assert_eq!(t.attempt("ip", t1), Err(Duration::from_secs(2)));
+        for i in 1..=10 {
+            let at = t1 + Duration::from_secs(4 * i);
+            assert!(t.attempt("ip", at).is_ok(), "attempt {i} after its wait");
         }
-        assert_eq!(
-            t.check("ip", t0 + Duration::from_secs(1)),
-            Err(Duration::from_secs(4)),
-            "capped"
-        );
-        assert!(t.check("other", t0).is_ok());
+        let last = t1 + Duration::from_secs(40);
+        assert_eq!(t.attempt("ip", last), Err(Duration::from_secs(4)), "capped");
+        assert!(t.attempt("other", t0).is_ok());
         t.succeed("ip");
-        assert!(t.check("ip", t0 + Duration::from_secs(1)).is_ok());
+        assert!(t.attempt("ip", last).is_ok());
+    }
+
+    #[test]
+    fn parallel_attempts_are_counted_before_they_finish() {
+        let t = Throttle::new(5, Duration::from_secs(1), Duration::from_secs(30));
+        let t0 = Instant::now();
+        // Twenty attempts arrive together; none has finished yet.
+        let passed = (0..20).filter(|_| t.attempt("alice", t0).is_ok()).count();
+        assert_eq!(passed, 5);
+    }
+
+    #[test]
+    fn a_refund_takes_back_one_attempt_only() {
+        let t = Throttle::new(2, Duration::from_secs(1), Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert!(t.attempt("ip", t0).is_ok());
+        assert!(t.attempt("ip", t0).is_ok());
+        t.refund("ip");
+        assert!(
+            t.attempt("ip", t0).is_ok(),
+            "the refunded attempt is free again"
+        );
+        assert!(
+            t.attempt("ip", t0).is_err(),
+            "the earlier failure still counts"
+        );
     }
 
     #[test]
     fn old_failures_are_forgiven() {
         let t = Throttle::new(2, Duration::from_secs(1), Duration::from_secs(2));
         let t0 = Instant::now();
-        t.fail("k", t0);
-        t.fail("k", t0);
-        t.fail("k", t0);
-        assert!(t.check("k", t0).is_err());
-        t.fail("k", t0 + Duration::from_secs(10));
-        assert!(
-            t.check("k", t0 + Duration::from_secs(10)).is_ok(),
-            "counted from scratch again"
-        );
+        for _ in 0..2 {
+            t.attempt("k", t0).unwrap();
+        }
+        assert!(t.attempt("k", t0).is_err());
+        let later = t0 + Duration::from_secs(10);
+        t.attempt("k", later).unwrap();
+        assert!(t.attempt("k", later).is_ok(), "counted from scratch again");
     }
 }

@@ -114,13 +114,13 @@ impl StreamWatch {
                 // Both directions: the client sees the close, and Pingora's read
                 // of it ends, which ends the upstream half too.
                 if let Err(e) = w.socket.shutdown(Shutdown::Both) {
-                    tracing::debug!(target: "auth", error = %e, "websocket already closed");
+                    tracing::debug!(target: "auth", error = %e, "stream already closed");
                 }
                 closed += 1;
             }
         }
         if closed > 0 {
-            tracing::info!(target: "auth", closed, "session ended; closing its websocket");
+            tracing::info!(target: "auth", closed, "session ended; closing its stream");
         }
         closed
     }

@@ -71,10 +71,14 @@ pub struct Forwarded<'a> {
     pub email: Option<&'a str>,
 }
 
-/// The edge's own session cookies: never sent upstream.
-const EDGE_COOKIES: [&str; 2] = [
+/// The edge's own cookies: never sent upstream. (The device cookies have
+/// `Path=/auth/`, so browsers should not send them here; a forged or stray
+/// copy is dropped all the same.)
+const EDGE_COOKIES: [&str; 4] = [
     crate::auth::service::COOKIE,
     crate::auth::service::COOKIE_TLS,
+    crate::auth::service::DEVICE_COOKIE,
+    crate::auth::service::DEVICE_COOKIE_TLS,
 ];
 
 /// The `Cookie` header without the edge's session cookie; `None` when nothing is left.

@@ -35,6 +35,18 @@ pub fn apply(resp: &mut ResponseHeader, policy: &SecurityHeaders<'_>) -> Result<
     Ok(())
 }
 
+/// Whether `resp` is a server-sent event stream (it may outlive its session).
+pub fn is_event_stream(resp: &ResponseHeader) -> bool {
+    resp.headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .get(..17)
+                .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
 /// [`apply`] for a response the edge wrote itself (errors, redirects, hub, SSE).
 pub fn apply_edge(resp: &mut ResponseHeader, hsts: bool) -> Result<()> {
     apply(

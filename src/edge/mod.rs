@@ -96,11 +96,12 @@ impl Edge {
             ));
         };
         let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
-        match auth.identify(req, ctx.tls) {
+        match auth.identify(req, ctx.facts.secure()) {
             Some(id) => {
-                if csrf::needs_check(&req.method)
-                    && let Err(e) = csrf::check(
-                        &req.method,
+                // Unsafe methods, and websocket handshakes (GETs whose frames
+                // can change state), must come from a page of this origin.
+                if (ctx.facts.upgrade || csrf::needs_check(&req.method))
+                    && let Err(e) = csrf::provenance(
                         header("sec-fetch-site"),
                         header("origin"),
                         &auth.origin_here(req, ctx.facts.proto),
@@ -112,7 +113,7 @@ impl Edge {
                 if ctx.facts.upgrade {
                     // A websocket outlives the request: the session watch closes it
                     // when the session ends, and it re-checks as frames flow.
-                    ctx.alive = auth.liveness(req, ctx.tls);
+                    ctx.alive = auth.liveness(req, ctx.facts.secure());
                 }
                 None
             }
@@ -138,28 +139,29 @@ impl Edge {
     }
 }
 
-/// How often an upgraded stream re-checks its session (on traffic in either direction).
-const WEBSOCKET_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a stream re-checks its session (on traffic in either direction).
+const STREAM_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Ends an upgraded stream whose session was logged out, expired or revoked.
+/// Ends a stream (websocket or SSE) whose session was logged out, expired or revoked.
 fn check_still_signed_in(ctx: &mut RequestCtx) -> Result<()> {
     let Some(alive) = &ctx.alive else {
         return Ok(());
     };
-    if ctx.alive_checked.elapsed() < WEBSOCKET_RECHECK {
+    if ctx.alive_checked.elapsed() < STREAM_RECHECK {
         return Ok(());
     }
     ctx.alive_checked = Instant::now();
     if alive() {
         return Ok(());
     }
-    tracing::info!(target: "auth", "session ended; closing its websocket");
+    tracing::info!(target: "auth", "session ended; closing its stream");
     Error::e_explain(ErrorType::ConnectionClosed, "session ended").map_err(|e| e.into_down())
 }
 
-/// Puts a gated websocket's client socket on the session watch, so it is
-/// closed when the session ends even if no frame ever flows again. Without a
-/// socket (h2) or a spare descriptor it still ends on its next frame.
+/// Puts a gated stream's client socket (a websocket, or an SSE response) on
+/// the session watch, so it is closed when the session ends even if nothing
+/// flows again. Without a socket (h2) or a spare descriptor it still ends on
+/// its next frame or event.
 fn watch_stream(
     auth: &AuthService,
     session: &Session,
@@ -169,7 +171,7 @@ fn watch_stream(
     match auth.streams().register(fd, alive) {
         Ok(r) => Some(r),
         Err(e) => {
-            tracing::warn!(target: "auth", error = %e, "cannot watch this websocket; it ends on its next frame after the session");
+            tracing::warn!(target: "auth", error = %e, "cannot watch this stream; it ends on its next frame after the session");
             None
         }
     }
@@ -234,7 +236,9 @@ impl ProxyHttp for Edge {
                 let reply = match &self.hub {
                     Some(hub) => {
                         let alive = match (&self.auth, ctx.identity.is_some()) {
-                            (Some(auth), true) => auth.liveness(session.req_header(), ctx.tls),
+                            (Some(auth), true) => {
+                                auth.liveness(session.req_header(), ctx.facts.secure())
+                            }
                             _ => None,
                         };
                         match hub.serve(session, &ctx.facts.path, hsts, alive).await? {
@@ -256,7 +260,7 @@ impl ProxyHttp for Edge {
                         auth.serve(
                             session,
                             &ctx.facts.path,
-                            ctx.tls,
+                            ctx.facts.secure(),
                             ctx.facts.proto,
                             ctx.facts.client_ip,
                         )
@@ -335,10 +339,21 @@ impl ProxyHttp for Edge {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        if ctx.identity.is_some()
+            && ctx.alive.is_none()
+            && headers::is_event_stream(upstream_response)
+            && let Some(auth) = &self.auth
+        {
+            // A proxied SSE stream of a signed-in user ends with the session too.
+            ctx.alive = auth.liveness(session.req_header(), ctx.facts.secure());
+            if let Some(alive) = &ctx.alive {
+                ctx.watched = watch_stream(auth, session, alive.clone());
+            }
+        }
         let policy = headers::SecurityHeaders {
             csp: ctx.route.as_ref().and_then(|r| r.csp.as_deref()),
             hsts: self.hsts_for(ctx),
@@ -376,14 +391,13 @@ impl ProxyHttp for Edge {
 
     fn response_body_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         _body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<std::time::Duration>> {
-        if session.was_upgraded() {
-            check_still_signed_in(ctx)?;
-        }
+        // Gated websockets and SSE streams: their session must still live.
+        check_still_signed_in(ctx)?;
         Ok(None)
     }
 

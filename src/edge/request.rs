@@ -39,6 +39,13 @@ pub struct Facts {
     pub proto: &'static str,
 }
 
+impl Facts {
+    /// Whether the browser used HTTPS: cookies then get `Secure` and their prefix.
+    pub fn secure(&self) -> bool {
+        self.proto == "https"
+    }
+}
+
 /// Where a proxied request goes.
 #[derive(Debug, Clone)]
 pub struct Forward {

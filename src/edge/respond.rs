@@ -25,8 +25,8 @@ pub struct Reply {
     pub allow: Option<&'static str>,
     /// Send `WWW-Authenticate: Bearer` (401 on a token endpoint).
     pub www_authenticate: bool,
-    /// `Set-Cookie`, for the login and logout.
-    pub set_cookie: Option<String>,
+    /// `Set-Cookie` headers, for the login and logout.
+    pub set_cookies: Vec<String>,
     /// Why the edge answered, for the access log.
     pub reason: &'static str,
 }
@@ -43,7 +43,7 @@ impl Reply {
             retry_after: None,
             allow: None,
             www_authenticate: false,
-            set_cookie: None,
+            set_cookies: Vec::new(),
             reason: message,
         }
     }
@@ -58,7 +58,7 @@ impl Reply {
             retry_after: None,
             allow: None,
             www_authenticate: false,
-            set_cookie: None,
+            set_cookies: Vec::new(),
             reason,
         }
     }
@@ -73,7 +73,7 @@ impl Reply {
             retry_after: None,
             allow: None,
             www_authenticate: false,
-            set_cookie: None,
+            set_cookies: Vec::new(),
             reason,
         }
     }
@@ -96,7 +96,7 @@ impl Reply {
             retry_after: None,
             allow: None,
             www_authenticate: false,
-            set_cookie: None,
+            set_cookies: Vec::new(),
             reason: "redirect",
         }
     }
@@ -118,8 +118,8 @@ impl Reply {
         if let Some(allow) = self.allow {
             resp.insert_header(http::header::ALLOW, allow)?;
         }
-        if let Some(c) = &self.set_cookie {
-            resp.insert_header(http::header::SET_COOKIE, c)?;
+        for c in &self.set_cookies {
+            resp.append_header(http::header::SET_COOKIE, c)?;
         }
         if self.www_authenticate {
             resp.insert_header(http::header::WWW_AUTHENTICATE, "Bearer")?;

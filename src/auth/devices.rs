@@ -1,0 +1,195 @@
+//! Device cookies (OWASP's answer to lockout abuse): a browser that signed
+//! in to an account before carries a random token for it, and its sign-ins
+//! to that account skip the per-account and per-IP backoff, which someone
+//! failing on purpose elsewhere could otherwise keep closed. A trusted
+//! device gets only a few wrong passwords before it is trusted no more.
+//!
+//! Like sessions, only a SHA-256 of each token is stored (in the session
+//! store's database), so the table cannot be replayed as cookies.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Wrong passwords a trusted device may send before it is forgotten.
+const DEVICE_FAILURES: i64 = 5;
+
+/// The known devices of each account.
+pub struct Devices {
+    conn: Mutex<Connection>,
+    ttl_ms: i64,
+}
+
+fn key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn db(e: rusqlite::Error) -> String {
+    format!("device store: {e}")
+}
+
+impl Devices {
+    /// Opens (creating) the `devices` table in the database at `path`;
+    /// a device is trusted for `ttl` after its last successful sign-in.
+    pub fn open(path: &Path, ttl: Duration) -> Result<Self, String> {
+        let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 2000;
+             CREATE TABLE IF NOT EXISTS devices (
+                id_hash BLOB PRIMARY KEY, user TEXT NOT NULL, issued INTEGER NOT NULL,
+                failures INTEGER NOT NULL DEFAULT 0);
+             CREATE INDEX IF NOT EXISTS devices_user ON devices(user);",
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// A new device token for `user` after a successful sign-in (64 hex chars).
+    pub fn issue(&self, user: &str, now: i64) -> Result<String, String> {
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).map_err(|e| format!("no randomness for a device id: {e}"))?;
+        let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        self.conn
+            .lock()
+            .map_err(|_| "device store lock poisoned".to_string())?
+            .execute(
+                "INSERT INTO devices (id_hash, user, issued) VALUES (?1, ?2, ?3)",
+                params![&key(&token)[..], user, now],
+            )
+            .map_err(db)?;
+        Ok(token)
+    }
+
+    /// Whether `token` is a live device of `user`.
+    pub fn trusted(&self, token: &str, user: &str, now: i64) -> bool {
+        if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
+        }
+        let Ok(conn) = self.conn.lock() else {
+            return false;
+        };
+        let row: Option<(String, i64, i64)> = conn
+            .query_row(
+                "SELECT user, issued, failures FROM devices WHERE id_hash = ?1",
+                params![&key(token)[..]],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .ok()
+            .flatten();
+        row.is_some_and(|(owner, issued, failures)| {
+            owner == user && now - issued <= self.ttl_ms && failures < DEVICE_FAILURES
+        })
+    }
+
+    /// Counts a wrong password from `token`; enough of them and it is forgotten.
+    pub fn fail(&self, token: &str) {
+        if let Ok(conn) = self.conn.lock() {
+            let k = key(token);
+            let _ = conn.execute(
+                "UPDATE devices SET failures = failures + 1 WHERE id_hash = ?1",
+                params![&k[..]],
+            );
+            let _ = conn.execute(
+                "DELETE FROM devices WHERE id_hash = ?1 AND failures >= ?2",
+                params![&k[..], DEVICE_FAILURES],
+            );
+        }
+    }
+
+    /// Forgets `token` (replaced by a new one at sign-in).
+    pub fn forget(&self, token: &str) {
+        if let Ok(conn) = self.conn.lock() {
+            let _ = conn.execute(
+                "DELETE FROM devices WHERE id_hash = ?1",
+                params![&key(token)[..]],
+            );
+        }
+    }
+
+    /// Forgets every device of `user` (removed from the users file).
+    pub fn forget_user(&self, user: &str) -> Result<usize, String> {
+        self.conn
+            .lock()
+            .map_err(|_| "device store lock poisoned".to_string())?
+            .execute("DELETE FROM devices WHERE user = ?1", params![user])
+            .map_err(db)
+    }
+
+    /// Deletes devices past their lifetime; returns how many.
+    pub fn prune(&self, now: i64) -> Result<usize, String> {
+        self.conn
+            .lock()
+            .map_err(|_| "device store lock poisoned".to_string())?
+            .execute(
+                "DELETE FROM devices WHERE issued < ?1",
+                params![now.saturating_sub(self.ttl_ms)],
+            )
+            .map_err(db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+
+    fn store(dir: &Path) -> Devices {
+        Devices::open(
+            &dir.join("sessions.sqlite3"),
+            Duration::from_secs(30 * 86_400),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_device_is_trusted_for_its_own_account_until_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = store(dir.path());
+        let t = d.issue("alice", 0).unwrap();
+        assert!(d.trusted(&t, "alice", DAY));
+        assert!(!d.trusted(&t, "bob", DAY), "bound to its account");
+        assert!(!d.trusted(&t, "alice", 31 * DAY), "expired");
+        assert!(!d.trusted("f00", "alice", 0));
+        // Survives a restart.
+        drop(d);
+        let d = store(dir.path());
+        assert!(d.trusted(&t, "alice", DAY));
+        assert_eq!(d.prune(31 * DAY).unwrap(), 1);
+        assert!(!d.trusted(&t, "alice", DAY));
+    }
+
+    #[test]
+    fn a_device_that_guesses_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = store(dir.path());
+        let t = d.issue("alice", 0).unwrap();
+        let other = d.issue("alice", 0).unwrap();
+        for _ in 0..DEVICE_FAILURES {
+            assert!(d.trusted(&t, "alice", 0));
+            d.fail(&t);
+        }
+        assert!(!d.trusted(&t, "alice", 0));
+        assert!(d.trusted(&other, "alice", 0), "only the guessing device");
+        assert_eq!(d.forget_user("alice").unwrap(), 1);
+        assert!(!d.trusted(&other, "alice", 0));
+    }
+
+    #[test]
+    fn the_store_keeps_hashes_not_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = store(dir.path());
+        let t = d.issue("alice", 0).unwrap();
+        drop(d);
+        for f in ["sessions.sqlite3", "sessions.sqlite3-wal"] {
+            let bytes = std::fs::read(dir.path().join(f)).unwrap_or_default();
+            assert!(!bytes.windows(64).any(|w| w == t.as_bytes()), "{f}");
+        }
+    }
+}
