@@ -58,7 +58,7 @@ count() { # path n
   for _ in $(seq 300); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
   local cookie
   cookie=$(curl -s -o /dev/null -D - -H 'Sec-Fetch-Site: same-origin' --data 'username=bench&password=bench-password-1' \
-    "http://127.0.0.1:$port/auth/login" | awk -F'[:;] *' 'tolower($1)=="set-cookie" {print $2}')
+    "http://127.0.0.1:$port/auth/login" | awk -F'[:;] *' 'tolower($1)=="set-cookie" && $2 ~ /^esprit_session=/ {print $2}')
   [ -n "$cookie" ] || { echo "could not sign in" >&2; cat "$work/edge.log" >&2; exit 1; }
   # Both routes get the cookie, so only the gate differs (the open route forwards it as is).
   h2load --h1 -n "$2" -c 4 -H "Cookie: $cookie" "http://127.0.0.1:$port$1" > "$work/h2load.txt"

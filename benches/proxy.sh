@@ -93,7 +93,7 @@ target/release/esprit-edge --config "$work/gate.toml" > "$work/gate.log" 2>&1 & 
 target/release/examples/bare_proxy "127.0.0.1:$BARE" "127.0.0.1:$UP" "$THREADS" > "$work/bare.log" 2>&1 & pids+=($!)
 
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$GATE/healthz" >/dev/null && break; sleep 0.1; done
-COOKIE=$(curl -s -o /dev/null -D - -H 'Sec-Fetch-Site: same-origin' --data 'username=bench&password=bench-password-1' "http://127.0.0.1:$GATE/auth/login" | awk -F'[:;] *' 'tolower($1)=="set-cookie" {print $2}')
+COOKIE=$(curl -s -o /dev/null -D - -H 'Sec-Fetch-Site: same-origin' --data 'username=bench&password=bench-password-1' "http://127.0.0.1:$GATE/auth/login" | awk -F'[:;] *' 'tolower($1)=="set-cookie" && $2 ~ /^esprit_session=/ {print $2}')
 [ -n "$COOKIE" ] || { echo "could not sign in to the gated edge" >&2; cat "$work/gate.log" >&2; exit 1; }
 
 for port in $UP $NGX $EDGE $BARE; do

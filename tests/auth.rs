@@ -87,6 +87,61 @@ async fn logout(edge: &Edge, cookie: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// Waits (up to 10 s) until `cookie` no longer opens `/auth/me`: the edge
+/// re-reads cached sessions every 3 s and the users file every second.
+async fn wait_signed_out(edge: &Edge, cookie: &str, why: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = client()
+            .get(edge.url("/auth/me"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 401 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{why}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Opens an event stream at `path` with `cookie`; checks it answers 200.
+async fn open_event_stream(
+    edge: &Edge,
+    cookie: &str,
+    path: &str,
+) -> impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin {
+    let stream = common::client_no_timeout()
+        .get(edge.url(path))
+        .header("cookie", cookie)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    Box::pin(stream.bytes_stream())
+}
+
+/// Whether `body` ends within `secs` (reading and dropping what comes).
+async fn ends_within(
+    body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    secs: u64,
+) -> bool {
+    use futures_util::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(secs), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await
+    .is_ok()
+}
+
 fn session_cookie(r: &reqwest::Response) -> String {
     let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
     set.split(';').next().unwrap().to_string()
@@ -374,47 +429,55 @@ async fn return_paths_cannot_leave_the_site() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_user_ends_their_sessions() {
     let s = stack().await;
-    let cookie = sign_in_alice(&s.edge).await;
-    assert_eq!(
-        client()
-            .get(s.edge.url("/app/x"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let ok = Command::new(common::binary())
-        .args([
-            "--config",
-            s.edge.config.to_str().unwrap(),
-            "user",
-            "remove",
-            "alice",
-        ])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    // On the gate's path the edge looks at the users file at most once a second.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    common::add_user(&s.edge, "bob", "bobs-password-123", &[]);
+    let alice = sign_in_alice(&s.edge).await;
+    let bob = session_cookie(&login(&s.edge, "bob", "bobs-password-123", None).await);
+    for c in [&alice, &bob] {
         let r = client()
             .get(s.edge.url("/app/x"))
-            .header("cookie", &cookie)
-            .header("accept", "application/json")
+            .header("cookie", c)
             .send()
             .await
             .unwrap();
-        if r.status() == 401 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a removed user's session still works"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(r.status(), 200);
     }
+    // An operator edits the file by hand (written whole, as editors do):
+    // the running edge re-reads it and alice's session ends.
+    let file = s.edge.dir.path().join("users.toml");
+    let mut users: toml::Table = std::fs::read_to_string(&file).unwrap().parse().unwrap();
+    users["users"].as_table_mut().unwrap().remove("alice");
+    let tmp = file.with_extension("edit");
+    std::fs::write(&tmp, toml::to_string(&users).unwrap()).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    wait_signed_out(
+        &s.edge,
+        &alice,
+        "a user removed from the file kept her session",
+    )
+    .await;
+    // Through the CLI: bob's session ends too, and he can no longer sign in.
+    let ok = Command::new(common::binary())
+        .args(["--config", s.edge.config.to_str().unwrap()])
+        .args(["user", "remove", "bob"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    wait_signed_out(&s.edge, &bob, "a removed user's session still works").await;
+    assert_eq!(
+        login(&s.edge, "bob", "bobs-password-123", None)
+            .await
+            .status(),
+        401
+    );
+    // The gate refuses them as well as /auth/me does.
+    let r = client()
+        .get(s.edge.url("/app/x"))
+        .header("cookie", &alice)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -609,34 +672,20 @@ async fn operators_list_and_revoke_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logging_out_closes_the_sessions_live_stream() {
-    use futures_util::StreamExt;
     let s = stack().await;
     let cookie = sign_in_alice(&s.edge).await;
-    let stream = common::client_no_timeout()
-        .get(s.edge.url("/api/stream?npc=a"))
-        .header("cookie", &cookie)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
-    let mut body = stream.bytes_stream();
+    let mut body = open_event_stream(&s.edge, &cookie, "/api/stream?npc=a").await;
     // It stays open while the session lives.
-    let early = tokio::time::timeout(std::time::Duration::from_secs(3), async {
-        while let Some(Ok(_)) = body.next().await {}
-    })
-    .await;
     assert!(
-        early.is_err(),
+        !ends_within(&mut body, 3).await,
         "the stream ended while the session was live"
     );
     let r = logout(&s.edge, &cookie).await;
     assert_eq!(r.status(), 303);
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(15), async {
-        while let Some(Ok(_)) = body.next().await {}
-    })
-    .await;
-    assert!(ended.is_ok(), "the stream outlived its session");
+    assert!(
+        ends_within(&mut body, 15).await,
+        "the stream outlived its session"
+    );
     s.edge
         .wait_log(|v| v["target"] == "hub" && v["message"] == "session ended; closing its stream");
 }
@@ -886,24 +935,7 @@ async fn replacing_a_password_ends_the_users_sessions() {
     let s = stack().await;
     let cookie = sign_in_alice(&s.edge).await;
     common::add_user(&s.edge, "alice", "a-brand-new-password", &[]);
-    // The store forgets them at once; the edge's cache re-reads within 3 s.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let r = client()
-            .get(s.edge.url("/auth/me"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 401 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a session outlived its password"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    wait_signed_out(&s.edge, &cookie, "a session outlived its password").await;
     assert_eq!(
         login(&s.edge, "alice", "correct-horse-battery", None)
             .await
@@ -1050,16 +1082,7 @@ async fn logging_out_closes_a_proxied_event_stream() {
     let s = stack().await;
     let cookie = sign_in_alice(&s.edge).await;
     // The upstream sends one event, then holds the stream silent for a minute.
-    let stream = common::client_no_timeout()
-        .get(s.edge.url("/app/feed?mode=sse&ms=60000"))
-        .header("cookie", &cookie)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
-    assert_eq!(stream.headers()["content-type"], "text/event-stream");
-    let mut body = stream.bytes_stream();
+    let mut body = open_event_stream(&s.edge, &cookie, "/app/feed?mode=sse&ms=60000").await;
     let first = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
         .await
         .expect("the first event")
@@ -1067,11 +1090,10 @@ async fn logging_out_closes_a_proxied_event_stream() {
         .unwrap();
     assert!(String::from_utf8_lossy(&first).contains("data: first"));
     assert_eq!(logout(&s.edge, &cookie).await.status(), 303);
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while let Some(Ok(_)) = body.next().await {}
-    })
-    .await;
-    assert!(ended.is_ok(), "the proxied stream outlived its session");
+    assert!(
+        ends_within(&mut body, 10).await,
+        "the proxied stream outlived its session"
+    );
     s.edge
         .wait_log(|v| v["target"] == "auth" && v["message"] == "session ended; closing its stream");
 }

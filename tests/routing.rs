@@ -65,6 +65,12 @@ fn header<'a>(echo: &'a Value, name: &str) -> Vec<&'a str> {
 
 /// Sends raw bytes (for requests no client library would produce) and returns (status, body).
 fn raw(port: u16, request: &str) -> (u16, String) {
+    let (status, _, body) = raw_response(port, request);
+    (status, body)
+}
+
+/// Sends raw bytes and returns (status, head, body).
+fn raw_response(port: u16, request: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(request.as_bytes()).unwrap();
@@ -76,11 +82,8 @@ fn raw(port: u16, request: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_string(), body.to_string())
 }
 
 /// A raw GET as the signed-in user.
@@ -102,32 +105,19 @@ fn get_anonymous(s: &Stack, target: &str, headers: &str) -> (u16, String) {
     )
 }
 
-/// The `Location` of a raw response, if any.
-fn location(s: &Stack, target: &str) -> (u16, Option<String>) {
-    let mut c = TcpStream::connect(("127.0.0.1", s.edge.port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(
-        format!(
+/// A browser navigation to `target` without a session: (status, `Location`).
+fn navigate_anonymous(s: &Stack, target: &str) -> (u16, Option<String>) {
+    let (status, head, _) = raw_response(
+        s.edge.port,
+        &format!(
             "GET {target} HTTP/1.1\r\nHost: hub.local\r\nSec-Fetch-Mode: navigate\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    let _ = c.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let loc = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("location: ")
-                .or_else(|| l.strip_prefix("Location: "))
-        })
-        .map(str::to_string);
+        ),
+    );
+    let loc = head.lines().find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
+            .map(|(_, v)| v.trim().to_string())
+    });
     (status, loc)
 }
 
@@ -150,7 +140,7 @@ async fn without_a_session_the_default_config_lets_nothing_gated_through() {
     ] {
         let (status, body) = get_anonymous(&s, path, "Accept: application/json\r\n");
         assert_eq!(status, 401, "{path}: {body}");
-        let (status, loc) = location(&s, path);
+        let (status, loc) = navigate_anonymous(&s, path);
         assert_eq!(status, 302, "{path}");
         let rd: String = form_urlencoded_byte_serialize(path);
         assert_eq!(
