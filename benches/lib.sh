@@ -11,9 +11,11 @@ bench_init() {
 }
 
 bench_cleanup() {
+  local rc=$?   # the bench's own status, not that of the processes killed here
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
+  exit "$rc"
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
