@@ -197,14 +197,16 @@ fn user_command(cfg: &config::Config, action: UserAction) -> ExitCode {
                 if replaced { "replaced" } else { "added" },
                 users_file.display()
             );
-            if replaced {
-                match end_sessions_of(cfg, &name) {
-                    Ok(n) => println!("ended {n} session(s) of {name}"),
-                    Err(e) => {
-                        return fail(format!(
-                            "password replaced, but {name}'s sessions could not be ended: {e}"
-                        ));
-                    }
+            // A new password ends the sessions signed in with the old one; a
+            // name added again (after it was removed by editing the file) must
+            // not bring its old sessions back.
+            match end_sessions_of(cfg, &name) {
+                Ok(0) => {}
+                Ok(n) => println!("ended {n} session(s) of {name}"),
+                Err(e) => {
+                    return fail(format!(
+                        "user saved, but {name}'s earlier sessions could not be ended: {e}"
+                    ));
                 }
             }
         }

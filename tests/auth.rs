@@ -431,6 +431,8 @@ async fn removing_a_user_ends_their_sessions() {
     let s = stack().await;
     common::add_user(&s.edge, "bob", "bobs-password-123", &[]);
     let alice = sign_in_alice(&s.edge).await;
+    // A second session of alice's that nobody uses while she is gone.
+    let untouched = sign_in_alice(&s.edge).await;
     let bob = session_cookie(&login(&s.edge, "bob", "bobs-password-123", None).await);
     for c in [&alice, &bob] {
         let r = client()
@@ -455,6 +457,16 @@ async fn removing_a_user_ends_their_sessions() {
         "a user removed from the file kept her session",
     )
     .await;
+    // Added again, she starts afresh: the session nobody presented while she
+    // was gone does not come back to life.
+    common::add_user(&s.edge, "alice", "correct-horse-battery", &[]);
+    let r = client()
+        .get(s.edge.url("/auth/me"))
+        .header("cookie", &untouched)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a removed user's old session came back");
     // Through the CLI: bob's session ends too, and he can no longer sign in.
     let ok = Command::new(common::binary())
         .args(["--config", s.edge.config.to_str().unwrap()])
@@ -864,8 +876,10 @@ async fn a_known_browser_signs_in_while_someone_else_keeps_failing() {
     assert!(!device.contains("Secure"), "plain HTTP: {device}");
     let device = pair(&device);
 
-    // Someone else fails on alice's account: 5 free failures, then they wait
-    // out each backoff (1 s, 2 s, 4 s) so the account ends up with an 8 s wait.
+    // Someone else fails on alice's account (and, from another IP, on bob's):
+    // 5 free failures, then they wait out each backoff (1 s, 2 s, 4 s) so
+    // both accounts end up with an 8 s wait.
+    common::add_user(&s.edge, "bob", "bobs-password-123", &[]);
     for _ in 0..5 {
         assert_eq!(
             login(&s.edge, "alice", "guess-guess-1", None)
@@ -873,6 +887,7 @@ async fn a_known_browser_signs_in_while_someone_else_keeps_failing() {
                 .status(),
             401
         );
+        assert_eq!(guess_from(&s.edge, 2, "bob").await, 401);
     }
     for wait in [1100, 2100, 4100] {
         tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -882,6 +897,7 @@ async fn a_known_browser_signs_in_while_someone_else_keeps_failing() {
                 .status(),
             401
         );
+        assert_eq!(guess_from(&s.edge, 2, "bob").await, 401);
     }
     // Even the right password from a new browser must wait now...
     let fresh = login(&s.edge, "alice", "correct-horse-battery", None).await;
@@ -894,12 +910,7 @@ async fn a_known_browser_signs_in_while_someone_else_keeps_failing() {
     // The old cookie was replaced: it no longer lets anyone past the backoff.
     let old = login_on_device(&s.edge, "alice", "correct-horse-battery", &device).await;
     assert_eq!(old.status(), 429, "a replaced device cookie still counted");
-    // A device cookie is worth nothing for another account. (Bob's attacker
-    // comes from another IP: this one has used up most of its failures.)
-    common::add_user(&s.edge, "bob", "bobs-password-123", &[]);
-    for _ in 0..5 {
-        assert_eq!(guess_from(&s.edge, 2, "bob").await, 401);
-    }
+    // A device cookie is worth nothing for another account.
     let other = login_on_device(&s.edge, "bob", "bobs-password-123", &renewed).await;
     assert_eq!(other.status(), 429, "alice's device opened bob's account");
 }
@@ -1089,6 +1100,11 @@ async fn logging_out_closes_a_proxied_event_stream() {
         .expect("a chunk")
         .unwrap();
     assert!(String::from_utf8_lossy(&first).contains("data: first"));
+    // It stays open while the session lives.
+    assert!(
+        !ends_within(&mut body, 3).await,
+        "the proxied stream ended while the session was live"
+    );
     assert_eq!(logout(&s.edge, &cookie).await.status(), 303);
     assert!(
         ends_within(&mut body, 10).await,

@@ -7,7 +7,7 @@
 //! Like sessions, only a SHA-256 of each token is stored (in the session
 //! store's database), so the table cannot be replayed as cookies.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Mutex;
@@ -65,41 +65,29 @@ impl Devices {
         Ok(token)
     }
 
-    /// Whether `token` is a live device of `user`.
-    pub fn trusted(&self, token: &str, user: &str, now: i64) -> bool {
+    /// Admits one sign-in attempt from `token` to `user`'s account: true when
+    /// it is a live device of that account that still has a wrong password to
+    /// spend. The attempt is counted as a failure before its password is
+    /// checked (in one statement, so attempts sent in parallel cannot all
+    /// pass); a success replaces the device anyway.
+    pub fn admit(&self, token: &str, user: &str, now: i64) -> bool {
         if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return false;
         }
         let Ok(conn) = self.conn.lock() else {
             return false;
         };
-        let row: Option<(String, i64, i64)> = conn
-            .query_row(
-                "SELECT user, issued, failures FROM devices WHERE id_hash = ?1",
-                params![&key(token)[..]],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .ok()
-            .flatten();
-        row.is_some_and(|(owner, issued, failures)| {
-            owner == user && now - issued <= self.ttl_ms && failures < DEVICE_FAILURES
-        })
-    }
-
-    /// Counts a wrong password from `token`; enough of them and it is forgotten.
-    pub fn fail(&self, token: &str) {
-        if let Ok(conn) = self.conn.lock() {
-            let k = key(token);
-            let _ = conn.execute(
-                "UPDATE devices SET failures = failures + 1 WHERE id_hash = ?1",
-                params![&k[..]],
-            );
-            let _ = conn.execute(
-                "DELETE FROM devices WHERE id_hash = ?1 AND failures >= ?2",
-                params![&k[..], DEVICE_FAILURES],
-            );
-        }
+        conn.execute(
+            "UPDATE devices SET failures = failures + 1
+             WHERE id_hash = ?1 AND user = ?2 AND failures < ?3 AND issued >= ?4",
+            params![
+                &key(token)[..],
+                user,
+                DEVICE_FAILURES,
+                now.saturating_sub(self.ttl_ms)
+            ],
+        )
+        .is_ok_and(|changed| changed == 1)
     }
 
     /// Forgets `token` (replaced by a new one at sign-in).
@@ -121,14 +109,14 @@ impl Devices {
             .map_err(db)
     }
 
-    /// Deletes devices past their lifetime; returns how many.
+    /// Deletes devices past their lifetime or out of attempts; returns how many.
     pub fn prune(&self, now: i64) -> Result<usize, String> {
         self.conn
             .lock()
             .map_err(|_| "device store lock poisoned".to_string())?
             .execute(
-                "DELETE FROM devices WHERE issued < ?1",
-                params![now.saturating_sub(self.ttl_ms)],
+                "DELETE FROM devices WHERE issued < ?1 OR failures >= ?2",
+                params![now.saturating_sub(self.ttl_ms), DEVICE_FAILURES],
             )
             .map_err(db)
     }
@@ -153,32 +141,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = store(dir.path());
         let t = d.issue("alice", 0).unwrap();
-        assert!(d.trusted(&t, "alice", DAY));
-        assert!(!d.trusted(&t, "bob", DAY), "bound to its account");
-        assert!(!d.trusted(&t, "alice", 31 * DAY), "expired");
-        assert!(!d.trusted("f00", "alice", 0));
+        assert!(d.admit(&t, "alice", DAY));
+        assert!(!d.admit(&t, "bob", DAY), "bound to its account");
+        assert!(!d.admit(&t, "alice", 31 * DAY), "expired");
+        assert!(!d.admit("f00", "alice", 0));
         // Survives a restart.
         drop(d);
         let d = store(dir.path());
-        assert!(d.trusted(&t, "alice", DAY));
+        assert!(d.admit(&t, "alice", DAY));
         assert_eq!(d.prune(31 * DAY).unwrap(), 1);
-        assert!(!d.trusted(&t, "alice", DAY));
+        assert!(!d.admit(&t, "alice", DAY));
     }
 
     #[test]
-    fn a_device_that_guesses_is_forgotten() {
+    fn a_device_gets_five_attempts_even_sent_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let d = store(dir.path());
         let t = d.issue("alice", 0).unwrap();
         let other = d.issue("alice", 0).unwrap();
-        for _ in 0..DEVICE_FAILURES {
-            assert!(d.trusted(&t, "alice", 0));
-            d.fail(&t);
-        }
-        assert!(!d.trusted(&t, "alice", 0));
-        assert!(d.trusted(&other, "alice", 0), "only the guessing device");
+        // Ten attempts in flight together, none finished: five are admitted.
+        let admitted: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..10)
+                .map(|_| s.spawn(|| usize::from(d.admit(&t, "alice", 0))))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(admitted, DEVICE_FAILURES as usize);
+        assert!(!d.admit(&t, "alice", 0));
+        assert!(d.admit(&other, "alice", 0), "only the guessing device");
+        assert_eq!(d.prune(0).unwrap(), 1, "the spent device is pruned");
         assert_eq!(d.forget_user("alice").unwrap(), 1);
-        assert!(!d.trusted(&other, "alice", 0));
+        assert!(!d.admit(&other, "alice", 0));
     }
 
     #[test]

@@ -80,15 +80,27 @@ pub fn cookie_value(req: &RequestHeader, secure: bool) -> Option<&str> {
 }
 
 /// The first cookie called `name` in `req`.
-fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+fn cookie<'a>(req: &'a RequestHeader, name: &'a str) -> Option<&'a str> {
+    named(req, name).next()
+}
+
+/// Every cookie called `name` in `req`.
+fn named<'a>(req: &'a RequestHeader, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     req.headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v.trim())
+}
+
+/// The values of the first few cookies called `name`: a cookie planted by a
+/// sibling host (same name, longer path, so sent first) must not hide the
+/// browser's own device cookie.
+fn cookies(req: &RequestHeader, name: &str) -> Vec<String> {
+    named(req, name).take(4).map(str::to_string).collect()
 }
 
 impl AuthService {
@@ -326,15 +338,14 @@ impl AuthService {
                 if let Err(e) = csrf {
                     return Ok(refuse.reply(403, e.message(), "", "csrf"));
                 }
-                let device = cookie(
+                let devices = cookies(
                     session.req_header(),
                     if secure {
                         DEVICE_COOKIE_TLS
                     } else {
                         DEVICE_COOKIE
                     },
-                )
-                .map(str::to_string);
+                );
                 let old = cookie_value(session.req_header(), secure).map(str::to_string);
                 let body = match read_small(session, MAX_LOGIN_BODY).await? {
                     Some(b) => b,
@@ -351,7 +362,7 @@ impl AuthService {
                 let attempt = Attempt {
                     username,
                     password,
-                    device,
+                    devices,
                     old,
                     client,
                 };
@@ -402,14 +413,18 @@ impl AuthService {
         }
     }
 
-    /// Whether this attempt may go ahead; `Err(wait)` when it is throttled.
-    /// A known device of the account skips the per-IP and per-account counts
-    /// (someone failing on purpose cannot keep its owner out); anyone else's
-    /// attempt is counted up front, so a burst sent in parallel is held to
-    /// the same few guesses as one sent in turn.
+    /// Whether this attempt may go ahead; `Err(wait)` when it is throttled,
+    /// else the known device it came from, if any. A known device of the
+    /// account skips the per-IP and per-account counts (someone failing on
+    /// purpose cannot keep its owner out) and spends one of its own few
+    /// attempts instead. Every attempt is counted before its password is
+    /// checked, so a burst sent in parallel is held to the same few guesses
+    /// as one sent in turn.
     fn admit(&self, a: &Attempt, ip_key: &str, account_key: &str) -> Result<bool, Duration> {
-        if let Some(d) = &a.device
-            && self.devices.trusted(d, &a.username, now_ms())
+        let now_wall = now_ms();
+        if a.devices
+            .iter()
+            .any(|d| self.devices.admit(d, &a.username, now_wall))
         {
             return Ok(true);
         }
@@ -423,9 +438,7 @@ impl AuthService {
     }
 
     async fn login(&self, a: Attempt, secure: bool, refuse: Refusal<'_>) -> pingora::Result<Reply> {
-        let ip_key = a
-            .client
-            .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+        let ip_key = a.client.map_or_else(|| "unknown".to_string(), throttle_key);
         // Names that cannot exist share one key, so junk names cannot grow the map.
         let account_key = if users::valid_name(&a.username) {
             a.username.as_str()
@@ -462,10 +475,18 @@ impl AuthService {
                 .await
                 .unwrap_or(false)
         };
-        if !(ok && acceptable && user.is_some()) {
-            if let (true, Some(d)) = (trusted_device, &a.device) {
-                self.devices.fail(d);
-            }
+        // The password may have been replaced (and the user's sessions ended)
+        // while this check waited its turn: it must be checked against the
+        // hash that is current now.
+        let still_current = || {
+            user.as_ref().is_some_and(|u| {
+                self.users_fresh(true)
+                    .users
+                    .get(&a.username)
+                    .is_some_and(|now| now.hash == u.hash)
+            })
+        };
+        if !(ok && acceptable && still_current()) {
             tracing::info!(target: "auth", user = %a.username, client = %ip_key, "login failed");
             return Ok(refuse.reply(401, BAD_LOGIN, &a.username, "login failed"));
         }
@@ -486,7 +507,7 @@ impl AuthService {
         }
         let mut r = Reply::redirect(303, refuse.rd.unwrap_or("/").to_string());
         r.set_cookies.push(self.session_cookie(&token, secure));
-        if let Some(d) = &a.device {
+        for d in &a.devices {
             self.devices.forget(d);
         }
         match self.devices.issue(&a.username, now_ms()) {
@@ -495,6 +516,22 @@ impl AuthService {
         }
         tracing::info!(target: "auth", user = %a.username, client = %ip_key, "login");
         Ok(r)
+    }
+}
+
+/// The per-IP throttle's key: an IPv4 address, or the /64 an IPv6 address
+/// is in (one host usually holds a whole /64, so single addresses would
+/// give it endless fresh keys).
+fn throttle_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let net = std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1));
+                format!("{net}/64")
+            }
+        },
     }
 }
 
@@ -524,8 +561,8 @@ impl pingora::services::background::BackgroundService for Upkeep {
 struct Attempt {
     username: String,
     password: String,
-    /// The device cookie the browser sent, if any.
-    device: Option<String>,
+    /// The device cookies the browser sent (normally none or one).
+    devices: Vec<String>,
     /// The session cookie the browser sent, if any.
     old: Option<String>,
     client: Option<IpAddr>,
@@ -602,6 +639,26 @@ mod tests {
             credentials(b"garbage", true),
             (String::new(), String::new())
         );
+    }
+
+    #[test]
+    fn an_ipv6_host_is_throttled_by_its_64() {
+        let key = |s: &str| throttle_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff::9"));
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+    }
+
+    #[test]
+    fn every_cookie_of_a_name_is_seen() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.append_header("cookie", "esprit_device=planted; a=1")
+            .unwrap();
+        r.append_header("cookie", "esprit_device=mine").unwrap();
+        assert_eq!(cookies(&r, DEVICE_COOKIE), ["planted", "mine"]);
+        assert_eq!(cookie(&r, DEVICE_COOKIE), Some("planted"));
     }
 
     #[test]

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     failures: u32,
+    /// When the latest counted attempt started.
     last: Instant,
+    /// `last` before that attempt, restored if it is refunded.
+    before: Instant,
 }
 
 /// Failure counts for one kind of key (client IP, or account).
@@ -58,19 +61,20 @@ impl Throttle {
                 return Err(until - now);
             }
         }
-        if map.len() >= MAX_KEYS {
-            let horizon = self.cap * 2;
-            map.retain(|_, e| now.duration_since(e.last) < horizon);
+        if map.len() >= MAX_KEYS && !map.contains_key(key) {
+            make_room(&mut map, now, self.cap * 2);
         }
         let e = map.entry(key.to_string()).or_insert(Entry {
             failures: 0,
             last: now,
+            before: now,
         });
         // Old failures are forgiven once the cap has passed twice over.
         if now.duration_since(e.last) > self.cap * 2 {
             e.failures = 0;
         }
         e.failures += 1;
+        e.before = e.last;
         e.last = now;
         Ok(())
     }
@@ -82,6 +86,8 @@ impl Throttle {
             && let Some(e) = map.get_mut(key)
         {
             e.failures = e.failures.saturating_sub(1);
+            // Failures fade from the last *failure*, not the last attempt.
+            e.last = e.before;
         }
     }
 
@@ -91,6 +97,21 @@ impl Throttle {
             map.remove(key);
         }
     }
+}
+
+/// Frees space in a full map: first the keys whose failures are forgiven
+/// anyway, then (under a spray of fresh keys) the older half, so memory and
+/// the cost of this sweep stay bounded.
+fn make_room(map: &mut HashMap<String, Entry>, now: Instant, horizon: Duration) {
+    map.retain(|_, e| now.duration_since(e.last) < horizon);
+    if map.len() < MAX_KEYS {
+        return;
+    }
+    let mut lasts: Vec<Instant> = map.values().map(|e| e.last).collect();
+    let mid = lasts.len() / 2;
+    let (_, median, _) = lasts.select_nth_unstable(mid);
+    let median = *median;
+    map.retain(|_, e| e.last > median);
 }
 
 #[cfg(test)]
@@ -143,6 +164,33 @@ mod tests {
             t.attempt("ip", t0).is_err(),
             "the earlier failure still counts"
         );
+    }
+
+    #[test]
+    fn a_refund_does_not_restart_the_fading_clock() {
+        let t = Throttle::new(1, Duration::from_secs(1), Duration::from_secs(10));
+        let t0 = Instant::now();
+        t.attempt("ip", t0).unwrap();
+        // A success 19 s later is refunded: the failure at t0 still fades at t0 + 20 s.
+        let later = t0 + Duration::from_secs(19);
+        t.attempt("ip", later).unwrap();
+        t.refund("ip");
+        let map = t.entries.lock().unwrap();
+        assert_eq!(map["ip"].failures, 1);
+        assert_eq!(map["ip"].last, t0);
+    }
+
+    #[test]
+    fn a_spray_of_fresh_keys_keeps_the_map_bounded() {
+        let t = Throttle::new(5, Duration::from_secs(1), Duration::from_secs(30));
+        let t0 = Instant::now();
+        for i in 0..(MAX_KEYS + 10) {
+            let at = t0 + Duration::from_micros(i as u64);
+            t.attempt(&format!("k{i}"), at).unwrap();
+        }
+        let len = t.entries.lock().unwrap().len();
+        assert!(len <= MAX_KEYS, "{len} keys");
+        assert!(len > MAX_KEYS / 3, "{len} keys: too much forgotten");
     }
 
     #[test]
