@@ -106,6 +106,16 @@ async fn wait_signed_out(edge: &Edge, cookie: &str, why: &str) {
     }
 }
 
+/// GETs `path` with the session in `cookie`.
+async fn get_as(edge: &Edge, path: &str, cookie: impl AsRef<str>) -> reqwest::Response {
+    client()
+        .get(edge.url(path))
+        .header("cookie", cookie.as_ref())
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Opens an event stream at `path` with `cookie`; checks it answers 200.
 async fn open_event_stream(
     edge: &Edge,
@@ -228,12 +238,8 @@ async fn sign_in_then_reach_the_app_as_yourself() {
         "the edge cookie reached the upstream"
     );
 
-    let me: Value = client()
-        .get(s.edge.url("/auth/me"))
-        .header("cookie", &cookie)
-        .send()
+    let me: Value = get_as(&s.edge, "/auth/me", &cookie)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -302,12 +308,7 @@ async fn every_login_gets_a_new_id_and_logout_ends_it() {
         .await
         .unwrap();
     assert_eq!(replay.status(), 401, "a logged-out cookie still worked");
-    let other = client()
-        .get(s.edge.url("/app/x"))
-        .header("cookie", &c2)
-        .send()
-        .await
-        .unwrap();
+    let other = get_as(&s.edge, "/app/x", &c2).await;
     assert_eq!(other.status(), 200);
 }
 
@@ -435,12 +436,7 @@ async fn removing_a_user_ends_their_sessions() {
     let untouched = sign_in_alice(&s.edge).await;
     let bob = session_cookie(&login(&s.edge, "bob", "bobs-password-123", None).await);
     for c in [&alice, &bob] {
-        let r = client()
-            .get(s.edge.url("/app/x"))
-            .header("cookie", c)
-            .send()
-            .await
-            .unwrap();
+        let r = get_as(&s.edge, "/app/x", c).await;
         assert_eq!(r.status(), 200);
     }
     // An operator edits the file by hand (written whole, as editors do):
@@ -460,12 +456,7 @@ async fn removing_a_user_ends_their_sessions() {
     // Added again, she starts afresh: the session nobody presented while she
     // was gone does not come back to life.
     common::add_user(&s.edge, "alice", "correct-horse-battery", &[]);
-    let r = client()
-        .get(s.edge.url("/auth/me"))
-        .header("cookie", &untouched)
-        .send()
-        .await
-        .unwrap();
+    let r = get_as(&s.edge, "/auth/me", &untouched).await;
     assert_eq!(r.status(), 401, "a removed user's old session came back");
     // Through the CLI: bob's session ends too, and he can no longer sign in.
     let ok = Command::new(common::binary())
@@ -615,12 +606,7 @@ async fn sessions_end_when_idle_too_long_and_at_their_absolute_limit() {
     );
     // Both are gone for /auth/me too, and the store forgot them.
     for c in [idle, busy] {
-        let r = client()
-            .get(s.edge.url("/auth/me"))
-            .header("cookie", c)
-            .send()
-            .await
-            .unwrap();
+        let r = get_as(&s.edge, "/auth/me", c).await;
         assert_eq!(r.status(), 401);
     }
 }
@@ -975,22 +961,13 @@ async fn sessions_survive_a_restart_of_the_edge() {
     s.edge.spawn(&[], &[]);
     let port = s.edge.port;
     s.edge.wait_listening(port);
-    let me: Value = client()
-        .get(s.edge.url("/auth/me"))
-        .header("cookie", &cookie)
-        .send()
+    let me: Value = get_as(&s.edge, "/auth/me", &cookie)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(me["user"], "alice", "the restart signed alice out: {me}");
-    let r = client()
-        .get(s.edge.url("/app/x"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_as(&s.edge, "/app/x", &cookie).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -1026,12 +1003,7 @@ async fn a_flood_of_sign_ins_does_not_hold_up_the_proxy() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // Proxied requests and health checks are answered while the sign-ins wait.
     for _ in 0..5 {
-        let r = client()
-            .get(s.edge.url("/app/x"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
+        let r = get_as(&s.edge, "/app/x", &cookie).await;
         assert_eq!(r.status(), 200);
         assert_eq!(
             client()
@@ -1144,11 +1116,6 @@ async fn an_open_websocket_does_not_keep_an_idle_session_alive() {
         frames >= 5,
         "closed after {frames} frames: before the idle limit?"
     );
-    let me = client()
-        .get(s.edge.url("/auth/me"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let me = get_as(&s.edge, "/auth/me", &cookie).await;
     assert_eq!(me.status(), 401);
 }
