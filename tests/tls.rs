@@ -39,6 +39,7 @@ fn start(pki: &common::certs::Pki, upstream: &str, redirect: bool) -> TlsEdge {
                  [tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n\
                  [upstreams.app]\naddress = \"{upstream}\"\n\
                  [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n\
+                 [[routes]]\nprefix = \"/app/\"\nupstream = \"app\"\nstream = true\nauth = \"session\"\n\
                  [[routes]]\nprefix = \"/auth/\"\nkind = \"auth\"\n",
                 common::server_section(dir, port),
                 d = dir.display()
@@ -290,6 +291,17 @@ async fn session_cookie_over_tls_is_host_prefixed_and_secure() {
         !set.to_ascii_lowercase().contains("domain="),
         "__Host- cookies carry no Domain: {set}"
     );
+    let device = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("__Secure-esprit_device="))
+        .expect("the device cookie, __Secure- prefixed")
+        .to_string();
+    for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/auth/"] {
+        assert!(device.contains(attr), "{attr} missing: {device}");
+    }
     let cookie = set.split(';').next().unwrap().to_string();
     let me = c
         .get(e.url("/auth/me"))
@@ -306,4 +318,73 @@ async fn session_cookie_over_tls_is_host_prefixed_and_secure() {
         .await
         .unwrap();
     assert_eq!(plain.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_ends_a_proxied_event_stream_over_h2_and_only_that_stream() {
+    use futures_util::StreamExt;
+    let app = peers::echo("app").await;
+    let p = pki(HOST);
+    let e = start(&p, &app.address(), false);
+    common::add_user(&e.edge, "alice", "correct-horse-battery", &[]);
+    // One client: one HTTP/2 connection carries the sign-in, the stream, the
+    // logout and what comes after.
+    let c = p.client(HOST, e.addr()).build().unwrap();
+    let r = c
+        .post(e.url("/auth/login"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("username", "alice"), ("password", "correct-horse-battery")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let stream = c
+        .get(e.url("/app/feed?mode=sse&ms=60000"))
+        .header("cookie", &cookie)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.version(), reqwest::Version::HTTP_2);
+    let mut body = stream.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.next())
+        .await
+        .expect("the first event")
+        .expect("a chunk")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("data: first"));
+    let early = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(
+        early.is_err(),
+        "the stream ended while the session was live"
+    );
+    let out = c
+        .post(e.url("/auth/logout"))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    let drain = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = body.next().await {}
+    });
+    assert!(drain.await.is_ok(), "the h2 stream outlived its session");
+    // The browser's connection itself lives on for its other requests.
+    let after = c.get(e.url("/healthz")).send().await.unwrap();
+    assert_eq!(after.status(), 200);
+    assert_eq!(after.version(), reqwest::Version::HTTP_2);
+    e.edge
+        .wait_log(|v| v["target"] == "auth" && v["message"] == "session ended; closing its stream");
 }

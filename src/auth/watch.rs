@@ -1,12 +1,13 @@
-//! Ends upgraded streams (websockets) whose session ended, even silent ones.
+//! Ends long streams (websockets, SSE responses) whose session ended, even
+//! silent ones.
 //!
-//! A websocket outlives the request that opened it, and Pingora only runs our
-//! filters when a frame flows, so a quiet socket would keep talking to Sim
-//! after its session was logged out, expired or revoked. Each upgraded stream
-//! on a gated route registers a duplicate of its client socket here; a sweep
-//! (every second, from a background service) shuts down the sockets of
-//! sessions that are gone. Pingora then sees the client close as usual and
-//! tears down both halves, the upstream connection included.
+//! A stream outlives the check made when it opened, and Pingora only runs our
+//! filters when data flows, so a quiet socket would keep talking to Sim
+//! after its session was logged out, expired or revoked. Each stream on a
+//! gated route registers a duplicate of a socket only it uses (the client's
+//! over HTTP/1.1, the upstream's over HTTP/2); a sweep (every second, from a
+//! background service) shuts down the sockets of sessions that are gone.
+//! Pingora then sees that side close as usual and ends the stream.
 //!
 //! The duplicate descriptor is ours, so a sweep can never hit a descriptor
 //! number the process has since reused for another connection.
@@ -32,7 +33,7 @@ struct Watched {
     socket: TcpStream,
 }
 
-/// The upgraded streams of gated routes and the sessions they belong to.
+/// The long streams of gated routes and the sessions they belong to.
 #[derive(Default)]
 pub struct StreamWatch {
     streams: Mutex<HashMap<u64, Watched>>,
@@ -55,10 +56,11 @@ impl Drop for Registration {
 }
 
 impl StreamWatch {
-    /// Watches the client socket `fd` until the returned guard drops.
+    /// Watches the socket `fd` until the returned guard drops.
     ///
     /// The caller must hold the connection that owns `fd` for the duration of
-    /// this call (Pingora's session does), so the descriptor is open.
+    /// this call (Pingora's session does, downstream and upstream), so the
+    /// descriptor is open.
     pub fn register(
         self: &Arc<Self>,
         fd: RawFd,

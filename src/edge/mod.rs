@@ -45,8 +45,11 @@ pub struct RequestCtx {
     /// For upgraded (websocket) streams on gated routes: is the session still live?
     alive: Option<SessionAlive>,
     alive_checked: Instant,
-    /// Keeps a gated websocket on the session watch while the request lives.
+    /// Keeps a gated stream on the session watch while the request lives.
     watched: Option<Registration>,
+    /// The upstream connection's socket, for watching a stream whose client
+    /// connection is shared (HTTP/2).
+    upstream_fd: Option<std::os::fd::RawFd>,
 }
 
 /// The edge proxy: routing, forwarding and response policy for both listeners.
@@ -158,16 +161,23 @@ fn check_still_signed_in(ctx: &mut RequestCtx) -> Result<()> {
     Error::e_explain(ErrorType::ConnectionClosed, "session ended").map_err(|e| e.into_down())
 }
 
-/// Puts a gated stream's client socket (a websocket, or an SSE response) on
-/// the session watch, so it is closed when the session ends even if nothing
-/// flows again. Without a socket (h2) or a spare descriptor it still ends on
-/// its next frame or event.
+/// Puts a gated stream on the session watch, so it is closed when the
+/// session ends even if nothing flows again. Over HTTP/1.1 the watch shuts
+/// the client's socket (a websocket, or an SSE response, owns its
+/// connection). Over HTTP/2 the client's connection carries other requests,
+/// so it shuts the stream's own upstream socket instead: Pingora then ends
+/// the response, and only that stream. Without either (or a spare
+/// descriptor) the stream still ends on its next frame or event.
 fn watch_stream(
     auth: &AuthService,
     session: &Session,
+    upstream_fd: Option<std::os::fd::RawFd>,
     alive: SessionAlive,
 ) -> Option<Registration> {
-    let fd = session.downstream_session.stream()?.id();
+    let fd = match session.downstream_session.stream() {
+        Some(client) => client.id(),
+        None => upstream_fd?,
+    };
     match auth.streams().register(fd, alive) {
         Ok(r) => Some(r),
         Err(e) => {
@@ -200,6 +210,7 @@ impl ProxyHttp for Edge {
             alive: None,
             alive_checked: Instant::now(),
             watched: None,
+            upstream_fd: None,
         }
     }
 
@@ -274,7 +285,7 @@ impl ProxyHttp for Edge {
             }
             Decision::Proxy(fwd) => {
                 if let (Some(auth), Some(alive)) = (&self.auth, &ctx.alive) {
-                    ctx.watched = watch_stream(auth, session, alive.clone());
+                    ctx.watched = watch_stream(auth, session, None, alive.clone());
                 }
                 ctx.body_limit = request::body_limit(&self.policy, Some(&fwd.route));
                 ctx.route = Some(fwd.route);
@@ -317,6 +328,19 @@ impl ProxyHttp for Edge {
         Ok(upstream::peer(addr, &route.timeouts))
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::fd::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        ctx.upstream_fd = Some(fd);
+        Ok(())
+    }
+
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
@@ -351,7 +375,7 @@ impl ProxyHttp for Edge {
             // A proxied SSE stream of a signed-in user ends with the session too.
             ctx.alive = auth.liveness(session.req_header(), ctx.facts.secure());
             if let Some(alive) = &ctx.alive {
-                ctx.watched = watch_stream(auth, session, alive.clone());
+                ctx.watched = watch_stream(auth, session, ctx.upstream_fd, alive.clone());
             }
         }
         let policy = headers::SecurityHeaders {
