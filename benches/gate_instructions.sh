@@ -9,7 +9,7 @@
 #
 # Usage: benches/gate_instructions.sh [n1=2000] [n2=12000]
 #   KEEP_PROFILE=/tmp/gate keeps each callgrind profile (for callgrind_annotate).
-# Needs: scripts/setup --bench (nginx-light, h2load) and valgrind.
+# Needs: scripts/setup --bench (nginx-light, h2load, valgrind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N1=${1:-2000}

@@ -190,7 +190,7 @@ impl AuthService {
         let idle = i64::try_from(self.cfg.idle_timeout.as_millis()).unwrap_or(i64::MAX);
         let absolute = i64::try_from(self.cfg.absolute_timeout.as_millis()).unwrap_or(i64::MAX);
         Some(Identity {
-            user: rec.user.clone(),
+            user: rec.user,
             name: u.display_name.clone(),
             email: u.email.clone(),
             expires: (rec.last_seen.saturating_add(idle)).min(rec.created.saturating_add(absolute)),
@@ -414,7 +414,7 @@ impl AuthService {
     }
 
     /// Whether this attempt may go ahead; `Err(wait)` when it is throttled,
-    /// else the known device it came from, if any. A known device of the
+    /// else whether it came from a known device of the account. A known device of the
     /// account skips the per-IP and per-account counts (someone failing on
     /// purpose cannot keep its owner out) and spends one of its own few
     /// attempts instead. Every attempt is counted before its password is
