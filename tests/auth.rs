@@ -139,19 +139,6 @@ async fn open_event_stream(
     Box::pin(stream.bytes_stream())
 }
 
-/// Whether `body` ends within `secs` (reading and dropping what comes).
-async fn ends_within(
-    body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
-    secs: u64,
-) -> bool {
-    use futures_util::StreamExt;
-    tokio::time::timeout(std::time::Duration::from_secs(secs), async {
-        while let Some(Ok(_)) = body.next().await {}
-    })
-    .await
-    .is_ok()
-}
-
 fn session_cookie(r: &reqwest::Response) -> String {
     let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
     set.split(';').next().unwrap().to_string()
@@ -675,13 +662,13 @@ async fn logging_out_closes_the_sessions_live_stream() {
     let mut body = open_event_stream(&s.edge, &cookie, "/api/stream?npc=a").await;
     // It stays open while the session lives.
     assert!(
-        !ends_within(&mut body, 3).await,
+        !common::sse::ends_within(&mut body, 3).await,
         "the stream ended while the session was live"
     );
     let r = logout(&s.edge, &cookie).await;
     assert_eq!(r.status(), 303);
     assert!(
-        ends_within(&mut body, 15).await,
+        common::sse::ends_within(&mut body, 15).await,
         "the stream outlived its session"
     );
     s.edge
@@ -1074,12 +1061,12 @@ async fn logging_out_closes_a_proxied_event_stream() {
     assert!(String::from_utf8_lossy(&first).contains("data: first"));
     // It stays open while the session lives.
     assert!(
-        !ends_within(&mut body, 3).await,
+        !common::sse::ends_within(&mut body, 3).await,
         "the proxied stream ended while the session was live"
     );
     assert_eq!(logout(&s.edge, &cookie).await.status(), 303);
     assert!(
-        ends_within(&mut body, 10).await,
+        common::sse::ends_within(&mut body, 10).await,
         "the proxied stream outlived its session"
     );
     s.edge

@@ -267,13 +267,10 @@ fn bad_certificates_are_start_up_errors_naming_the_file() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_cookie_over_tls_is_host_prefixed_and_secure() {
-    let app = peers::echo("app").await;
-    let p = pki(HOST);
-    let e = start(&p, &app.address(), false);
+/// Adds `alice` with the CLI and signs her in through `c` (a same-origin
+/// form post over TLS); returns the 303.
+async fn sign_in_alice(e: &TlsEdge, c: &reqwest::Client) -> reqwest::Response {
     common::add_user(&e.edge, "alice", "correct-horse-battery", &[]);
-    let c = p.client(HOST, e.addr()).build().unwrap();
     let r = c
         .post(e.url("/auth/login"))
         .header("sec-fetch-site", "same-origin")
@@ -282,6 +279,16 @@ async fn session_cookie_over_tls_is_host_prefixed_and_secure() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookie_over_tls_is_host_prefixed_and_secure() {
+    let app = peers::echo("app").await;
+    let p = pki(HOST);
+    let e = start(&p, &app.address(), false);
+    let c = p.client(HOST, e.addr()).build().unwrap();
+    let r = sign_in_alice(&e, &c).await;
     let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(set.starts_with("__Host-esprit_session="), "{set}");
     for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
@@ -326,18 +333,10 @@ async fn logging_out_ends_a_proxied_event_stream_over_h2_and_only_that_stream() 
     let app = peers::echo("app").await;
     let p = pki(HOST);
     let e = start(&p, &app.address(), false);
-    common::add_user(&e.edge, "alice", "correct-horse-battery", &[]);
     // One client: one HTTP/2 connection carries the sign-in, the stream, the
     // logout and what comes after.
     let c = p.client(HOST, e.addr()).build().unwrap();
-    let r = c
-        .post(e.url("/auth/login"))
-        .header("sec-fetch-site", "same-origin")
-        .form(&[("username", "alice"), ("password", "correct-horse-battery")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
+    let r = sign_in_alice(&e, &c).await;
     let cookie = r.headers()["set-cookie"]
         .to_str()
         .unwrap()
@@ -361,12 +360,8 @@ async fn logging_out_ends_a_proxied_event_stream_over_h2_and_only_that_stream() 
         .expect("a chunk")
         .unwrap();
     assert!(String::from_utf8_lossy(&first).contains("data: first"));
-    let early = tokio::time::timeout(Duration::from_secs(3), async {
-        while let Some(Ok(_)) = body.next().await {}
-    })
-    .await;
     assert!(
-        early.is_err(),
+        !common::sse::ends_within(&mut body, 3).await,
         "the stream ended while the session was live"
     );
     let out = c
@@ -377,10 +372,10 @@ async fn logging_out_ends_a_proxied_event_stream_over_h2_and_only_that_stream() 
         .await
         .unwrap();
     assert_eq!(out.status(), 303);
-    let drain = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(Ok(_)) = body.next().await {}
-    });
-    assert!(drain.await.is_ok(), "the h2 stream outlived its session");
+    assert!(
+        common::sse::ends_within(&mut body, 10).await,
+        "the h2 stream outlived its session"
+    );
     // The browser's connection itself lives on for its other requests.
     let after = c.get(e.url("/healthz")).send().await.unwrap();
     assert_eq!(after.status(), 200);

@@ -102,3 +102,16 @@ fn parse(block: &str) -> Option<SseEvent> {
         data: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)),
     })
 }
+
+/// Whether the response body `body` ends within `secs` (what comes is read
+/// and dropped): a stream closed by the edge ends, a live one does not.
+pub async fn ends_within(
+    body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    secs: u64,
+) -> bool {
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await
+    .is_ok()
+}
