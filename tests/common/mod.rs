@@ -12,6 +12,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// Whether an esprit-edge listens on `port`: `GET /healthz` answers 200 `ok`.
+fn answers_as_edge(port: u16) -> bool {
+    use std::io::Write;
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: edge.test\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    text.starts_with("HTTP/1.1 200")
+        && text
+            .split_once("\r\n\r\n")
+            .is_some_and(|(_, b)| b.trim() == "ok")
+}
+
 /// A loopback port nobody is listening on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -80,7 +101,9 @@ impl Edge {
                 return true;
             }
             let exited = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))));
-            if exited || TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // A listener that accepts is not proof: another test's peer may
+            // hold the port for a moment. Only the edge answers /healthz so.
+            if exited || answers_as_edge(port) {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(50));
