@@ -56,8 +56,11 @@ impl Throttle {
             return Ok(());
         };
         if let Some(e) = map.get(key) {
-            let until = e.last + self.wait_for(e);
-            if now < until {
+            // `now` was read before the lock: a parallel attempt may have
+            // stored a later one. Free attempts never wait, whatever the order.
+            let wait = self.wait_for(e);
+            let until = e.last + wait;
+            if !wait.is_zero() && now < until {
                 return Err(until - now);
             }
         }
@@ -75,7 +78,7 @@ impl Throttle {
         }
         e.failures += 1;
         e.before = e.last;
-        e.last = now;
+        e.last = e.last.max(now);
         Ok(())
     }
 
@@ -147,6 +150,22 @@ mod tests {
         // Twenty attempts arrive together; none has finished yet.
         let passed = (0..20).filter(|_| t.attempt("alice", t0).is_ok()).count();
         assert_eq!(passed, 5);
+    }
+
+    #[test]
+    fn free_attempts_pass_whatever_order_their_clocks_arrive_in() {
+        let t = Throttle::new(3, Duration::from_secs(1), Duration::from_secs(30));
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(5);
+        // The later-stamped attempt takes the lock first.
+        assert!(t.attempt("ip", t1).is_ok());
+        assert!(t.attempt("ip", t0).is_ok(), "a free attempt was throttled");
+        assert!(t.attempt("ip", t0).is_ok());
+        assert_eq!(
+            t.attempt("ip", t0),
+            Err(Duration::from_millis(1005)),
+            "the wait runs from the latest attempt"
+        );
     }
 
     #[test]
