@@ -1,13 +1,27 @@
 //! esprit-edge: the Esprit-Hub edge (routing, TLS, limits) and its agent hub,
-//! in one Pingora process. The modules follow the request path in DESIGN.md.
+//! in one Pingora process. The modules follow the layers in DESIGN.md, and
+//! dependencies run one way, downwards (`tests/architecture.rs` keeps it so):
+//!
+//! 1. leaves: `config`, `clock`, `identity`, `reply` (in-process answers and
+//!    the handler trait), `watch` (a session's end ends its streams),
+//!    `watched_file`, `telemetry`;
+//! 2. `limit` (client IP, the sign-in backoff; rate rules next);
+//! 3. concerns: `auth`, `hub`, `tls`;
+//! 4. `edge`, the Pingora service;
+//! 5. `server`, which assembles it (and `main`, the CLI).
 
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod edge;
 pub mod hub;
+pub mod identity;
 pub mod limit;
+pub mod reply;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod watch;
+pub mod watched_file;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use esprit_edge::auth::devices::Devices;
-use esprit_edge::auth::sessions::Sessions;
+use esprit_edge::auth::sessions::{Sessions, StoreError};
 use esprit_edge::auth::users::{self, User, Users};
 use esprit_edge::{config, server, telemetry};
 use std::io::Read;
@@ -62,7 +62,7 @@ fn session_command(cfg: &config::Config, action: SessionAction) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let now = esprit_edge::hub::event::now_ms();
+    let now = esprit_edge::clock::now_ms();
     match action {
         SessionAction::List => match sessions.list(now) {
             Ok(list) => {
@@ -134,7 +134,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 /// Ends every session of `name` (and forgets its devices): a replaced
 /// password or a removed user must not leave a signed-in browser behind.
-fn end_sessions_of(cfg: &config::Config, name: &str) -> Result<usize, String> {
+fn end_sessions_of(cfg: &config::Config, name: &str) -> Result<usize, StoreError> {
     let a = &cfg.auth;
     let ended =
         Sessions::open(&a.sessions, a.idle_timeout, a.absolute_timeout)?.revoke_user(name)?;

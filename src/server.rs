@@ -3,18 +3,20 @@
 //! `docker stop` and SIGQUIT hand-overs behave.
 
 use crate::auth::service::AuthService;
-use crate::auth::service::Upkeep;
-use crate::auth::watch::Sweeper;
-use crate::config::{Config, RouteAction, RouteAuth};
+use crate::auth::upkeep::Upkeep;
+use crate::config::{Config, HandlerKind, RouteAction, RouteAuth};
 use crate::edge::Edge;
+use crate::edge::handlers::Handlers;
 use crate::hub::Hub;
 use crate::tls::{CertStore, ReloadOnHangup};
+use crate::watch::{StreamWatch, Sweeper};
 use anyhow::Context;
 use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
 use pingora::prelude::{Opt, Server};
 use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::ServerConf;
 use pingora::services::background::background_service;
+use std::sync::Arc;
 
 /// Whole seconds, rounded up and at least `min`: Pingora counts its shutdown
 /// phases in seconds, and "500ms" must not become no grace at all.
@@ -56,22 +58,21 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let hub = if config
-        .routes
-        .iter()
-        .any(|r| matches!(r.action, RouteAction::Hub { .. }))
-    {
+    let serves = |kind| {
+        config
+            .routes
+            .iter()
+            .any(|r| matches!(r.action, RouteAction::Handler { kind: k, .. } if k == kind))
+    };
+    let mut handlers = Handlers::default();
+    if serves(HandlerKind::Hub) {
         let hub = Hub::open(&config.hub)
             .map_err(|e| anyhow::anyhow!("{}: hub: {e}", config.source.display()))?;
         server.add_service(background_service("hub maintenance", hub.maintenance()));
-        Some(hub)
-    } else {
-        None
-    };
-    let wants_auth = config
-        .routes
-        .iter()
-        .any(|r| r.auth == RouteAuth::Session || r.action == RouteAction::Auth);
+        handlers.register(HandlerKind::Hub, hub);
+    }
+    let wants_auth =
+        serves(HandlerKind::Auth) || config.routes.iter().any(|r| r.auth == RouteAuth::Session);
     let auth = if wants_auth {
         Some(
             AuthService::open(&config)
@@ -80,14 +81,19 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     } else {
         None
     };
+    let streams = Arc::new(StreamWatch::default());
     if let Some(auth) = &auth {
+        handlers.register(HandlerKind::Auth, auth.clone());
         server.add_service(background_service(
             "websocket session watch",
-            Sweeper(auth.streams().clone()),
+            Sweeper(streams.clone()),
         ));
         server.add_service(background_service("session upkeep", Upkeep(auth.clone())));
     }
-    let mut edge = http_proxy_service(&server.configuration, Edge::new(&config, hub, auth));
+    let mut edge = http_proxy_service(
+        &server.configuration,
+        Edge::new(&config, handlers, auth, streams),
+    );
     // Pingora's default 64 KiB read buffer per connection is zeroed up front:
     // with thousands of idle SSE or websocket clients that is most of the
     // memory. Headers are read through a small one; large reads bypass it.

@@ -13,6 +13,11 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+pub use super::store_error::StoreError;
+
+/// Names this store in error messages.
+const WHAT: &str = "device";
+
 /// Wrong passwords a trusted device may send before it is forgotten.
 const DEVICE_FAILURES: i64 = 5;
 
@@ -26,15 +31,11 @@ fn key(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn db(e: rusqlite::Error) -> String {
-    format!("device store: {e}")
-}
-
 impl Devices {
     /// Opens (creating) the `devices` table in the database at `path`;
     /// a device is trusted for `ttl` after its last successful sign-in.
-    pub fn open(path: &Path, ttl: Duration) -> Result<Self, String> {
-        let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn open(path: &Path, ttl: Duration) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(|e| StoreError::open(path, e))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 2000;
              CREATE TABLE IF NOT EXISTS devices (
@@ -42,7 +43,7 @@ impl Devices {
                 failures INTEGER NOT NULL DEFAULT 0);
              CREATE INDEX IF NOT EXISTS devices_user ON devices(user);",
         )
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| StoreError::open(path, e))?;
         Ok(Self {
             conn: Mutex::new(conn),
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
@@ -50,18 +51,18 @@ impl Devices {
     }
 
     /// A new device token for `user` after a successful sign-in (64 hex chars).
-    pub fn issue(&self, user: &str, now: i64) -> Result<String, String> {
+    pub fn issue(&self, user: &str, now: i64) -> Result<String, StoreError> {
         let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw).map_err(|e| format!("no randomness for a device id: {e}"))?;
+        getrandom::fill(&mut raw).map_err(|e| StoreError::Random(WHAT, e))?;
         let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
         self.conn
             .lock()
-            .map_err(|_| "device store lock poisoned".to_string())?
+            .map_err(|_| StoreError::Poisoned(WHAT))?
             .execute(
                 "INSERT INTO devices (id_hash, user, issued) VALUES (?1, ?2, ?3)",
                 params![&key(&token)[..], user, now],
             )
-            .map_err(db)?;
+            .map_err(|e| StoreError::Db(WHAT, e))?;
         Ok(token)
     }
 
@@ -101,24 +102,24 @@ impl Devices {
     }
 
     /// Forgets every device of `user` (removed from the users file).
-    pub fn forget_user(&self, user: &str) -> Result<usize, String> {
+    pub fn forget_user(&self, user: &str) -> Result<usize, StoreError> {
         self.conn
             .lock()
-            .map_err(|_| "device store lock poisoned".to_string())?
+            .map_err(|_| StoreError::Poisoned(WHAT))?
             .execute("DELETE FROM devices WHERE user = ?1", params![user])
-            .map_err(db)
+            .map_err(|e| StoreError::Db(WHAT, e))
     }
 
     /// Deletes devices past their lifetime or out of attempts; returns how many.
-    pub fn prune(&self, now: i64) -> Result<usize, String> {
+    pub fn prune(&self, now: i64) -> Result<usize, StoreError> {
         self.conn
             .lock()
-            .map_err(|_| "device store lock poisoned".to_string())?
+            .map_err(|_| StoreError::Poisoned(WHAT))?
             .execute(
                 "DELETE FROM devices WHERE issued < ?1 OR failures >= ?2",
                 params![now.saturating_sub(self.ttl_ms), DEVICE_FAILURES],
             )
-            .map_err(db)
+            .map_err(|e| StoreError::Db(WHAT, e))
     }
 }
 

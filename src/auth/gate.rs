@@ -1,7 +1,65 @@
-//! What a request without a live session gets on a protected route: a
-//! browser navigation is sent to the login page (and back afterwards);
-//! everything else (fetch, XHR, SSE, websocket, socket.io polling) gets 401,
-//! so `EventSource` stops instead of looping and no upgrade reaches upstream.
+//! The session gate (DESIGN step 3), whole: a route with `auth = "session"`
+//! lets a request through only with a live session, and then only from a
+//! page of this origin when it can change state. Without a session a browser
+//! navigation is sent to the login page (and back afterwards); everything
+//! else (fetch, XHR, SSE, websocket, socket.io polling) gets 401, so
+//! `EventSource` stops instead of looping and no upgrade reaches upstream.
+
+use super::csrf;
+use super::service::AuthService;
+use crate::identity::Identity;
+use crate::reply::Reply;
+use pingora::http::RequestHeader;
+
+/// What the edge learned about a request that the gate needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    /// The normalised path (the return path after sign-in).
+    pub path: &'a str,
+    /// `https` when the browser used HTTPS.
+    pub proto: &'static str,
+    /// A websocket handshake.
+    pub upgrade: bool,
+    /// Refusals go out as JSON.
+    pub json: bool,
+}
+
+impl AuthService {
+    /// Lets `req` through with its identity, or says how it is refused.
+    pub fn gate(&self, req: &RequestHeader, asked: &Asked<'_>) -> Result<Identity, Box<Reply>> {
+        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let Some(id) = self.identify(req, asked.proto == "https") else {
+            let target = match req.uri.query() {
+                Some(q) => format!("{}?{q}", asked.path),
+                None => asked.path.to_string(),
+            };
+            return Err(Box::new(
+                match deny(
+                    &req.method,
+                    header("sec-fetch-mode"),
+                    header("accept"),
+                    asked.upgrade,
+                    &target,
+                ) {
+                    Denial::Login { status, location } => Reply::redirect(status, location),
+                    Denial::Unauthorized => Reply::error(401, "sign in first", asked.json),
+                },
+            ));
+        };
+        // Unsafe methods, and websocket handshakes (GETs whose frames can
+        // change state), must come from a page of this origin.
+        if (asked.upgrade || csrf::needs_check(&req.method))
+            && let Err(e) = csrf::provenance(
+                header("sec-fetch-site"),
+                header("origin"),
+                &self.origin_here(req, asked.proto),
+            )
+        {
+            return Err(Box::new(Reply::error(403, e.message(), asked.json)));
+        }
+        Ok(id)
+    }
+}
 
 /// The answer for an unauthenticated request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,14 +1,18 @@
-//! Who may use the edge: users and their sessions, the login, and the
-//! policies the session gate is built from (CSRF, return paths, refusals,
-//! throttling), plus the watch that ends websockets with their session.
+//! Who may use the edge: users and their sessions, known devices, the
+//! `/auth/` handler, and the session gate with its policies (CSRF, return
+//! paths, refusals). The sign-in backoff lives in `limit::throttle`, the
+//! stream watch in `watch`.
 
+pub mod cookies;
 pub mod csrf;
 pub mod devices;
 pub mod gate;
+pub mod identify;
+pub mod login;
 pub mod page;
 pub mod redirect;
 pub mod service;
 pub mod sessions;
-pub mod throttle;
+pub mod store_error;
+pub mod upkeep;
 pub mod users;
-pub mod watch;

@@ -1,14 +1,7 @@
 //! The sign-in page: self-contained HTML and CSS, no script and no external
 //! asset, so it works under the edge's strict CSP.
 
-/// Escapes text for HTML content and attribute values.
-pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
+use crate::reply::html::escape;
 
 /// The page, posting back to `/auth/login` with `rd`; `error` shown above the form.
 pub fn login(rd: Option<&str>, error: Option<&str>, username: &str) -> String {

@@ -11,6 +11,11 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+pub use super::store_error::StoreError;
+
+/// Names this store in error messages.
+const WHAT: &str = "session";
+
 /// A live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -64,17 +69,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn db(e: rusqlite::Error) -> String {
-    format!("session store: {e}")
-}
-
 impl Sessions {
     /// Opens (creating) the store at `path` with the idle and absolute timeouts.
-    pub fn open(path: &Path, idle: Duration, absolute: Duration) -> Result<Self, String> {
+    pub fn open(path: &Path, idle: Duration, absolute: Duration) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::open(dir, e))?;
         }
-        let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let conn = Connection::open(path).map_err(|e| StoreError::open(path, e))?;
         conn.execute_batch(
             // NORMAL, not FULL: WAL commits then survive a crash of the edge,
             // and a power cut costs at most the last sign-ins and last-seen
@@ -84,7 +85,7 @@ impl Sessions {
                 id_hash BLOB PRIMARY KEY, user TEXT NOT NULL, created INTEGER NOT NULL, last_seen INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);",
         )
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| StoreError::open(path, e))?;
         Ok(Self {
             conn: Mutex::new(conn),
             cache: Mutex::new(HashMap::new()),
@@ -97,9 +98,9 @@ impl Sessions {
 
     /// Starts a session for `user`; returns the cookie token (64 hex chars).
     /// Every login gets a new id, so a planted id is never promoted.
-    pub fn create(&self, user: &str, now: i64) -> Result<String, String> {
+    pub fn create(&self, user: &str, now: i64) -> Result<String, StoreError> {
         let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw).map_err(|e| format!("no randomness for a session id: {e}"))?;
+        getrandom::fill(&mut raw).map_err(|e| StoreError::Random(WHAT, e))?;
         let token = hex(&raw);
         let k = key(&token);
         let rec = SessionRecord {
@@ -109,12 +110,12 @@ impl Sessions {
         };
         self.conn
             .lock()
-            .map_err(|_| "session store lock poisoned".to_string())?
+            .map_err(|_| StoreError::Poisoned(WHAT))?
             .execute(
                 "INSERT INTO sessions (id_hash, user, created, last_seen) VALUES (?1, ?2, ?3, ?3)",
                 params![&k[..], user, now],
             )
-            .map_err(db)?;
+            .map_err(|e| StoreError::Db(WHAT, e))?;
         self.cache_put(&token, k, rec, std::time::Instant::now());
         Ok(token)
     }
@@ -224,33 +225,33 @@ impl Sessions {
     }
 
     /// Ends every session of `user`; returns how many.
-    pub fn revoke_user(&self, user: &str) -> Result<usize, String> {
+    pub fn revoke_user(&self, user: &str) -> Result<usize, StoreError> {
         if let Ok(mut c) = self.cache.lock() {
             c.retain(|_, e| e.rec.user != user);
         }
         self.conn
             .lock()
-            .map_err(|_| "session store lock poisoned".to_string())?
+            .map_err(|_| StoreError::Poisoned(WHAT))?
             .execute("DELETE FROM sessions WHERE user = ?1", params![user])
-            .map_err(db)
+            .map_err(|e| StoreError::Db(WHAT, e))
     }
 
     /// Ends the sessions whose id hash starts with `prefix` (as `list` shows it); returns how many.
-    pub fn revoke_prefix(&self, prefix: &str) -> Result<usize, String> {
+    pub fn revoke_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
         if prefix.len() < 6 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(
-                "give at least 6 hex characters of a session id from `session list`".into(),
-            );
+            return Err(StoreError::Refused(
+                "give at least 6 hex characters of a session id from `session list`",
+            ));
         }
         let n = self
             .conn
             .lock()
-            .map_err(|_| "session store lock poisoned".to_string())?
+            .map_err(|_| StoreError::Poisoned(WHAT))?
             .execute(
                 "DELETE FROM sessions WHERE lower(hex(id_hash)) LIKE ?1 || '%'",
                 params![prefix.to_ascii_lowercase()],
             )
-            .map_err(db)?;
+            .map_err(|e| StoreError::Db(WHAT, e))?;
         if let Ok(mut c) = self.cache.lock() {
             let prefix = prefix.to_ascii_lowercase();
             c.retain(|_, e| !hex(&e.key).starts_with(&prefix));
@@ -259,13 +260,13 @@ impl Sessions {
     }
 
     /// Deletes expired sessions (nobody may present them again); returns how many.
-    pub fn prune(&self, now: i64) -> Result<usize, String> {
+    pub fn prune(&self, now: i64) -> Result<usize, StoreError> {
         if let Ok(mut c) = self.cache.lock() {
             c.retain(|_, e| !self.expired(&e.rec, now));
         }
         self.conn
             .lock()
-            .map_err(|_| "session store lock poisoned".to_string())?
+            .map_err(|_| StoreError::Poisoned(WHAT))?
             .execute(
                 "DELETE FROM sessions WHERE last_seen < ?1 OR created < ?2",
                 params![
@@ -273,18 +274,15 @@ impl Sessions {
                     now.saturating_sub(self.absolute_ms)
                 ],
             )
-            .map_err(db)
+            .map_err(|e| StoreError::Db(WHAT, e))
     }
 
     /// Live sessions as (id prefix for operators, record), newest first.
-    pub fn list(&self, now: i64) -> Result<Vec<(String, SessionRecord)>, String> {
-        let conn = self
-            .conn
-            .lock()
-            .map_err(|_| "session store lock poisoned".to_string())?;
+    pub fn list(&self, now: i64) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Poisoned(WHAT))?;
         let mut st = conn
             .prepare("SELECT id_hash, user, created, last_seen FROM sessions ORDER BY created DESC")
-            .map_err(db)?;
+            .map_err(|e| StoreError::Db(WHAT, e))?;
         let rows = st
             .query_map([], |row| {
                 let k: Vec<u8> = row.get(0)?;
@@ -297,9 +295,9 @@ impl Sessions {
                     },
                 ))
             })
-            .map_err(db)?
+            .map_err(|e| StoreError::Db(WHAT, e))?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(db)?;
+            .map_err(|e| StoreError::Db(WHAT, e))?;
         Ok(rows
             .into_iter()
             .filter(|(_, r)| !self.expired(r, now))

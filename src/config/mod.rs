@@ -10,7 +10,8 @@ mod validate;
 pub use env::upstream_var;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    Auth, Config, Hub, PathMatch, Route, RouteAction, RouteAuth, Server, Timeouts, Tls, Upstream,
+    Auth, Config, HandlerKind, Hub, PathMatch, Route, RouteAction, RouteAuth, Server, Timeouts,
+    Tls, Upstream,
 };
 
 use std::path::{Path, PathBuf};

@@ -136,13 +136,51 @@ pub enum RouteAction {
         /// 301, 302, 303, 307 or 308.
         status: u16,
     },
-    /// The login endpoints (`/auth/login`, `/auth/logout`, `/auth/me`).
-    Auth,
-    /// The in-process hub; paths it does not claim go to `fallback`.
-    Hub {
-        /// Upstream for the paths under the route the hub does not claim.
+    /// Answered in-process by the handler registered for `kind`; paths under
+    /// the route it does not claim go to `fallback`.
+    Handler {
+        /// Which in-process handler.
+        kind: HandlerKind,
+        /// Upstream for the paths under the route the handler does not claim.
         fallback: Option<String>,
     },
+}
+
+/// The in-process route kinds (`kind = "..."` in the config). A new one is a
+/// variant here, its row in the validator's key table, a module implementing
+/// `reply::handler::Handler`, and one registration line in `server.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HandlerKind {
+    /// The agent hub (`kind = "hub"`): runs, events, streams.
+    Hub,
+    /// The sign-in (`kind = "auth"`): login page, logout, `/auth/me`.
+    Auth,
+}
+
+impl HandlerKind {
+    /// Every kind, in the order the config documents them.
+    pub const ALL: [HandlerKind; 2] = [HandlerKind::Hub, HandlerKind::Auth];
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            HandlerKind::Hub => "hub",
+            HandlerKind::Auth => "auth",
+        }
+    }
+
+    /// What a request gets when the kind is configured but not running.
+    pub fn unavailable(self) -> &'static str {
+        match self {
+            HandlerKind::Hub => "the hub is not running",
+            HandlerKind::Auth => "sign-in is not available",
+        }
+    }
+
+    /// Whether the kind's handler checks bearer tokens (`auth = "token"`).
+    pub fn takes_tokens(self) -> bool {
+        matches!(self, HandlerKind::Hub)
+    }
 }
 
 /// Upstream timeouts for one route.
@@ -186,6 +224,9 @@ pub enum RouteAuth {
     None,
     /// Only requests with a live edge session.
     Session,
+    /// A bearer token instead of a session (Sim flows carry no cookie); the
+    /// route's in-process handler says which tokens are good.
+    Token,
 }
 
 /// Users, sessions and the login.
@@ -215,8 +256,8 @@ impl Route {
     pub fn upstream(&self) -> Option<&str> {
         match &self.action {
             RouteAction::Proxy { upstream, .. } => Some(upstream),
-            RouteAction::Hub { fallback } => fallback.as_deref(),
-            RouteAction::Redirect { .. } | RouteAction::Auth => None,
+            RouteAction::Handler { fallback, .. } => fallback.as_deref(),
+            RouteAction::Redirect { .. } => None,
         }
     }
 }

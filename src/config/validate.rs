@@ -5,7 +5,8 @@ use super::env::Overrides;
 use super::error::Problems;
 use super::file::{AuthSection, FileConfig, HubSection, RouteSection, ServerSection, TlsSection};
 use super::model::{
-    Auth, Config, Hub, PathMatch, Route, RouteAction, RouteAuth, Server, Timeouts, Tls, Upstream,
+    Auth, Config, HandlerKind, Hub, PathMatch, Route, RouteAction, RouteAuth, Server, Timeouts,
+    Tls, Upstream,
 };
 use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
@@ -430,7 +431,10 @@ fn route(
             ] {
                 not_for(field, set, p);
             }
-            Some(RouteAction::Auth)
+            Some(RouteAction::Handler {
+                kind: HandlerKind::Auth,
+                fallback: None,
+            })
         }
         "hub" => {
             not_for("upstream", r.upstream.is_some(), p);
@@ -440,7 +444,8 @@ fn route(
             if let Some(f) = &r.fallback {
                 check_upstream("fallback", f, p);
             }
-            Some(RouteAction::Hub {
+            Some(RouteAction::Handler {
+                kind: HandlerKind::Hub,
                 fallback: r.fallback.clone(),
             })
         }
@@ -482,10 +487,21 @@ fn route(
     let route_auth = match r.auth.as_deref() {
         None | Some("none") => RouteAuth::None,
         Some("session") => RouteAuth::Session,
+        Some("token") => {
+            let takes =
+                matches!(&action, Some(RouteAction::Handler { kind, .. }) if kind.takes_tokens());
+            if !takes && action.is_some() {
+                p.add(
+                    format!("{key}.auth"),
+                    format!("\"token\" needs a route whose handler checks tokens (kind = \"hub\"), not kind = {kind:?}"),
+                );
+            }
+            RouteAuth::Token
+        }
         Some(other) => {
             p.add(
                 format!("{key}.auth"),
-                format!("{other:?} is not \"session\" or \"none\""),
+                format!("{other:?} is not \"session\", \"token\" or \"none\""),
             );
             RouteAuth::None
         }

@@ -1,6 +1,7 @@
 //! What goes upstream: the request header rewritten so the upstream can trust
 //! every identity and forwarding header it sees, because the edge set them all.
 
+use crate::auth::cookies::EDGE_COOKIES;
 use pingora::Result;
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
@@ -71,17 +72,6 @@ pub struct Forwarded<'a> {
     pub email: Option<&'a str>,
 }
 
-/// The edge's own cookies: never sent upstream. (The device cookies have
-/// `Path=/auth/`, so browsers should not send them here; a forged or stray
-/// copy is dropped all the same.)
-const EDGE_COOKIES: [&str; 4] = [
-    crate::auth::service::COOKIE,
-    crate::auth::service::COOKIE_TLS,
-    crate::auth::service::DEVICE_COOKIE,
-    crate::auth::service::DEVICE_COOKIE_TLS,
-];
-
-/// The `Cookie` header without the edge's session cookie; `None` when nothing is left.
 /// Whether the `Cookie` value `v` holds one of the edge's own cookies.
 fn carries_edge_cookie(v: &str) -> bool {
     v.split(';')
@@ -89,6 +79,10 @@ fn carries_edge_cookie(v: &str) -> bool {
         .any(|(k, _)| EDGE_COOKIES.contains(&k.trim()))
 }
 
+/// The `Cookie` header without the edge's own cookies (never sent upstream;
+/// the device cookies have `Path=/auth/`, so browsers should not send them
+/// here, but a forged or stray copy is dropped all the same); `None` when
+/// nothing is left.
 fn without_edge_cookies(values: &[&str]) -> Option<String> {
     let kept: Vec<&str> = values
         .iter()

@@ -1,75 +1,63 @@
 //! The Pingora service. Each phase is a thin call into a policy module:
-//! `request` decides, `forward` rewrites what goes upstream, `headers` secures
-//! what comes back, `errors` says what failed.
+//! `request` decides, the route's gate (`auth::gate`, or its handler's token
+//! check) admits, a registered [`Handler`](crate::reply::handler::Handler)
+//! answers in-process, `forward` rewrites what goes upstream,
+//! `reply::headers` secures what comes back, `errors` says what failed.
 
+pub mod context;
 pub mod errors;
 pub mod forward;
-pub mod headers;
+pub mod handlers;
 pub mod path;
 pub mod request;
-pub mod respond;
 pub mod router;
 pub mod upstream;
 
-use crate::auth::csrf;
-use crate::auth::gate::{self, Denial};
-use crate::auth::service::{AuthService, Identity, SessionAlive};
-use crate::auth::watch::Registration;
-use crate::config::{Config, Route, RouteAuth};
-use crate::hub::{Handled, Hub};
+use crate::auth::gate::Asked;
+use crate::auth::service::AuthService;
+use crate::config::{Config, Route, RouteAction, RouteAuth};
+use crate::reply::handler::{Call, Handled};
+use crate::reply::{self, Reply, headers};
 use crate::telemetry;
+use crate::watch::{StreamGuard, StreamWatch};
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
+use context::{Proxied, RequestCtx};
+use handlers::Handlers;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
-use request::{Decision, Facts, Policy};
-use respond::Reply;
+use request::{Decision, Policy};
 use std::sync::Arc;
-use std::time::Instant;
 use upstream::Upstreams;
-
-/// Per-request state shared by the phases.
-pub struct RequestCtx {
-    started: Instant,
-    facts: Facts,
-    tls: bool,
-    route: Option<Arc<Route>>,
-    upstream: Option<String>,
-    target: String,
-    body_limit: u64,
-    body_seen: u64,
-    reason: Option<&'static str>,
-    identity: Option<Identity>,
-    /// For upgraded (websocket) streams on gated routes: is the session still live?
-    alive: Option<SessionAlive>,
-    alive_checked: Instant,
-    /// Keeps a gated stream on the session watch while the request lives.
-    watched: Option<Registration>,
-    /// The upstream connection's socket, for watching a stream whose client
-    /// connection is shared (HTTP/2).
-    upstream_fd: Option<std::os::fd::RawFd>,
-}
 
 /// The edge proxy: routing, forwarding and response policy for both listeners.
 pub struct Edge {
     policy: Policy,
-    hub: Option<Arc<Hub>>,
+    handlers: Handlers,
     auth: Option<Arc<AuthService>>,
+    streams: Arc<StreamWatch>,
     upstreams: Upstreams,
     hsts: bool,
     keepalive_secs: u64,
 }
 
 impl Edge {
-    /// Builds the per-process policy from a validated config; `hub` serves
-    /// the routes of kind `hub` (they answer 503 without it).
-    pub fn new(config: &Config, hub: Option<Arc<Hub>>, auth: Option<Arc<AuthService>>) -> Self {
+    /// Builds the per-process policy from a validated config. `handlers`
+    /// serve the in-process routes (a kind without one answers 503); `auth`
+    /// gates `auth = "session"` routes; gated streams go on `streams`.
+    pub fn new(
+        config: &Config,
+        handlers: Handlers,
+        auth: Option<Arc<AuthService>>,
+        streams: Arc<StreamWatch>,
+    ) -> Self {
         Self {
             policy: Policy::new(config),
-            hub,
+            handlers,
             auth,
+            streams,
             upstreams: Upstreams::new(&config.upstreams),
             hsts: config.tls.as_ref().is_some_and(|t| t.hsts),
             keepalive_secs: config.server.keepalive_timeout.as_secs(),
@@ -80,111 +68,117 @@ impl Edge {
         self.hsts && ctx.tls
     }
 
-    /// The session gate (DESIGN step 3): `Some(reply)` refuses the request.
-    fn gate(
+    /// The route's gate (DESIGN step 3): the route says how it is
+    /// authenticated. `Err(reply)` refuses the request.
+    fn admit(
         &self,
-        req: &pingora::http::RequestHeader,
-        decision: &Decision,
+        req: &RequestHeader,
+        route: &Route,
         ctx: &mut RequestCtx,
-    ) -> Option<Reply> {
-        let route = decision.route()?;
-        if route.auth != RouteAuth::Session || crate::hub::has_own_auth(&ctx.facts.path) {
-            return None;
-        }
-        let Some(auth) = &self.auth else {
-            return Some(Reply::error(
-                503,
-                "sign-in is not available",
-                ctx.facts.json,
-            ));
-        };
-        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
-        match auth.identify(req, ctx.facts.secure()) {
-            Some(id) => {
-                // Unsafe methods, and websocket handshakes (GETs whose frames
-                // can change state), must come from a page of this origin.
-                if (ctx.facts.upgrade || csrf::needs_check(&req.method))
-                    && let Err(e) = csrf::provenance(
-                        header("sec-fetch-site"),
-                        header("origin"),
-                        &auth.origin_here(req, ctx.facts.proto),
-                    )
-                {
-                    return Some(Reply::error(403, e.message(), ctx.facts.json));
+    ) -> Result<(), Box<Reply>> {
+        let json = ctx.facts.json;
+        match route.auth {
+            RouteAuth::None => Ok(()),
+            RouteAuth::Token => {
+                let handler = match &route.action {
+                    RouteAction::Handler { kind, .. } => self
+                        .handlers
+                        .get(*kind)
+                        .ok_or_else(|| Box::new(Reply::error(503, kind.unavailable(), json)))?,
+                    _ => {
+                        return Err(Box::new(Reply::error(
+                            401,
+                            "this route takes no bearer token",
+                            json,
+                        )));
+                    }
+                };
+                handler.check_token(req)
+            }
+            RouteAuth::Session => {
+                let Some(auth) = &self.auth else {
+                    return Err(Box::new(Reply::error(
+                        503,
+                        "sign-in is not available",
+                        json,
+                    )));
+                };
+                let asked = Asked {
+                    path: &ctx.facts.path,
+                    proto: ctx.facts.proto,
+                    upgrade: ctx.facts.upgrade,
+                    json,
+                };
+                let id = auth.gate(req, &asked)?;
+                if ctx.facts.upgrade {
+                    // A websocket outlives the request: it ends with its session.
+                    ctx.stream = auth.liveness(req, ctx.facts.secure()).map(StreamGuard::new);
                 }
                 ctx.identity = Some(id);
-                if ctx.facts.upgrade {
-                    // A websocket outlives the request: the session watch closes it
-                    // when the session ends, and it re-checks as frames flow.
-                    ctx.alive = auth.liveness(req, ctx.facts.secure());
-                }
-                None
-            }
-            None => {
-                let target = match req.uri.query() {
-                    Some(q) => format!("{}?{q}", ctx.facts.path),
-                    None => ctx.facts.path.clone(),
-                };
-                match gate::deny(
-                    &req.method,
-                    header("sec-fetch-mode"),
-                    header("accept"),
-                    ctx.facts.upgrade,
-                    &target,
-                ) {
-                    Denial::Login { status, location } => Some(Reply::redirect(status, location)),
-                    Denial::Unauthorized => {
-                        Some(Reply::error(401, "sign in first", ctx.facts.json))
-                    }
-                }
+                Ok(())
             }
         }
+    }
+
+    /// Puts a gated stream's socket on the watch, so it is closed when the
+    /// session ends even if nothing flows again. Over HTTP/1.1 that is the
+    /// client's socket (a websocket, or an SSE response, owns its
+    /// connection). Over HTTP/2 the client's connection carries other
+    /// requests, so it is the stream's own upstream socket: Pingora then ends
+    /// the response, and only that stream.
+    fn watch_socket(&self, session: &Session, ctx: &mut RequestCtx) {
+        let upstream_fd = ctx.proxy.as_ref().and_then(|p| p.upstream_fd);
+        let fd = match session.downstream_session.stream() {
+            Some(client) => Some(client.id()),
+            None => upstream_fd,
+        };
+        if let (Some(guard), Some(fd)) = (&mut ctx.stream, fd) {
+            guard.watch_socket(&self.streams, fd);
+        }
+    }
+
+    /// Serves a route of an in-process kind: one path for every handler.
+    /// `None` when the handler wrote the response itself.
+    async fn handle(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        kind: crate::config::HandlerKind,
+    ) -> Result<Option<Reply>> {
+        let Some(handler) = self.handlers.get(kind) else {
+            return Ok(Some(Reply::error(503, kind.unavailable(), true)));
+        };
+        // A handler's long response (hub SSE) ends with its session too.
+        let stream = match (&self.auth, &ctx.identity) {
+            (Some(auth), Some(_)) => ctx.stream.take().or_else(|| {
+                auth.liveness(session.req_header(), ctx.facts.secure())
+                    .map(StreamGuard::new)
+            }),
+            _ => None,
+        };
+        let call = Call {
+            path: &ctx.facts.path,
+            proto: ctx.facts.proto,
+            client_ip: ctx.facts.client_ip,
+            json: ctx.facts.json,
+            hsts: self.hsts_for(ctx),
+            identity: ctx.identity.as_ref(),
+            stream,
+        };
+        Ok(match handler.serve(session, call).await? {
+            Handled::Reply(r) => Some(r),
+            Handled::Streamed => None,
+        })
     }
 }
 
-/// How often a stream re-checks its session (on traffic in either direction).
-const STREAM_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Ends a stream (websocket or SSE) whose session was logged out, expired or revoked.
 fn check_still_signed_in(ctx: &mut RequestCtx) -> Result<()> {
-    let Some(alive) = &ctx.alive else {
-        return Ok(());
-    };
-    if ctx.alive_checked.elapsed() < STREAM_RECHECK {
-        return Ok(());
-    }
-    ctx.alive_checked = Instant::now();
-    if alive() {
+    if !ctx.stream.as_mut().is_some_and(StreamGuard::ended) {
         return Ok(());
     }
     tracing::info!(target: "auth", "session ended; closing its stream");
     Error::e_explain(ErrorType::ConnectionClosed, "session ended").map_err(|e| e.into_down())
-}
-
-/// Puts a gated stream on the session watch, so it is closed when the
-/// session ends even if nothing flows again. Over HTTP/1.1 the watch shuts
-/// the client's socket (a websocket, or an SSE response, owns its
-/// connection). Over HTTP/2 the client's connection carries other requests,
-/// so it shuts the stream's own upstream socket instead: Pingora then ends
-/// the response, and only that stream. Without either (or a spare
-/// descriptor) the stream still ends on its next frame or event.
-fn watch_stream(
-    auth: &AuthService,
-    session: &Session,
-    upstream_fd: Option<std::os::fd::RawFd>,
-    alive: SessionAlive,
-) -> Option<Registration> {
-    let fd = match session.downstream_session.stream() {
-        Some(client) => client.id(),
-        None => upstream_fd?,
-    };
-    match auth.streams().register(fd, alive) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            tracing::warn!(target: "auth", error = %e, "cannot watch this stream; it ends on its next frame after the session");
-            None
-        }
-    }
 }
 
 fn is_tls(session: &Session) -> bool {
@@ -196,22 +190,7 @@ impl ProxyHttp for Edge {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestCtx {
-            started: Instant::now(),
-            facts: Facts::default(),
-            tls: false,
-            route: None,
-            upstream: None,
-            target: String::new(),
-            body_limit: 0,
-            body_seen: 0,
-            reason: None,
-            identity: None,
-            alive: None,
-            alive_checked: Instant::now(),
-            watched: None,
-            upstream_fd: None,
-        }
+        RequestCtx::default()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
@@ -223,77 +202,49 @@ impl ProxyHttp for Edge {
             .map(|a| a.ip());
         let req = session.req_header();
         ctx.facts = self.policy.facts(req, peer, ctx.tls);
-        let decision = self.policy.decide(req, ctx.tls, &mut ctx.facts);
-        if let Some(reply) = self.gate(session.req_header(), &decision, ctx) {
-            ctx.route = decision.route().cloned();
+        let claims = |kind, path: &str| self.handlers.claims(kind, path);
+        let decision = self.policy.decide(req, ctx.tls, &mut ctx.facts, &claims);
+        ctx.route = decision.route().cloned();
+        if let Some(route) = decision.route()
+            && let Err(reply) = self.admit(session.req_header(), route, ctx)
+        {
+            if route.auth == RouteAuth::Token {
+                // Refused before its body is read: don't reuse the connection.
+                session.set_keepalive(None);
+            }
             ctx.reason = Some(reply.reason);
-            respond::send(session, &reply, self.hsts_for(ctx)).await?;
+            reply::send(session, &reply, self.hsts_for(ctx)).await?;
             return Ok(true);
         }
-        match decision {
-            Decision::Reply(reply, route) => {
+        let reply = match decision {
+            Decision::Reply(reply, _) => {
                 if reply.status == 413 {
                     // Don't read a body we refused just to keep the connection.
                     session.set_keepalive(None);
                 }
-                ctx.route = route;
-                ctx.reason = Some(reply.reason);
-                respond::send(session, &reply, self.hsts_for(ctx)).await?;
-                Ok(true)
+                reply
             }
-            Decision::Hub(route) => {
-                ctx.route = Some(route);
-                let hsts = self.hsts_for(ctx);
-                let reply = match &self.hub {
-                    Some(hub) => {
-                        let alive = match (&self.auth, ctx.identity.is_some()) {
-                            (Some(auth), true) => {
-                                auth.liveness(session.req_header(), ctx.facts.secure())
-                            }
-                            _ => None,
-                        };
-                        match hub.serve(session, &ctx.facts.path, hsts, alive).await? {
-                            Handled::Reply(r) => r,
-                            Handled::Streamed => return Ok(true),
-                        }
-                    }
-                    None => Reply::error(503, "the hub is not running", true),
-                };
-                ctx.reason = Some(reply.reason);
-                respond::send(session, &reply, hsts).await?;
-                Ok(true)
-            }
-            Decision::Auth(route) => {
-                ctx.route = Some(route);
-                let hsts = self.hsts_for(ctx);
-                let reply = match &self.auth {
-                    Some(auth) => {
-                        auth.serve(
-                            session,
-                            &ctx.facts.path,
-                            ctx.facts.secure(),
-                            ctx.facts.proto,
-                            ctx.facts.client_ip,
-                        )
-                        .await?
-                    }
-                    None => Reply::error(503, "sign-in is not available", true),
-                };
-                ctx.reason = Some(reply.reason);
-                respond::send(session, &reply, hsts).await?;
-                Ok(true)
-            }
+            Decision::Handle(_, kind) => match self.handle(session, ctx, kind).await? {
+                Some(reply) => reply,
+                // The handler wrote the response itself (SSE).
+                None => return Ok(true),
+            },
             Decision::Proxy(fwd) => {
-                if let (Some(auth), Some(alive)) = (&self.auth, &ctx.alive) {
-                    ctx.watched = watch_stream(auth, session, None, alive.clone());
-                }
-                ctx.body_limit = request::body_limit(&self.policy, Some(&fwd.route));
-                ctx.route = Some(fwd.route);
-                ctx.upstream = Some(fwd.upstream);
-                ctx.target = fwd.target;
-                Ok(false)
+                ctx.proxy = Some(Proxied {
+                    body_limit: request::body_limit(&self.policy, Some(&fwd.route)),
+                    upstream: fwd.upstream,
+                    target: fwd.target,
+                    body_seen: 0,
+                    upstream_fd: None,
+                });
+                // A gated websocket goes on the watch now (its socket is the client's).
+                self.watch_socket(session, ctx);
+                return Ok(false);
             }
-        }
+        };
+        ctx.reason = Some(reply.reason);
+        reply::send(session, &reply, self.hsts_for(ctx)).await?;
+        Ok(true)
     }
 
     async fn request_body_filter(
@@ -307,9 +258,9 @@ impl ProxyHttp for Edge {
             // Websocket frames after the 101 are a stream, not a request body.
             return check_still_signed_in(ctx);
         }
-        if let Some(chunk) = body {
-            ctx.body_seen += chunk.len() as u64;
-            if ctx.body_limit > 0 && ctx.body_seen > ctx.body_limit {
+        if let (Some(chunk), Some(p)) = (body, &mut ctx.proxy) {
+            p.body_seen += chunk.len() as u64;
+            if p.body_limit > 0 && p.body_seen > p.body_limit {
                 return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
             }
         }
@@ -321,10 +272,10 @@ impl ProxyHttp for Edge {
         _session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        let (Some(route), Some(name)) = (&ctx.route, &ctx.upstream) else {
+        let (Some(route), Some(p)) = (&ctx.route, &ctx.proxy) else {
             return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
         };
-        let addr = self.upstreams.address(name).await?;
+        let addr = self.upstreams.address(&p.upstream).await?;
         Ok(upstream::peer(addr, &route.timeouts))
     }
 
@@ -337,14 +288,16 @@ impl ProxyHttp for Edge {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        ctx.upstream_fd = Some(fd);
+        if let Some(p) = &mut ctx.proxy {
+            p.upstream_fd = Some(fd);
+        }
         Ok(())
     }
 
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
-        upstream_request: &mut pingora::http::RequestHeader,
+        upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let client_ip = ctx
@@ -358,7 +311,8 @@ impl ProxyHttp for Edge {
             user: ctx.identity.as_ref().map(|i| i.user.as_str()),
             email: ctx.identity.as_ref().and_then(|i| i.email.as_deref()),
         };
-        forward::prepare(upstream_request, &fwd, ctx.facts.upgrade, &ctx.target)
+        let target = ctx.proxy.as_ref().map_or("", |p| p.target.as_str());
+        forward::prepare(upstream_request, &fwd, ctx.facts.upgrade, target)
     }
 
     async fn response_filter(
@@ -368,15 +322,15 @@ impl ProxyHttp for Edge {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         if ctx.identity.is_some()
-            && ctx.alive.is_none()
+            && ctx.stream.is_none()
             && headers::is_event_stream(upstream_response)
             && let Some(auth) = &self.auth
         {
             // A proxied SSE stream of a signed-in user ends with the session too.
-            ctx.alive = auth.liveness(session.req_header(), ctx.facts.secure());
-            if let Some(alive) = &ctx.alive {
-                ctx.watched = watch_stream(auth, session, ctx.upstream_fd, alive.clone());
-            }
+            ctx.stream = auth
+                .liveness(session.req_header(), ctx.facts.secure())
+                .map(StreamGuard::new);
+            self.watch_socket(session, ctx);
         }
         let policy = headers::SecurityHeaders {
             csp: ctx.route.as_ref().and_then(|r| r.csp.as_deref()),
@@ -394,7 +348,7 @@ impl ProxyHttp for Edge {
         let failure = errors::classify(e.etype(), e.esource());
         ctx.reason = Some(failure.message);
         let route = ctx.route.as_ref().map(|r| r.label()).unwrap_or("");
-        let upstream = ctx.upstream.as_deref().unwrap_or("");
+        let upstream = ctx.proxy.as_ref().map_or("", |p| p.upstream.as_str());
         if failure.status == 0 || *e.esource() == pingora::ErrorSource::Downstream {
             // The client left or sent something bad: not the edge's or the upstream's fault.
             tracing::info!(target: "edge", route, upstream, status = failure.status, error = %e, "{}", failure.message);
@@ -403,7 +357,7 @@ impl ProxyHttp for Edge {
         }
         if failure.status > 0 && session.response_written().is_none() {
             let reply = Reply::error(failure.status, failure.message, ctx.facts.json);
-            if let Err(we) = respond::send(session, &reply, self.hsts_for(ctx)).await {
+            if let Err(we) = reply::send(session, &reply, self.hsts_for(ctx)).await {
                 tracing::debug!(target: "edge", error = %we, "could not write the error response");
             }
         }
@@ -445,7 +399,7 @@ impl ProxyHttp for Edge {
             bytes: session.body_bytes_sent(),
             duration: ctx.started.elapsed(),
             route: ctx.route.as_ref().map(|r| r.label()),
-            upstream: ctx.upstream.as_deref(),
+            upstream: ctx.proxy.as_ref().map(|p| p.upstream.as_str()),
             proto: ctx.facts.proto,
             error: e
                 .map(|e| e.to_string())

@@ -2,13 +2,12 @@
 //! of the request header, the peer and the listener, so it is tested without a
 //! socket. It normalises the path, finds the route and says what to do.
 
-use super::errors::wants_json;
 use super::path::normalize;
-use super::respond::Reply;
 use super::router::{self, Router};
-use crate::config::{Config, Route, RouteAction};
-use crate::hub;
+use crate::config::{Config, HandlerKind, Route, RouteAction};
 use crate::limit::client_ip::TrustedProxies;
+use crate::reply::Reply;
+use crate::reply::error_body::wants_json;
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -64,11 +63,13 @@ pub enum Decision {
     Reply(Reply, Option<Arc<Route>>),
     /// Forward to an upstream.
     Proxy(Forward),
-    /// One of the hub's own endpoints, answered in-process.
-    Hub(Arc<Route>),
-    /// The login endpoints, answered in-process.
-    Auth(Arc<Route>),
+    /// Answer in-process with the handler registered for the kind.
+    Handle(Arc<Route>, HandlerKind),
 }
+
+/// Whether the in-process handler of a kind answers a path (it claims its
+/// own endpoints; the rest of its route goes to the route's fallback).
+pub type Claims<'a> = &'a dyn Fn(HandlerKind, &str) -> bool;
 
 /// Plain-listener redirect to the TLS listener.
 #[derive(Debug, Clone)]
@@ -158,7 +159,13 @@ impl Policy {
     }
 
     /// Decides what to do with `req`; `facts.path` becomes the normalised path.
-    pub fn decide(&self, req: &RequestHeader, tls: bool, facts: &mut Facts) -> Decision {
+    pub fn decide(
+        &self,
+        req: &RequestHeader,
+        tls: bool,
+        facts: &mut Facts,
+        claims: Claims<'_>,
+    ) -> Decision {
         let raw_path = req.uri.path();
         let query = req.uri.query();
         let target_len = raw_path.len() + query.map_or(0, |q| q.len() + 1);
@@ -221,7 +228,6 @@ impl Policy {
             None => p.to_string(),
         };
         match &route.action {
-            RouteAction::Auth => Decision::Auth(route.clone()),
             RouteAction::Redirect { to, status } => Decision::Reply(
                 Reply::redirect(
                     *status,
@@ -244,9 +250,9 @@ impl Policy {
                     target,
                 })
             }
-            RouteAction::Hub { fallback } => {
-                if hub::claims(path) {
-                    return Decision::Hub(route.clone());
+            RouteAction::Handler { kind, fallback } => {
+                if claims(*kind, path) {
+                    return Decision::Handle(route.clone(), *kind);
                 }
                 match fallback {
                     Some(upstream) => Decision::Proxy(Forward {
@@ -270,7 +276,7 @@ impl Decision {
         match self {
             Decision::Reply(_, r) => r.as_ref(),
             Decision::Proxy(f) => Some(&f.route),
-            Decision::Hub(r) | Decision::Auth(r) => Some(r),
+            Decision::Handle(r, _) => Some(r),
         }
     }
 }
@@ -382,8 +388,13 @@ mod tests {
         }
         let p = policy();
         let mut f = p.facts(&req, Some("203.0.113.5".parse().unwrap()), false);
-        let d = p.decide(&req, false, &mut f);
+        let d = p.decide(&req, false, &mut f, &hub_claims);
         (f, d)
+    }
+
+    /// Stands in for the hub's `claims` (the edge does not import the hub).
+    fn hub_claims(kind: HandlerKind, path: &str) -> bool {
+        kind != HandlerKind::Hub || path.starts_with("/api/run/")
     }
 
     fn proxied(target: &str) -> (String, String) {
@@ -446,7 +457,7 @@ mod tests {
         let r = replied("/workspace/abc/w/1");
         assert_eq!(r.location.as_deref(), Some("/studio/workspace/abc/w/1"));
         let (_, d) = run("POST", "/api/run/research", &[("Host", "hub.local")]);
-        assert!(matches!(d, Decision::Hub(r) if r.label() == "/api/"));
+        assert!(matches!(d, Decision::Handle(r, HandlerKind::Hub) if r.label() == "/api/"));
     }
 
     #[test]
@@ -460,7 +471,7 @@ mod tests {
     #[test]
     fn double_slash_cannot_dodge_the_api_route() {
         let (_, d) = run("POST", "//api/run/x", &[("Host", "hub.local")]);
-        assert!(matches!(d, Decision::Hub(_)));
+        assert!(matches!(d, Decision::Handle(_, HandlerKind::Hub)));
     }
 
     #[test]
@@ -550,7 +561,7 @@ mod tests {
         let mut req = RequestHeader::build("POST", b"/x", None).unwrap();
         req.append_header("Content-Length", "11").unwrap();
         let mut f = p.facts(&req, None, false);
-        match p.decide(&req, false, &mut f) {
+        match p.decide(&req, false, &mut f, &hub_claims) {
             Decision::Reply(r, _) => assert_eq!(r.status, 413),
             d => panic!("{d:?}"),
         }

@@ -99,7 +99,10 @@ mod tests {
             index,
             host: host.map(str::to_string),
             path,
-            action: RouteAction::Hub { fallback: None },
+            action: RouteAction::Handler {
+                kind: crate::config::HandlerKind::Hub,
+                fallback: None,
+            },
             timeouts: Timeouts {
                 connect: Duration::from_secs(1),
                 read: Duration::from_secs(1),

@@ -3,11 +3,9 @@
 //! while editing never takes the cards away.
 
 use super::event::valid_npc;
-use arc_swap::ArcSwap;
+use crate::watched_file::WatchedFile;
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::path::Path;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -68,65 +66,39 @@ pub fn parse(text: &str) -> Result<Vec<Agent>, String> {
     Ok(out)
 }
 
-/// The live list and what it was loaded from.
+/// Reads and checks the agents file.
+fn load(path: &Path) -> Result<Vec<Agent>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    parse(&text)
+}
+
+/// The live list, re-read when the file changes.
 pub struct Agents {
-    path: PathBuf,
-    current: ArcSwap<Vec<Agent>>,
-    /// `None` until the first load; then the file's last seen stamp (`None`: missing).
-    seen: Mutex<Option<Option<(SystemTime, u64)>>>,
+    file: WatchedFile<Vec<Agent>>,
 }
 
 impl Agents {
     /// Loads `path`; a missing or broken file starts with no agents (logged).
     pub fn open(path: &Path) -> Self {
-        let agents = Self {
-            path: path.to_path_buf(),
-            current: ArcSwap::from_pointee(Vec::new()),
-            seen: Mutex::new(None),
-        };
-        agents.reload_if_changed();
-        agents
-    }
-
-    fn stamp(&self) -> Option<(SystemTime, u64)> {
-        let m = std::fs::metadata(&self.path).ok()?;
-        Some((m.modified().ok()?, m.len()))
+        let initial = load(path).unwrap_or_else(|why| {
+            tracing::error!(target: "hub", file = %path.display(), error = %why, "agents file rejected; starting with no agents");
+            Vec::new()
+        });
+        tracing::info!(target: "hub", file = %path.display(), agents = initial.len(), "agents loaded");
+        Self {
+            file: WatchedFile::new(path, "agents file", initial, load),
+        }
     }
 
     /// Re-reads the file when its modification time or size changed.
     pub fn reload_if_changed(&self) {
-        let stamp = self.stamp();
-        {
-            let Ok(mut seen) = self.seen.lock() else {
-                return;
-            };
-            if *seen == Some(stamp) {
-                return;
-            }
-            *seen = Some(stamp);
-        }
-        let loaded = std::fs::read_to_string(&self.path)
-            .map_err(|e| format!("cannot read: {e}"))
-            .and_then(|t| parse(&t));
-        match loaded {
-            Ok(list) => {
-                tracing::info!(target: "hub", file = %self.path.display(), agents = list.len(), "agents loaded");
-                self.current.store(Arc::new(list));
-            }
-            Err(why) => tracing::error!(
-                target: "hub",
-                file = %self.path.display(),
-                error = %why,
-                kept = self.current.load().len(),
-                "agents file rejected; keeping the last good list"
-            ),
-        }
+        self.file.refresh();
     }
 
     /// The agent with id `agent`.
     pub fn find(&self, agent: &str) -> Option<Agent> {
-        self.current
-            .load()
+        self.file
+            .current()
             .iter()
             .find(|a| a.agent == agent)
             .cloned()
@@ -135,8 +107,8 @@ impl Agents {
     /// What `GET /api/agents` shows: never the webhook URLs.
     pub fn public_list(&self) -> serde_json::Value {
         let list: Vec<serde_json::Value> = self
-            .current
-            .load()
+            .file
+            .current()
             .iter()
             .map(|a| {
                 let mut v = serde_json::json!({ "agent": a.agent, "npc": a.npc });
@@ -155,7 +127,7 @@ impl Agents {
     /// Whether `url` points at the same scheme, host and port as some agent's
     /// webhook: the only places an approval may be relayed to.
     pub fn is_webhook_origin(&self, url: &reqwest::Url) -> bool {
-        self.current.load().iter().any(|a| {
+        self.file.current().iter().any(|a| {
             a.webhook.scheme() == url.scheme()
                 && a.webhook.host_str() == url.host_str()
                 && a.webhook.port_or_known_default() == url.port_or_known_default()

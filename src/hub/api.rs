@@ -2,9 +2,10 @@
 //! returns the reply, so the rules are tested without a server.
 
 use super::Hub;
-use super::event::{EventType, NewEvent, now_ms, valid_npc, valid_run_id};
+use super::event::{EventType, NewEvent, valid_npc, valid_run_id};
 use super::query;
-use crate::edge::respond::Reply;
+use crate::clock::now_ms;
+use crate::reply::Reply;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

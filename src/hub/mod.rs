@@ -15,11 +15,13 @@ pub mod store;
 pub mod webhook;
 
 use crate::config;
-use crate::edge::respond::Reply;
+use crate::reply::Reply;
+use crate::reply::body::read_capped;
+use crate::reply::handler::{Call, Handled, Handler};
 use agents::Agents;
 use api::{Endpoint, error};
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use fanout::Fanout;
 use journal::Journal;
 use pingora::proxy::Session;
@@ -42,12 +44,6 @@ pub fn claims(path: &str) -> bool {
     ENDPOINTS.contains(&first)
 }
 
-/// Whether `path` authenticates itself (a bearer token for Sim flows, which
-/// carry no browser cookie), so the session gate lets it through.
-pub fn has_own_auth(path: &str) -> bool {
-    path == "/api/events"
-}
-
 /// The running hub.
 pub struct Hub {
     cfg: config::Hub,
@@ -57,14 +53,6 @@ pub struct Hub {
     fanout: Arc<Fanout>,
     webhooks: Webhooks,
     respond_lock: tokio::sync::Mutex<()>,
-}
-
-/// What the edge sends after the hub handled a request.
-pub enum Handled {
-    /// A complete reply for the edge to send.
-    Reply(Reply),
-    /// The hub wrote the response itself (SSE).
-    Streamed,
 }
 
 impl Hub {
@@ -99,16 +87,31 @@ impl Hub {
             .map_err(|e| StoreError(format!("store reader failed: {e}")))?
     }
 
+    /// The background work: agents-file watch and retention.
+    pub fn maintenance(self: &Arc<Self>) -> Maintenance {
+        Maintenance(self.clone())
+    }
+}
+
+#[async_trait]
+impl Handler for Hub {
+    fn claims(&self, path: &str) -> bool {
+        claims(path)
+    }
+
+    /// Sim flows post events with the hub's bearer token (they carry no cookie).
+    fn check_token(&self, req: &pingora::http::RequestHeader) -> Result<(), Box<Reply>> {
+        let authorization = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        self.check_events_token(authorization)
+    }
+
     /// Answers one request for a path [`claims`] said is the hub's.
-    pub async fn serve(
-        &self,
-        session: &mut Session,
-        path: &str,
-        hsts: bool,
-        alive: Option<crate::auth::service::SessionAlive>,
-    ) -> pingora::Result<Handled> {
+    async fn serve(&self, session: &mut Session, call: Call<'_>) -> pingora::Result<Handled> {
         let req = session.req_header();
-        let ep = api::endpoint(&req.method, path);
+        let ep = api::endpoint(&req.method, call.path);
         let query = req.uri.query().map(str::to_string);
         let header = |name: http::header::HeaderName| {
             req.headers
@@ -126,9 +129,14 @@ impl Hub {
             return Ok(Handled::Reply(*reply));
         }
         let body = if ep.takes_body() {
-            match read_body(session, self.cfg.max_event_bytes).await? {
+            match read_capped(session, self.cfg.max_event_bytes).await? {
                 Ok(b) => b,
-                Err(reply) => return Ok(Handled::Reply(reply)),
+                Err(too_large) => {
+                    return Ok(Handled::Reply(error(
+                        413,
+                        format!("{too_large} (hub.max_event_bytes)"),
+                    )));
+                }
             }
         } else {
             Bytes::new()
@@ -149,7 +157,7 @@ impl Hub {
                     Ok(l) => l,
                     Err(why) => return Ok(Handled::Reply(error(400, why))),
                 };
-                return sse::serve(self, session, channels, last, hsts, alive).await;
+                return sse::serve(self, session, channels, last, call.hsts, call.stream).await;
             }
             Endpoint::WrongMethod(allow) => {
                 let mut r = error(405, format!("use {allow} here"));
@@ -160,40 +168,6 @@ impl Hub {
         };
         Ok(Handled::Reply(reply))
     }
-
-    /// The background work: agents-file watch and retention.
-    pub fn maintenance(self: &Arc<Self>) -> Maintenance {
-        Maintenance(self.clone())
-    }
-}
-
-/// Reads the request body up to `cap` bytes; over it, a 413 reply.
-async fn read_body(session: &mut Session, cap: usize) -> pingora::Result<Result<Bytes, Reply>> {
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let too_large = || {
-        error(
-            413,
-            format!("the body is larger than {cap} bytes (hub.max_event_bytes)"),
-        )
-    };
-    if declared.is_some_and(|n| n > cap as u64) {
-        session.set_keepalive(None);
-        return Ok(Err(too_large()));
-    }
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        if buf.len() + chunk.len() > cap {
-            session.set_keepalive(None);
-            return Ok(Err(too_large()));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Ok(buf.freeze()))
 }
 
 /// Watches the agents file and prunes old events.
@@ -212,7 +186,7 @@ impl BackgroundService for Maintenance {
                     let _ = tokio::task::spawn_blocking(move || agents.reload_if_changed()).await;
                 }
                 _ = prune.tick() => {
-                    let before = event::now_ms() - i64::try_from(hub.cfg.retention_age.as_millis()).unwrap_or(i64::MAX);
+                    let before = crate::clock::now_ms() - i64::try_from(hub.cfg.retention_age.as_millis()).unwrap_or(i64::MAX);
                     let keep = hub.cfg.retention_per_channel;
                     match hub.read(move |s| s.prune(before, keep)).await {
                         Ok(0) => {}

@@ -9,12 +9,13 @@
 //! subscriber fell a whole queue behind, or after the write stall limit, and
 //! the connection is dropped (not finished, which would wait on it again).
 
+use super::Hub;
 use super::api::error;
 use super::fanout::{Next, Subscription};
 use super::store::Channels;
-use super::{Handled, Hub};
-use crate::auth::service::SessionAlive;
-use crate::edge::headers;
+use crate::reply::handler::Handled;
+use crate::reply::headers;
+use crate::watch::{self, StreamGuard};
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -25,8 +26,6 @@ use std::time::Duration;
 const PAGE: usize = 200;
 /// How often a blocked write checks whether its reader fell a queue behind.
 const LAG_CHECK: Duration = Duration::from_millis(100);
-/// How often a stream checks that its session still lives.
-const SESSION_RECHECK: Duration = Duration::from_secs(2);
 /// Longest a single write may wait on a reader before it is dropped.
 const WRITE_STALL: Duration = Duration::from_secs(30);
 
@@ -68,7 +67,7 @@ pub async fn serve(
     channels: Channels,
     last_id: Option<u64>,
     hsts: bool,
-    alive: Option<SessionAlive>,
+    mut guard: Option<StreamGuard>,
 ) -> Result<Handled> {
     let head = session.req_header().method == http::Method::HEAD;
     let mut sub = hub.fanout.subscribe(&channels);
@@ -129,7 +128,7 @@ pub async fn serve(
 
     let mut beat = tokio::time::interval(hub.cfg.heartbeat);
     beat.reset();
-    let mut recheck = tokio::time::interval(SESSION_RECHECK);
+    let mut recheck = tokio::time::interval(watch::RECHECK);
     recheck.reset();
     loop {
         let step = tokio::select! {
@@ -157,7 +156,7 @@ pub async fn serve(
                 write(session, Bytes::from_static(b": heartbeat\n\n"), &sub, last).await?
             }
             Step::Recheck => {
-                if alive.as_ref().is_some_and(|alive| !alive()) {
+                if guard.as_mut().is_some_and(StreamGuard::ended_now) {
                     tracing::info!(target: "hub", "session ended; closing its stream");
                     session.set_keepalive(None);
                     session.write_response_body(None, true).await?;

@@ -1,3 +1,5 @@
-//! Who is asking and how much they may ask: client identity for limits and logs.
+//! Who is asking and how much they may ask: client identity for limits and
+//! logs, and the sign-in backoff. Rate rules and connection caps live here too.
 
 pub mod client_ip;
+pub mod throttle;

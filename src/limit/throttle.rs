@@ -5,8 +5,25 @@
 //! someone else out for long by failing on purpose.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The per-IP throttle's key: an IPv4 address, or the /64 an IPv6 address
+/// is in (one host usually holds a whole /64, so single addresses would
+/// give it endless fresh keys).
+pub fn ip_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let net = std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1));
+                format!("{net}/64")
+            }
+        },
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -223,5 +240,15 @@ mod tests {
         let later = t0 + Duration::from_secs(10);
         t.attempt("k", later).unwrap();
         assert!(t.attempt("k", later).is_ok(), "counted from scratch again");
+    }
+
+    #[test]
+    fn an_ipv6_host_is_throttled_by_its_64() {
+        let key = |s: &str| ip_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff::9"));
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
     }
 }

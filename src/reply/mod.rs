@@ -1,8 +1,15 @@
-//! Answers the edge writes itself (health, redirects, errors, in-process
-//! handlers), sent with the same security headers as proxied responses.
+//! The leaf every in-process answer is built from: [`Reply`] and [`send`],
+//! the security headers of the edge's own answers, error bodies, the capped
+//! body reader, the HTML escape, and the [`handler::Handler`] trait the edge
+//! calls in-process routes through. It imports nothing else of the crate but
+//! the identity vocabulary, so the sign-in, the hub and the edge all may use it.
 
-use super::errors;
-use super::headers;
+pub mod body;
+pub mod error_body;
+pub mod handler;
+pub mod headers;
+pub mod html;
+
 use bytes::Bytes;
 use pingora::Result;
 use pingora::http::ResponseHeader;
@@ -32,72 +39,63 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// An error in the form the client reads.
-    pub fn error(status: u16, message: &'static str, json: bool) -> Self {
-        let (ct, body) = errors::body(status, message, json);
+    /// A reply with `status` and nothing else set: the other constructors start here.
+    fn bare(status: u16, reason: &'static str) -> Self {
         Self {
             status,
-            content_type: Some(ct),
-            body,
+            content_type: None,
+            body: Bytes::new(),
             location: None,
             retry_after: None,
             allow: None,
             www_authenticate: false,
             set_cookies: Vec::new(),
-            reason: message,
+            reason,
+        }
+    }
+
+    /// An error in the form the client reads.
+    pub fn error(status: u16, message: &'static str, json: bool) -> Self {
+        let (ct, body) = error_body::body(status, message, json);
+        Self {
+            content_type: Some(ct),
+            body,
+            ..Self::bare(status, message)
         }
     }
 
     /// A JSON body.
     pub fn json(status: u16, value: &serde_json::Value, reason: &'static str) -> Self {
         Self {
-            status,
             content_type: Some("application/json"),
             body: Bytes::from(value.to_string()),
-            location: None,
-            retry_after: None,
-            allow: None,
-            www_authenticate: false,
-            set_cookies: Vec::new(),
-            reason,
+            ..Self::bare(status, reason)
         }
     }
 
     /// Plain text.
     pub fn text(status: u16, body: &'static str, reason: &'static str) -> Self {
         Self {
-            status,
             content_type: Some("text/plain; charset=utf-8"),
             body: Bytes::from_static(body.as_bytes()),
-            location: None,
-            retry_after: None,
-            allow: None,
-            www_authenticate: false,
-            set_cookies: Vec::new(),
-            reason,
+            ..Self::bare(status, reason)
         }
     }
 
     /// An HTML page.
     pub fn html(status: u16, body: String, reason: &'static str) -> Self {
-        let mut r = Self::text(status, "", reason);
-        r.content_type = Some("text/html; charset=utf-8");
-        r.body = Bytes::from(body);
-        r
+        Self {
+            content_type: Some("text/html; charset=utf-8"),
+            body: Bytes::from(body),
+            ..Self::bare(status, reason)
+        }
     }
 
     /// A redirect with no body.
     pub fn redirect(status: u16, location: String) -> Self {
         Self {
-            status,
-            content_type: None,
-            body: Bytes::new(),
             location: Some(location),
-            retry_after: None,
-            allow: None,
-            www_authenticate: false,
-            set_cookies: Vec::new(),
-            reason: "redirect",
+            ..Self::bare(status, "redirect")
         }
     }
 

@@ -1,5 +1,7 @@
-//! Ends long streams (websockets, SSE responses) whose session ended, even
-//! silent ones.
+//! A session's end ends its streams, in one place: proxied websockets,
+//! proxied SSE and hub SSE each hold a [`StreamGuard`], which re-checks the
+//! session as data flows and, for silent streams, keeps a socket on the
+//! [`StreamWatch`] that a background sweep shuts when the session is gone.
 //!
 //! A stream outlives the check made when it opened, and Pingora only runs our
 //! filters when data flows, so a quiet socket would keep talking to Sim
@@ -12,7 +14,7 @@
 //! The duplicate descriptor is ours, so a sweep can never hit a descriptor
 //! number the process has since reused for another connection.
 
-use super::service::SessionAlive;
+use crate::identity::SessionAlive;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -21,19 +23,70 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the watched sessions are checked. With the session cache's own
 /// 3 s re-read, a revocation from the CLI closes its sockets within ~4 s; a
 /// logout through this process within ~1 s.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// How often a stream re-checks its session as data flows (and how often
+/// the hub's SSE streams check it while idle).
+pub const RECHECK: Duration = Duration::from_secs(2);
+
+/// What a long stream of a signed-in user holds while it lives: its session
+/// check, and (for streams that can fall silent) its place on the sweep.
+/// Dropping it, with the request, takes the stream off the watch.
+pub struct StreamGuard {
+    alive: SessionAlive,
+    checked: Instant,
+    registration: Option<Registration>,
+}
+
+impl StreamGuard {
+    /// A guard for a stream that lives while `alive` says so.
+    pub fn new(alive: SessionAlive) -> Self {
+        Self {
+            alive,
+            checked: Instant::now(),
+            registration: None,
+        }
+    }
+
+    /// Puts the socket `fd` (one only this stream uses) on `watch`'s sweep,
+    /// so the stream ends with its session even if nothing flows. Without a
+    /// spare descriptor it still ends on its next frame (logged).
+    pub fn watch_socket(&mut self, watch: &Arc<StreamWatch>, fd: RawFd) {
+        match watch.register(fd, self.alive.clone()) {
+            Ok(r) => self.registration = Some(r),
+            Err(e) => {
+                tracing::warn!(target: "auth", error = %e, "cannot watch this stream; it ends on its next frame after the session");
+            }
+        }
+    }
+
+    /// Whether the session ended, checked at most every [`RECHECK`]: cheap
+    /// enough to call on every frame.
+    pub fn ended(&mut self) -> bool {
+        if self.checked.elapsed() < RECHECK {
+            return false;
+        }
+        self.ended_now()
+    }
+
+    /// Whether the session ended, checked now.
+    pub fn ended_now(&mut self) -> bool {
+        self.checked = Instant::now();
+        !(self.alive)()
+    }
+}
+
 struct Watched {
     alive: SessionAlive,
     socket: TcpStream,
 }
 
-/// The long streams of gated routes and the sessions they belong to.
+/// The silent-capable streams of gated routes and the sessions they belong to.
 #[derive(Default)]
 pub struct StreamWatch {
     streams: Mutex<HashMap<u64, Watched>>,
@@ -215,5 +268,27 @@ mod tests {
             .unwrap();
         let mut buf = [0u8; 1];
         assert_eq!(client.read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_guard_rechecks_at_most_every_interval_but_can_check_now() {
+        let live = Arc::new(AtomicBool::new(true));
+        let l = live.clone();
+        let mut guard = StreamGuard::new(Arc::new(move || l.load(Ordering::SeqCst)));
+        assert!(!guard.ended_now());
+        live.store(false, Ordering::SeqCst);
+        assert!(!guard.ended(), "checked just now: not again before RECHECK");
+        assert!(guard.ended_now());
+    }
+
+    #[test]
+    fn a_guard_puts_its_socket_on_the_watch_until_dropped() {
+        let watch = Arc::new(StreamWatch::default());
+        let (_client, server) = pair();
+        let mut guard = StreamGuard::new(Arc::new(|| true));
+        guard.watch_socket(&watch, server.as_raw_fd());
+        assert_eq!(watch.len(), 1);
+        drop(guard);
+        assert!(watch.is_empty());
     }
 }

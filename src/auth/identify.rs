@@ -1,0 +1,58 @@
+//! Who a request is: the session behind its cookie, if live and its user
+//! still exists, and the check long streams poll to learn that it ended.
+
+use super::cookies;
+use super::service::AuthService;
+use super::users::Users;
+use crate::clock::now_ms;
+use crate::identity::{Identity, SessionAlive};
+use pingora::http::RequestHeader;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the gate's path (every request) looks at the users file.
+const USERS_RECHECK: Duration = Duration::from_secs(1);
+
+impl AuthService {
+    /// The users, re-read when the file changed (a broken or vanished file
+    /// keeps the last good list), looked at no more than once a second.
+    pub(super) fn users(&self) -> Arc<Users> {
+        self.users.refresh_at_most(USERS_RECHECK)
+    }
+
+    /// The users as the file says now: a sign-in always looks.
+    pub(super) fn users_now(&self) -> Arc<Users> {
+        self.users.refresh()
+    }
+
+    /// The identity behind `req`'s session cookie, if the session is live and its user still exists.
+    pub fn identify(&self, req: &RequestHeader, secure: bool) -> Option<Identity> {
+        let token = cookies::session_value(req, secure)?;
+        let rec = self.sessions.resolve(token, now_ms())?;
+        let users = self.users();
+        let Some(u) = users.users.get(&rec.user) else {
+            self.sessions.revoke(token);
+            return None;
+        };
+        let idle = i64::try_from(self.cfg.idle_timeout.as_millis()).unwrap_or(i64::MAX);
+        let absolute = i64::try_from(self.cfg.absolute_timeout.as_millis()).unwrap_or(i64::MAX);
+        Some(Identity {
+            user: rec.user,
+            name: u.display_name.clone(),
+            email: u.email.clone(),
+            expires: (rec.last_seen.saturating_add(idle)).min(rec.created.saturating_add(absolute)),
+        })
+    }
+
+    /// A check that stays true while the session behind `req`'s cookie lives
+    /// (see [`SessionAlive`]): a peek, not a use.
+    pub fn liveness(self: &Arc<Self>, req: &RequestHeader, secure: bool) -> Option<SessionAlive> {
+        let token = cookies::session_value(req, secure)?.to_string();
+        let auth = self.clone();
+        Some(Arc::new(move || {
+            auth.sessions
+                .peek(&token, now_ms())
+                .is_some_and(|rec| auth.users().users.contains_key(&rec.user))
+        }))
+    }
+}

@@ -1,0 +1,327 @@
+//! The `/auth/` handler: the sign-in page, `POST /auth/login`, logout and
+//! `/auth/me`. Passwords are checked on the blocking pool behind a semaphore
+//! (a flood of logins cannot starve the proxy), against a dummy hash for
+//! unknown users so both failures take the same time and say the same thing.
+
+use super::cookies;
+use super::csrf;
+use super::page;
+use super::redirect::safe_return_path;
+use super::service::AuthService;
+use super::users;
+use crate::clock::now_ms;
+use crate::limit::throttle;
+use crate::reply::Reply;
+use crate::reply::body::read_capped;
+use crate::reply::error_body::wants_json;
+use crate::reply::handler::{Call, Handled, Handler};
+use async_trait::async_trait;
+use pingora::proxy::Session;
+use serde_json::json;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// One message for every failed login: which part was wrong is nobody's business.
+const BAD_LOGIN: &str = "Wrong user name or password.";
+/// The largest sign-in form read.
+const MAX_LOGIN_BODY: usize = 8 * 1024;
+
+#[async_trait]
+impl Handler for AuthService {
+    /// Everything under the sign-in's route: unknown pages get 404 here.
+    fn claims(&self, _path: &str) -> bool {
+        true
+    }
+
+    async fn serve(&self, session: &mut Session, call: Call<'_>) -> pingora::Result<Handled> {
+        self.answer(session, &call).await.map(Handled::Reply)
+    }
+}
+
+impl AuthService {
+    /// Answers `/auth/login`, `/auth/logout` and `/auth/me`. `call.secure()`:
+    /// the browser used HTTPS, so cookies get `Secure` and their prefixes.
+    async fn answer(&self, session: &mut Session, call: &Call<'_>) -> pingora::Result<Reply> {
+        let (path, secure) = (call.path, call.secure());
+        let req = session.req_header();
+        let method = req.method.clone();
+        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let rd = req
+            .uri
+            .query()
+            .and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "rd")
+                    .map(|(_, v)| v.into_owned())
+            })
+            .and_then(|rd| safe_return_path(&rd).map(str::to_string));
+        let json_client = header("content-type")
+            .is_some_and(|ct| ct.starts_with("application/json"))
+            || wants_json("/x", header("accept"));
+        let refuse = Refusal {
+            json: json_client,
+            rd: rd.as_deref(),
+        };
+        let csrf = csrf::check(
+            &method,
+            header("sec-fetch-site"),
+            header("origin"),
+            &self.origin_here(req, call.proto),
+        );
+        match (path, method.as_str()) {
+            ("/auth/login", "GET" | "HEAD") => Ok(Reply::html(
+                200,
+                page::login(rd.as_deref(), None, ""),
+                "login page",
+            )),
+            ("/auth/login", "POST") => {
+                if let Err(e) = csrf {
+                    return Ok(refuse.reply(403, e.message(), "", "csrf"));
+                }
+                let devices = cookies::all_named(req, cookies::device_name(secure));
+                let old = cookies::session_value(req, secure).map(str::to_string);
+                let Ok(body) = read_capped(session, MAX_LOGIN_BODY).await? else {
+                    return Ok(refuse.reply(
+                        413,
+                        "The sign-in form was too large.",
+                        "",
+                        "login body too large",
+                    ));
+                };
+                let (username, password) = credentials(&body, json_client);
+                let attempt = Attempt {
+                    username,
+                    password,
+                    devices,
+                    old,
+                    client: call.client_ip,
+                };
+                self.login(attempt, secure, refuse).await
+            }
+            ("/auth/logout", "POST") => {
+                if let Err(e) = csrf {
+                    return Ok(Reply::json(403, &json!({ "error": e.to_string() }), "csrf"));
+                }
+                if let Some(token) = cookies::session_value(req, secure) {
+                    self.sessions.revoke(token);
+                }
+                let mut r = Reply::redirect(303, "/auth/login".into());
+                r.set_cookies.push(cookies::clear_session(secure));
+                Ok(r)
+            }
+            ("/auth/me", "GET" | "HEAD") => Ok(match self.identify(req, secure) {
+                Some(id) => {
+                    let mut me = json!({ "user": id.user, "expires": id.expires });
+                    if let Some(name) = id.name {
+                        me["name"] = json!(name);
+                    }
+                    if let Some(email) = id.email {
+                        me["email"] = json!(email);
+                    }
+                    Reply::json(200, &me, "me")
+                }
+                None => Reply::json(401, &json!({ "error": "not signed in" }), "not signed in"),
+            }),
+            ("/auth/login" | "/auth/me", _) | ("/auth/logout", _) => {
+                let mut r = Reply::json(
+                    405,
+                    &json!({ "error": "method not allowed" }),
+                    "method not allowed",
+                );
+                r.allow = Some(if path == "/auth/logout" {
+                    "POST"
+                } else {
+                    "GET, POST"
+                });
+                Ok(r)
+            }
+            _ => Ok(Reply::json(
+                404,
+                &json!({ "error": "no such page" }),
+                "not found",
+            )),
+        }
+    }
+
+    /// Whether this attempt may go ahead; `Err(wait)` when it is throttled,
+    /// else whether it came from a known device of the account. A known device of the
+    /// account skips the per-IP and per-account counts (someone failing on
+    /// purpose cannot keep its owner out) and spends one of its own few
+    /// attempts instead. Every attempt is counted before its password is
+    /// checked, so a burst sent in parallel is held to the same few guesses
+    /// as one sent in turn.
+    fn admit(&self, a: &Attempt, ip_key: &str, account_key: &str) -> Result<bool, Duration> {
+        let now_wall = now_ms();
+        if a.devices
+            .iter()
+            .any(|d| self.devices.admit(d, &a.username, now_wall))
+        {
+            return Ok(true);
+        }
+        let now = Instant::now();
+        self.per_ip.attempt(ip_key, now)?;
+        if let Err(wait) = self.per_account.attempt(account_key, now) {
+            self.per_ip.refund(ip_key);
+            return Err(wait);
+        }
+        Ok(false)
+    }
+
+    async fn login(&self, a: Attempt, secure: bool, refuse: Refusal<'_>) -> pingora::Result<Reply> {
+        let ip_key = a
+            .client
+            .map_or_else(|| "unknown".to_string(), throttle::ip_key);
+        // Names that cannot exist share one key, so junk names cannot grow the map.
+        let account_key = if users::valid_name(&a.username) {
+            a.username.as_str()
+        } else {
+            "\0invalid"
+        };
+        let trusted_device = match self.admit(&a, &ip_key, account_key) {
+            Ok(trusted) => trusted,
+            Err(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                tracing::info!(target: "auth", user = %a.username, client = %ip_key, retry_after = secs, "sign-in throttled");
+                let mut r = refuse.reply(
+                    429,
+                    "Too many failed sign-ins; try again later.",
+                    &a.username,
+                    "sign-in throttled",
+                );
+                r.retry_after = Some(secs);
+                return Ok(r);
+            }
+        };
+        let users = self.users_now();
+        let user = users.users.get(&a.username).cloned();
+        let acceptable =
+            users::valid_name(&a.username) && users::check_password(&a.password).is_ok();
+        // Unknown users are checked against a dummy hash: same work, same answer.
+        let hash = user
+            .as_ref()
+            .map_or_else(|| self.dummy_hash.clone(), |u| u.hash.clone());
+        let ok = {
+            let _permit = self.limiter.acquire().await;
+            let pw = a.password.clone();
+            tokio::task::spawn_blocking(move || users::verify_password(&pw, &hash))
+                .await
+                .unwrap_or(false)
+        };
+        // The password may have been replaced (and the user's sessions ended)
+        // while this check waited its turn: it must be checked against the
+        // hash that is current now.
+        let still_current = || {
+            user.as_ref().is_some_and(|u| {
+                self.users_now()
+                    .users
+                    .get(&a.username)
+                    .is_some_and(|now| now.hash == u.hash)
+            })
+        };
+        if !(ok && acceptable && still_current()) {
+            tracing::info!(target: "auth", user = %a.username, client = %ip_key, "login failed");
+            return Ok(refuse.reply(401, BAD_LOGIN, &a.username, "login failed"));
+        }
+        if !trusted_device {
+            // The account's count is cleared; the IP only gets this attempt
+            // back: clearing it would let anyone with one valid account reset
+            // it between guesses at others.
+            self.per_account.succeed(account_key);
+            self.per_ip.refund(&ip_key);
+        }
+        let token = self.sessions.create(&a.username, now_ms()).map_err(|e| {
+            pingora::Error::explain(pingora::ErrorType::InternalError, e.to_string())
+        })?;
+        // The session the browser held before (if any) ends here: one browser, one session.
+        if let Some(old) = &a.old {
+            self.sessions.revoke(old);
+        }
+        let mut r = Reply::redirect(303, refuse.rd.unwrap_or("/").to_string());
+        r.set_cookies.push(cookies::session(
+            &token,
+            self.cfg.absolute_timeout.as_secs(),
+            secure,
+        ));
+        for d in &a.devices {
+            self.devices.forget(d);
+        }
+        match self.devices.issue(&a.username, now_ms()) {
+            Ok(d) => r.set_cookies.push(cookies::device(&d, secure)),
+            Err(e) => tracing::warn!(target: "auth", error = %e, "no device cookie issued"),
+        }
+        tracing::info!(target: "auth", user = %a.username, client = %ip_key, "login");
+        Ok(r)
+    }
+}
+
+/// One sign-in attempt as read from the request.
+struct Attempt {
+    username: String,
+    password: String,
+    /// The device cookies the browser sent (normally none or one).
+    devices: Vec<String>,
+    /// The session cookie the browser sent, if any.
+    old: Option<String>,
+    client: Option<IpAddr>,
+}
+
+/// How a refused sign-in is answered: JSON for scripts, the page again (with
+/// the message) for a person at a form.
+#[derive(Clone, Copy)]
+struct Refusal<'a> {
+    json: bool,
+    rd: Option<&'a str>,
+}
+
+impl Refusal<'_> {
+    fn reply(&self, status: u16, message: &str, username: &str, reason: &'static str) -> Reply {
+        if self.json {
+            Reply::json(status, &json!({ "error": message }), reason)
+        } else {
+            Reply::html(
+                status,
+                page::login(self.rd, Some(message), username),
+                reason,
+            )
+        }
+    }
+}
+
+/// `username` and `password` from a form or JSON body (empty when absent).
+fn credentials(body: &[u8], json: bool) -> (String, String) {
+    if json && let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        let get = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        return (get("username"), get("password"));
+    }
+    let mut user = String::new();
+    let mut pass = String::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        match k.as_ref() {
+            "username" => user = v.into_owned(),
+            "password" => pass = v.into_owned(),
+            _ => {}
+        }
+    }
+    (user, pass)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_from_form_and_json() {
+        assert_eq!(
+            credentials(b"username=al%20ice&password=p%26w", false),
+            ("al ice".into(), "p&w".into())
+        );
+        assert_eq!(
+            credentials(br#"{"username":"a","password":"b"}"#, true),
+            ("a".into(), "b".into())
+        );
+        assert_eq!(
+            credentials(b"garbage", true),
+            (String::new(), String::new())
+        );
+    }
+}

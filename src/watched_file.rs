@@ -1,0 +1,139 @@
+//! A file the edge re-reads when it changes (the users file, `agents.json`):
+//! one rule for both. A change is a new modification time or size; a file
+//! that fails to load, or disappears (an editor saving by delete-and-write,
+//! a volume mounted late), is logged and the last good content kept, so a
+//! bad edit never empties a running edge.
+
+use arc_swap::ArcSwap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// What identifies a version of the file; `None` while it does not exist.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// The parsed content of a file, re-read when the file changes.
+pub struct WatchedFile<T> {
+    path: PathBuf,
+    /// What it is, for log lines: `"users file"`.
+    what: &'static str,
+    current: ArcSwap<T>,
+    seen: Mutex<Stamp>,
+    checked: Mutex<Instant>,
+    load: fn(&Path) -> Result<T, String>,
+}
+
+impl<T> WatchedFile<T> {
+    /// Starts from `initial` (what the caller loaded, or a fallback) as the
+    /// content of `path` as it is now; `load` reads later versions.
+    pub fn new(
+        path: &Path,
+        what: &'static str,
+        initial: T,
+        load: fn(&Path) -> Result<T, String>,
+    ) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            what,
+            current: ArcSwap::from_pointee(initial),
+            seen: Mutex::new(stamp(path)),
+            checked: Mutex::new(Instant::now()),
+            load,
+        }
+    }
+
+    /// The content, without looking at the file.
+    pub fn current(&self) -> Arc<T> {
+        self.current.load_full()
+    }
+
+    /// The content, after re-reading the file if it changed.
+    pub fn refresh(&self) -> Arc<T> {
+        if let Ok(mut at) = self.checked.lock() {
+            *at = Instant::now();
+        }
+        let now = stamp(&self.path);
+        let changed = self.seen.lock().is_ok_and(|mut seen| {
+            let vanished = now.is_none() && seen.is_some();
+            let changed = *seen != now;
+            *seen = now;
+            if vanished {
+                tracing::error!(target: "edge", file = %self.path.display(), "{} is gone; keeping the last good content", self.what);
+            }
+            changed && !vanished
+        });
+        if changed {
+            self.reload();
+        }
+        self.current()
+    }
+
+    /// As [`Self::refresh`], but looks at the file at most once per `every`:
+    /// for callers on the request path.
+    pub fn refresh_at_most(&self, every: Duration) -> Arc<T> {
+        let due = self.checked.lock().is_ok_and(|at| at.elapsed() >= every);
+        if due { self.refresh() } else { self.current() }
+    }
+
+    fn reload(&self) {
+        let noun = self.what;
+        match (self.load)(&self.path) {
+            Ok(v) => {
+                tracing::info!(target: "edge", file = %self.path.display(), "{noun} loaded");
+                self.current.store(Arc::new(v));
+            }
+            Err(e) => {
+                tracing::error!(target: "edge", file = %self.path.display(), error = %e, "{noun} rejected; keeping the last good content");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbers(path: &Path) -> Result<Vec<u32>, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        text.split_whitespace()
+            .map(|w| w.parse().map_err(|_| format!("not a number: {w}")))
+            .collect()
+    }
+
+    #[test]
+    fn changes_are_read_and_bad_or_missing_files_keep_the_last_good_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.txt");
+        std::fs::write(&path, "1 2").unwrap();
+        let f = WatchedFile::new(&path, "numbers", numbers(&path).unwrap(), numbers);
+        assert_eq!(*f.refresh(), vec![1, 2]);
+        std::fs::write(&path, "1 2 3").unwrap();
+        assert_eq!(*f.refresh(), vec![1, 2, 3], "a new size is a change");
+        std::fs::write(&path, "1 x 3").unwrap();
+        assert_eq!(*f.refresh(), vec![1, 2, 3], "a broken edit is refused");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            *f.refresh(),
+            vec![1, 2, 3],
+            "a vanished file keeps the list"
+        );
+        std::fs::write(&path, "7").unwrap();
+        assert_eq!(*f.refresh(), vec![7], "it comes back");
+    }
+
+    #[test]
+    fn the_request_path_looks_at_most_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.txt");
+        std::fs::write(&path, "1").unwrap();
+        let f = WatchedFile::new(&path, "numbers", vec![1], numbers);
+        std::fs::write(&path, "2 2").unwrap();
+        assert_eq!(*f.refresh_at_most(Duration::from_secs(3600)), vec![1]);
+        assert_eq!(*f.refresh_at_most(Duration::ZERO), vec![2, 2]);
+    }
+}
