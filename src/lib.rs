@@ -1,6 +1,6 @@
 //! esprit-edge: the Esprit-Hub edge (routing, TLS, limits) and its agent hub,
 //! in one Pingora process. The modules follow the layers in DESIGN.md, and
-//! dependencies run one way, downwards (`tests/architecture.rs` keeps it so):
+//! dependencies run one way, downwards (`architecture.rs`, a test, keeps it so):
 //!
 //! 1. leaves: `config`, `clock`, `identity`, `reply` (in-process answers and
 //!    the handler trait), `watch` (a session's end ends its streams),
@@ -25,3 +25,6 @@ pub mod telemetry;
 pub mod tls;
 pub mod watch;
 pub mod watched_file;
+
+#[cfg(test)]
+mod architecture;

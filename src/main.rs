@@ -155,7 +155,7 @@ fn user_command(cfg: &config::Config, action: UserAction) -> ExitCode {
             display_name,
             email,
         } => {
-            if !users::valid_name(&name) {
+            if users::UserName::parse(&name).is_none() {
                 return fail(format!(
                     "{name:?} is not a login name (1-64 of A-Z a-z 0-9 . _ @ -)"
                 ));

@@ -17,33 +17,43 @@ fn stamp(path: &Path) -> Stamp {
     Some((m.modified().ok()?, m.len()))
 }
 
+/// What a look at the file found, for its owner to log in its own words.
+pub enum Reload<'a, T> {
+    /// A new version was loaded.
+    Loaded(&'a T),
+    /// The new version was refused (why); the last good content stays.
+    Rejected(&'a str),
+    /// The file is gone; the last good content stays.
+    Vanished,
+}
+
 /// The parsed content of a file, re-read when the file changes.
 pub struct WatchedFile<T> {
     path: PathBuf,
-    /// What it is, for log lines: `"users file"`.
-    what: &'static str,
     current: ArcSwap<T>,
     seen: Mutex<Stamp>,
     checked: Mutex<Instant>,
     load: fn(&Path) -> Result<T, String>,
+    report: fn(&Path, Reload<'_, T>),
 }
 
 impl<T> WatchedFile<T> {
     /// Starts from `initial` (what the caller loaded, or a fallback) as the
-    /// content of `path` as it is now; `load` reads later versions.
+    /// content of `path` as it is now; `load` reads later versions, `report`
+    /// says what happened (the owner logs it under its own target).
     pub fn new(
         path: &Path,
-        what: &'static str,
         initial: T,
         load: fn(&Path) -> Result<T, String>,
+        report: fn(&Path, Reload<'_, T>),
     ) -> Self {
         Self {
             path: path.to_path_buf(),
-            what,
             current: ArcSwap::from_pointee(initial),
             seen: Mutex::new(stamp(path)),
             checked: Mutex::new(Instant::now()),
             load,
+            report,
         }
     }
 
@@ -63,7 +73,7 @@ impl<T> WatchedFile<T> {
             let changed = *seen != now;
             *seen = now;
             if vanished {
-                tracing::error!(target: "edge", file = %self.path.display(), "{} is gone; keeping the last good content", self.what);
+                (self.report)(&self.path, Reload::Vanished);
             }
             changed && !vanished
         });
@@ -81,15 +91,12 @@ impl<T> WatchedFile<T> {
     }
 
     fn reload(&self) {
-        let noun = self.what;
         match (self.load)(&self.path) {
             Ok(v) => {
-                tracing::info!(target: "edge", file = %self.path.display(), "{noun} loaded");
+                (self.report)(&self.path, Reload::Loaded(&v));
                 self.current.store(Arc::new(v));
             }
-            Err(e) => {
-                tracing::error!(target: "edge", file = %self.path.display(), error = %e, "{noun} rejected; keeping the last good content");
-            }
+            Err(e) => (self.report)(&self.path, Reload::Rejected(&e)),
         }
     }
 }
@@ -105,12 +112,14 @@ mod tests {
             .collect()
     }
 
+    fn quiet(_: &Path, _: Reload<'_, Vec<u32>>) {}
+
     #[test]
     fn changes_are_read_and_bad_or_missing_files_keep_the_last_good_content() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n.txt");
         std::fs::write(&path, "1 2").unwrap();
-        let f = WatchedFile::new(&path, "numbers", numbers(&path).unwrap(), numbers);
+        let f = WatchedFile::new(&path, numbers(&path).unwrap(), numbers, quiet);
         assert_eq!(*f.refresh(), vec![1, 2]);
         std::fs::write(&path, "1 2 3").unwrap();
         assert_eq!(*f.refresh(), vec![1, 2, 3], "a new size is a change");
@@ -131,7 +140,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n.txt");
         std::fs::write(&path, "1").unwrap();
-        let f = WatchedFile::new(&path, "numbers", vec![1], numbers);
+        let f = WatchedFile::new(&path, vec![1], numbers, quiet);
         std::fs::write(&path, "2 2").unwrap();
         assert_eq!(*f.refresh_at_most(Duration::from_secs(3600)), vec![1]);
         assert_eq!(*f.refresh_at_most(Duration::ZERO), vec![2, 2]);

@@ -171,12 +171,9 @@ impl AuthService {
         let ip_key = a
             .client
             .map_or_else(|| "unknown".to_string(), throttle::ip_key);
+        let name = users::UserName::parse(&a.username);
         // Names that cannot exist share one key, so junk names cannot grow the map.
-        let account_key = if users::valid_name(&a.username) {
-            a.username.as_str()
-        } else {
-            "\0invalid"
-        };
+        let account_key = name.as_ref().map_or("\0invalid", users::UserName::as_str);
         let trusted_device = match self.admit(&a, &ip_key, account_key) {
             Ok(trusted) => trusted,
             Err(wait) => {
@@ -194,8 +191,7 @@ impl AuthService {
         };
         let users = self.users_now();
         let user = users.users.get(&a.username).cloned();
-        let acceptable =
-            users::valid_name(&a.username) && users::check_password(&a.password).is_ok();
+        let acceptable = name.is_some() && users::check_password(&a.password).is_ok();
         // Unknown users are checked against a dummy hash: same work, same answer.
         let hash = user
             .as_ref()

@@ -8,8 +8,9 @@ use super::sessions::Sessions;
 use super::users::{self, Users};
 use crate::config;
 use crate::limit::throttle::Throttle;
-use crate::watched_file::WatchedFile;
+use crate::watched_file::{Reload, WatchedFile};
 use pingora::http::RequestHeader;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -43,6 +44,21 @@ pub enum OpenError {
     Random(String),
 }
 
+/// Logs what a look at the users file found.
+fn report_users(path: &Path, what: Reload<'_, Users>) {
+    match what {
+        Reload::Loaded(_) => {}
+        Reload::Rejected(why) => {
+            tracing::error!(target: "auth", error = %why, "users file rejected; keeping the last good list")
+        }
+        // An editor saving by delete-and-write, or a volume mounted late:
+        // logging everybody out for it would be worse.
+        Reload::Vanished => {
+            tracing::error!(target: "auth", file = %path.display(), "users file is gone; keeping the last good list")
+        }
+    }
+}
+
 impl AuthService {
     /// Opens the session store and reads the users file.
     pub fn open(config: &config::Config) -> Result<Arc<Self>, OpenError> {
@@ -55,7 +71,7 @@ impl AuthService {
         let dummy_hash = users::hash_password(&format!("{noise:?}")).map_err(OpenError::Users)?;
         Ok(Arc::new(Self {
             limiter: Semaphore::new(cfg.login_concurrency),
-            users: WatchedFile::new(&cfg.users_file, "users file", loaded, Users::load),
+            users: WatchedFile::new(&cfg.users_file, loaded, Users::load, report_users),
             cfg,
             sessions,
             devices,

@@ -45,12 +45,25 @@ fn hasher() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Whether `name` can be a login name: 1–64 of `A-Z a-z 0-9 . _ @ -`.
-pub fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
+/// A login name: 1–64 of `A-Z a-z 0-9 . _ @ -`, checked once where it
+/// enters (the CLI, a sign-in, the users file).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserName(String);
+
+impl UserName {
+    /// `name` as a login name, if it can be one.
+    pub fn parse(name: &str) -> Option<UserName> {
+        let ok = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));
+        ok.then(|| UserName(name.to_string()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Checks a new password's length.
@@ -95,7 +108,7 @@ impl Users {
         let users: Users =
             toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
         for (name, u) in &users.users {
-            if !valid_name(name) {
+            if UserName::parse(name).is_none() {
                 return Err(format!(
                     "{}: users.{name}: not a valid login name",
                     path.display()
@@ -158,10 +171,10 @@ mod tests {
 
     #[test]
     fn names_and_lengths() {
-        assert!(valid_name("alice.b@example-1"));
-        assert!(!valid_name(""));
-        assert!(!valid_name("a b"));
-        assert!(!valid_name(&"a".repeat(65)));
+        assert!(UserName::parse("alice.b@example-1").is_some());
+        assert!(UserName::parse("").is_none());
+        assert!(UserName::parse("a b").is_none());
+        assert!(UserName::parse(&"a".repeat(65)).is_none());
         assert!(check_password("1234567").is_err());
         assert!(check_password("12345678").is_ok());
         assert!(check_password(&"x".repeat(1025)).is_err());

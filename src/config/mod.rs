@@ -1,6 +1,7 @@
 //! Configuration: the TOML file, environment overrides and validation into a
 //! typed model. Parsed once at start-up; the proxy only reads the result.
 
+pub mod defaults;
 mod env;
 mod error;
 mod file;

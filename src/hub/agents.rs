@@ -2,8 +2,8 @@
 //! broken file keeps the last good list (and says why in the log), so a typo
 //! while editing never takes the cards away.
 
-use super::event::valid_npc;
-use crate::watched_file::WatchedFile;
+use super::ids::{Npc, RunId};
+use crate::watched_file::{Reload, WatchedFile};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -23,7 +23,7 @@ pub struct Agent {
     /// The id in `/api/run/:agent`.
     pub agent: String,
     /// The channel its events go to.
-    pub npc: String,
+    pub npc: Npc,
     /// Sim's webhook trigger: a secret, never shown to browsers.
     pub webhook: reqwest::Url,
     /// Display name.
@@ -39,12 +39,12 @@ pub fn parse(text: &str) -> Result<Vec<Agent>, String> {
     let mut out: Vec<Agent> = Vec::with_capacity(entries.len());
     for (i, e) in entries.into_iter().enumerate() {
         let at = format!("entry {i} (agent {:?})", e.agent);
-        if !super::event::valid_run_id(&e.agent) {
+        if RunId::parse(&e.agent).is_none() {
             return Err(format!("{at}: agent ids use 1-64 of A-Z a-z 0-9 _ -"));
         }
-        if !valid_npc(&e.npc) {
+        let Some(npc) = Npc::parse(&e.npc) else {
             return Err(format!("{at}: npc {:?} is not 1-64 of a-z 0-9 _ -", e.npc));
-        }
+        };
         let webhook = reqwest::Url::parse(&e.webhook_url)
             .map_err(|err| format!("{at}: webhookUrl: {err}"))?;
         if !matches!(webhook.scheme(), "http" | "https") || webhook.host_str().is_none() {
@@ -57,7 +57,7 @@ pub fn parse(text: &str) -> Result<Vec<Agent>, String> {
         }
         out.push(Agent {
             agent: e.agent,
-            npc: e.npc,
+            npc,
             webhook,
             name: e.name,
             description: e.description,
@@ -72,6 +72,27 @@ fn load(path: &Path) -> Result<Vec<Agent>, String> {
     parse(&text)
 }
 
+/// Logs what a look at the agents file found.
+fn report(path: &Path, what: Reload<'_, Vec<Agent>>) {
+    match what {
+        Reload::Loaded(list) => {
+            tracing::info!(target: "hub", file = %path.display(), agents = list.len(), "agents loaded");
+        }
+        Reload::Rejected(why) => tracing::error!(
+            target: "hub",
+            file = %path.display(),
+            error = %why,
+            "agents file rejected; keeping the last good list"
+        ),
+        Reload::Vanished => tracing::error!(
+            target: "hub",
+            file = %path.display(),
+            error = "the file is gone",
+            "agents file rejected; keeping the last good list"
+        ),
+    }
+}
+
 /// The live list, re-read when the file changes.
 pub struct Agents {
     file: WatchedFile<Vec<Agent>>,
@@ -80,13 +101,18 @@ pub struct Agents {
 impl Agents {
     /// Loads `path`; a missing or broken file starts with no agents (logged).
     pub fn open(path: &Path) -> Self {
-        let initial = load(path).unwrap_or_else(|why| {
-            tracing::error!(target: "hub", file = %path.display(), error = %why, "agents file rejected; starting with no agents");
-            Vec::new()
-        });
-        tracing::info!(target: "hub", file = %path.display(), agents = initial.len(), "agents loaded");
+        let initial = match load(path) {
+            Ok(list) => {
+                report(path, Reload::Loaded(&list));
+                list
+            }
+            Err(why) => {
+                report(path, Reload::Rejected(&why));
+                Vec::new()
+            }
+        };
         Self {
-            file: WatchedFile::new(path, "agents file", initial, load),
+            file: WatchedFile::new(path, initial, load, report),
         }
     }
 
@@ -147,7 +173,7 @@ mod tests {
         let p = dir.path().join("agents.json");
         std::fs::write(&p, GOOD).unwrap();
         let a = Agents::open(&p);
-        assert_eq!(a.find("research").unwrap().npc, "researcher");
+        assert_eq!(a.find("research").unwrap().npc.as_str(), "researcher");
         let shown = a.public_list().to_string();
         assert!(!shown.contains("webhook"), "{shown}");
         assert!(a.is_webhook_origin(&"http://sim:3000/api/resume/1".parse().unwrap()));

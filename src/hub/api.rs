@@ -2,7 +2,8 @@
 //! returns the reply, so the rules are tested without a server.
 
 use super::Hub;
-use super::event::{EventType, NewEvent, valid_npc, valid_run_id};
+use super::event::{EventType, NewEvent};
+use super::ids::{Npc, RunId};
 use super::query;
 use crate::clock::now_ms;
 use crate::reply::Reply;
@@ -98,11 +99,14 @@ impl Hub {
         };
         let payload = req.get("payload").cloned().unwrap_or(Value::Null);
         let npc = match req.get("npc") {
-            None | Some(Value::Null) => agent.npc.clone(),
-            Some(Value::String(n)) if valid_npc(n) => n.clone(),
-            Some(_) => return error(400, "npc must be 1-64 of a-z 0-9 _ -"),
+            None | Some(Value::Null) => Some(agent.npc.clone()),
+            Some(Value::String(n)) => Npc::parse(n),
+            Some(_) => None,
         };
-        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let Some(npc) = npc else {
+            return error(400, "npc must be 1-64 of a-z 0-9 _ -");
+        };
+        let run_id = RunId::generate();
         let started = NewEvent {
             ts: now_ms(),
             npc: npc.clone(),
@@ -174,10 +178,10 @@ impl Hub {
             Err(r) => return *r,
         };
         let npc = match req.get("npc") {
-            Some(Value::String(n)) if valid_npc(n) => n.clone(),
-            Some(Value::String(n)) => {
-                return error(400, format!("npc {n:?} is not 1-64 of a-z 0-9 _ -"));
-            }
+            Some(Value::String(n)) => match Npc::parse(n) {
+                Some(npc) => npc,
+                None => return error(400, format!("npc {n:?} is not 1-64 of a-z 0-9 _ -")),
+            },
             _ => return error(400, "npc is required (a string)"),
         };
         let kind = match req.get("type") {
@@ -199,7 +203,7 @@ impl Hub {
         };
         let run_id = match req.get("runId") {
             None | Some(Value::Null) => None,
-            Some(Value::String(r)) if valid_run_id(r) => Some(r.clone()),
+            Some(Value::String(r)) if RunId::parse(r).is_some() => RunId::parse(r),
             Some(_) => return error(400, "runId must be 1-64 of A-Z a-z 0-9 _ -"),
         };
         let ev = NewEvent {
@@ -220,7 +224,7 @@ impl Hub {
     pub async fn runs_reply(&self, q: Option<&str>) -> Reply {
         let npc = query::param(q, "npc");
         if let Some(n) = &npc
-            && !valid_npc(n)
+            && Npc::parse(n).is_none()
         {
             return error(400, format!("npc {n:?} is not 1-64 of a-z 0-9 _ -"));
         }
@@ -236,7 +240,7 @@ impl Hub {
 
     /// `GET /api/runs/:id`.
     pub async fn run_events_reply(&self, run_id: &str) -> Reply {
-        if !valid_run_id(run_id) {
+        if RunId::parse(run_id).is_none() {
             return error(400, "run ids are 1-64 of A-Z a-z 0-9 _ -");
         }
         let id = run_id.to_string();
@@ -253,9 +257,9 @@ impl Hub {
     /// `POST /api/runs/:id/respond`: relay a person's answer to the flow that
     /// waits for it, only to a host one of our agents' webhooks live on.
     pub async fn respond(&self, run_id: &str, body: &[u8]) -> Reply {
-        if !valid_run_id(run_id) {
+        let Some(run) = RunId::parse(run_id) else {
             return error(400, "run ids are 1-64 of A-Z a-z 0-9 _ -");
-        }
+        };
         let answer = match serde_json::from_slice::<Value>(body) {
             Ok(v) => v,
             Err(e) => return error(400, format!("the body is not valid JSON: {e}")),
@@ -289,11 +293,14 @@ impl Hub {
         if let Err(reason) = self.webhooks.post(&url, &answer).await {
             return error(502, reason);
         }
+        let Some(npc) = Npc::parse(&waiting.npc) else {
+            return error(500, "the stored run has an invalid npc");
+        };
         let step = NewEvent {
             ts: now_ms(),
-            npc: waiting.npc.clone(),
+            npc,
             kind: EventType::Step,
-            run_id: Some(run_id.to_string()),
+            run_id: Some(run),
             agent: None,
             data: json!({ "respondedTo": waiting.id, "response": answer }),
         };

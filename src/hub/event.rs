@@ -2,6 +2,7 @@
 //! Validation lives here so every entry point (HTTP, runs, approvals) applies
 //! the same rules.
 
+use super::ids::{Npc, RunId};
 use bytes::Bytes;
 use serde::Serialize;
 use std::fmt;
@@ -63,33 +64,17 @@ impl fmt::Display for EventType {
     }
 }
 
-/// Whether `npc` is a channel name: 1–64 of `[a-z0-9_-]`.
-pub fn valid_npc(npc: &str) -> bool {
-    (1..=64).contains(&npc.len())
-        && npc
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
-
-/// Whether `id` can be a run id: 1–64 of `[A-Za-z0-9_-]`.
-pub fn valid_run_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 /// An event before the store gave it an id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
     /// Milliseconds since the Unix epoch.
     pub ts: i64,
     /// The channel.
-    pub npc: String,
+    pub npc: Npc,
     /// Lifecycle step.
     pub kind: EventType,
     /// The run it belongs to, if any.
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
     /// The agent, for `started` events of runs the hub began.
     pub agent: Option<String>,
     /// Free-form JSON from the flow.
@@ -162,11 +147,6 @@ mod tests {
 
     #[test]
     fn names() {
-        assert!(valid_npc("researcher-1_a"));
-        assert!(!valid_npc(""));
-        assert!(!valid_npc("Researcher"));
-        assert!(!valid_npc(&"a".repeat(65)));
-        assert!(!valid_npc("a b"));
         assert_eq!(EventType::parse("awaiting"), Some(EventType::Awaiting));
         assert_eq!(EventType::parse("Done"), None);
     }

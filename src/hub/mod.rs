@@ -7,6 +7,7 @@ pub mod agents;
 pub mod api;
 pub mod event;
 pub mod fanout;
+pub mod ids;
 pub mod journal;
 pub mod query;
 pub mod sqlite;

@@ -1,7 +1,7 @@
 //! Query-string and header parsing for the hub endpoints: pure functions,
 //! each bad value a clear message.
 
-use super::event::valid_npc;
+use super::ids::Npc;
 use super::store::Channels;
 
 /// `npc` parameters (repeatable; none means every channel), deduplicated.
@@ -12,7 +12,7 @@ pub fn channels(query: Option<&str>) -> Result<Channels, String> {
             continue;
         }
         for npc in v.split(',').filter(|s| !s.is_empty()) {
-            if !valid_npc(npc) {
+            if Npc::parse(npc).is_none() {
                 return Err(format!("npc {npc:?} is not 1-64 of a-z 0-9 _ -"));
             }
             if !list.iter().any(|n| n == npc) {

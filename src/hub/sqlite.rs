@@ -157,7 +157,13 @@ impl EventStore for SqliteStore {
             for ev in batch {
                 let data = ev.data.to_string();
                 insert
-                    .execute(params![ev.ts, ev.npc, ev.kind.as_str(), ev.run_id, data])
+                    .execute(params![
+                        ev.ts,
+                        ev.npc.as_str(),
+                        ev.kind.as_str(),
+                        ev.run_id.as_deref(),
+                        data
+                    ])
                     .map_err(|e| err("cannot write to", &self.path, e))?;
                 let id = tx.last_insert_rowid() as u64;
                 if let Some(run) = &ev.run_id {
@@ -165,8 +171,8 @@ impl EventStore for SqliteStore {
                         matches!(ev.kind, EventType::Done | EventType::Error).then_some(ev.ts);
                     upsert
                         .execute(params![
-                            run,
-                            ev.npc,
+                            run.as_str(),
+                            ev.npc.as_str(),
                             ev.agent,
                             ev.kind.run_status(),
                             ev.ts,
@@ -177,9 +183,9 @@ impl EventStore for SqliteStore {
                 out.push(Event {
                     id,
                     ts: ev.ts,
-                    npc: ev.npc.clone(),
+                    npc: ev.npc.to_string(),
                     kind: ev.kind,
-                    run_id: ev.run_id.clone(),
+                    run_id: ev.run_id.as_ref().map(ToString::to_string),
                     data: ev.data.clone(),
                 });
             }
@@ -341,13 +347,14 @@ impl EventStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::ids::{Npc, RunId};
 
     fn ev(npc: &str, kind: EventType, run: Option<&str>, ts: i64) -> NewEvent {
         NewEvent {
             ts,
-            npc: npc.into(),
+            npc: Npc::parse(npc).unwrap(),
             kind,
-            run_id: run.map(str::to_string),
+            run_id: run.map(|r| RunId::parse(r).unwrap()),
             agent: None,
             data: serde_json::json!({"n": ts}),
         }

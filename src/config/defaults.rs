@@ -1,0 +1,179 @@
+//! Every default the config fills in, named once: the validator uses these
+//! constants, and [`DOCUMENTED`] ties each to its key so a test holds the
+//! README's configuration reference to the same values.
+
+use std::time::Duration;
+
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// `server.listen`: the plain listener, as the nginx container it replaces.
+pub const LISTEN: &str = "0.0.0.0:8080";
+/// `server.data_dir`.
+pub const DATA_DIR: &str = "data";
+/// `server.grace_period`: in-flight requests after SIGTERM (docker stop kills after 10 s).
+pub const GRACE_PERIOD: Duration = secs(1);
+/// `server.shutdown_timeout`: then the workers.
+pub const SHUTDOWN_TIMEOUT: Duration = secs(2);
+/// `server.keepalive_timeout`, as nginx's.
+pub const KEEPALIVE_TIMEOUT: Duration = secs(75);
+/// `server.upgrade_sock`.
+pub const UPGRADE_SOCK: &str = "/tmp/esprit-edge-upgrade.sock";
+/// `server.pid_file`.
+pub const PID_FILE: &str = "/tmp/esprit-edge.pid";
+/// `server.max_request_target`, in bytes.
+pub const MAX_REQUEST_TARGET: usize = 8192;
+/// `server.max_body_bytes` (0: no cap).
+pub const MAX_BODY_BYTES: u64 = 0;
+/// `server.read_buffer`: Pingora's 64 KiB per connection adds up with thousands of idle streams.
+pub const READ_BUFFER: usize = 8192;
+
+/// `tls.hsts`.
+pub const HSTS: bool = true;
+
+/// `hub.webhook_timeout`.
+pub const WEBHOOK_TIMEOUT: Duration = secs(10);
+/// `hub.replay_recent`.
+pub const REPLAY_RECENT: usize = 100;
+/// `hub.heartbeat`.
+pub const HEARTBEAT: Duration = secs(15);
+/// `hub.subscriber_queue`.
+pub const SUBSCRIBER_QUEUE: usize = 1024;
+/// `hub.max_event_bytes`.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// `hub.retention_age`.
+pub const RETENTION_AGE: Duration = secs(30 * 24 * 3600);
+/// `hub.retention_per_channel`.
+pub const RETENTION_PER_CHANNEL: usize = 10_000;
+
+/// `auth.idle_timeout`.
+pub const IDLE_TIMEOUT: Duration = secs(2 * 3600);
+/// `auth.absolute_timeout`.
+pub const ABSOLUTE_TIMEOUT: Duration = secs(12 * 3600);
+/// `auth.login_concurrency` (each argon2 check takes 19 MiB).
+pub const LOGIN_CONCURRENCY: usize = 4;
+
+/// `routes[].connect_timeout`.
+pub const CONNECT_TIMEOUT: Duration = secs(5);
+/// `routes[].read_timeout`.
+pub const READ_TIMEOUT: Duration = secs(60);
+/// `routes[].read_timeout` with `stream = true`: longer than socket.io's ping
+/// interval + timeout (25 s + 20 s), with room for SSE heartbeats.
+pub const STREAM_READ_TIMEOUT: Duration = secs(300);
+/// `routes[].write_timeout`.
+pub const WRITE_TIMEOUT: Duration = secs(60);
+/// `routes[].status` of a redirect.
+pub const REDIRECT_STATUS: u16 = 302;
+
+/// A default as the README writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Documented {
+    /// A quoted string (`"0.0.0.0:8080"`).
+    Text(&'static str),
+    /// A quoted duration (`"75s"`, `"30days"`).
+    Duration(Duration),
+    /// A number.
+    Number(u64),
+    /// `true` or `false`.
+    Bool(bool),
+}
+
+/// Each default with its README section and key, for the docs test.
+pub const DOCUMENTED: &[(&str, &str, Documented)] = {
+    use Documented::*;
+    &[
+        ("[server]", "listen", Text(LISTEN)),
+        ("[server]", "data_dir", Text(DATA_DIR)),
+        ("[server]", "grace_period", Duration(GRACE_PERIOD)),
+        ("[server]", "shutdown_timeout", Duration(SHUTDOWN_TIMEOUT)),
+        ("[server]", "keepalive_timeout", Duration(KEEPALIVE_TIMEOUT)),
+        ("[server]", "upgrade_sock", Text(UPGRADE_SOCK)),
+        ("[server]", "pid_file", Text(PID_FILE)),
+        (
+            "[server]",
+            "max_request_target",
+            Number(MAX_REQUEST_TARGET as u64),
+        ),
+        ("[server]", "max_body_bytes", Number(MAX_BODY_BYTES)),
+        ("[server]", "read_buffer", Number(READ_BUFFER as u64)),
+        ("[tls]", "hsts", Bool(HSTS)),
+        ("[hub]", "webhook_timeout", Duration(WEBHOOK_TIMEOUT)),
+        ("[hub]", "replay_recent", Number(REPLAY_RECENT as u64)),
+        ("[hub]", "heartbeat", Duration(HEARTBEAT)),
+        ("[hub]", "subscriber_queue", Number(SUBSCRIBER_QUEUE as u64)),
+        ("[hub]", "max_event_bytes", Number(MAX_EVENT_BYTES as u64)),
+        ("[hub]", "retention_age", Duration(RETENTION_AGE)),
+        (
+            "[hub]",
+            "retention_per_channel",
+            Number(RETENTION_PER_CHANNEL as u64),
+        ),
+        ("[auth]", "idle_timeout", Duration(IDLE_TIMEOUT)),
+        ("[auth]", "absolute_timeout", Duration(ABSOLUTE_TIMEOUT)),
+        (
+            "[auth]",
+            "login_concurrency",
+            Number(LOGIN_CONCURRENCY as u64),
+        ),
+        ("[[routes]]", "connect_timeout", Duration(CONNECT_TIMEOUT)),
+        ("[[routes]]", "read_timeout", Duration(READ_TIMEOUT)),
+        ("[[routes]]", "write_timeout", Duration(WRITE_TIMEOUT)),
+    ]
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README row `| \`key\` | ... |` under the `### \`section\`` heading.
+    fn readme_row(readme: &str, section: &str, key: &str) -> Option<Vec<String>> {
+        let heading = format!("### `{section}");
+        let start = readme.find(&heading)?;
+        let body = &readme[start + heading.len()..];
+        let body = &body[..body.find("\n### ").unwrap_or(body.len())];
+        let want = format!("| `{key}` |");
+        body.lines()
+            .find(|l| l.starts_with(&want) || l.starts_with(&format!("| `{key}` /")))
+            .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
+    }
+
+    /// The first backticked value in `cell`, unquoted.
+    fn value(cell: &str) -> Option<&str> {
+        let v = cell.split('`').nth(1)?;
+        Some(v.trim_matches('"'))
+    }
+
+    #[test]
+    fn the_readme_documents_the_defaults_the_validator_uses() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md");
+        for (section, key, want) in DOCUMENTED {
+            let row = readme_row(&readme, section, key)
+                .unwrap_or_else(|| panic!("README has no row for {section} {key}"));
+            // Columns: "", key, (applies to,) default, ...: the first backticked
+            // value after the key that parses as the wanted kind.
+            let found = row
+                .iter()
+                .skip(2)
+                .filter_map(|c| value(c))
+                .any(|v| match want {
+                    Documented::Text(t) => v == *t,
+                    Documented::Duration(d) => {
+                        humantime::parse_duration(v).is_ok_and(|got| got == *d)
+                    }
+                    Documented::Number(n) => {
+                        v.split_whitespace()
+                            .next()
+                            .and_then(|x| x.parse::<u64>().ok())
+                            == Some(*n)
+                    }
+                    Documented::Bool(b) => v.parse::<bool>() == Ok(*b),
+                });
+            assert!(
+                found,
+                "README {section} {key}: default is not {want:?} in {row:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! `[hub]`: the event token, the store, streams and retention.
+
+use super::super::defaults as d;
+use super::super::env::Overrides;
+use super::super::error::Problems;
+use super::super::file::HubSection;
+use super::super::model::Hub;
+use std::path::Path;
+
+pub(super) fn hub(h: HubSection, data_dir: &Path, env: &Overrides, p: &mut Problems) -> Hub {
+    let events_token = h.events_token.filter(|t| !t.is_empty());
+    if let Some(t) = &events_token
+        && (t.len() < 16 || t.bytes().any(|b| !b.is_ascii_graphic()))
+    {
+        p.add(
+            env.label("hub.events_token"),
+            "must be at least 16 printable characters without spaces (use `openssl rand -hex 32`)",
+        );
+    }
+    let hub = Hub {
+        events_token,
+        agents_file: h
+            .agents_file
+            .unwrap_or_else(|| data_dir.join("agents.json")),
+        store: h.store.unwrap_or_else(|| data_dir.join("hub.sqlite3")),
+        webhook_timeout: h.webhook_timeout.unwrap_or(d::WEBHOOK_TIMEOUT),
+        replay_recent: h.replay_recent.unwrap_or(d::REPLAY_RECENT),
+        heartbeat: h.heartbeat.unwrap_or(d::HEARTBEAT),
+        subscriber_queue: h.subscriber_queue.unwrap_or(d::SUBSCRIBER_QUEUE),
+        max_event_bytes: h.max_event_bytes.unwrap_or(d::MAX_EVENT_BYTES),
+        retention_age: h.retention_age.unwrap_or(d::RETENTION_AGE),
+        retention_per_channel: h.retention_per_channel.unwrap_or(d::RETENTION_PER_CHANNEL),
+    };
+    for (key, d) in [
+        ("hub.webhook_timeout", hub.webhook_timeout),
+        ("hub.heartbeat", hub.heartbeat),
+        ("hub.retention_age", hub.retention_age),
+    ] {
+        if d.is_zero() {
+            p.add(key, "must be longer than zero");
+        }
+    }
+    if !(1..=1_000_000).contains(&hub.subscriber_queue) {
+        p.add("hub.subscriber_queue", "out of range (1 to 1000000)");
+    }
+    if !(256..=16 * 1024 * 1024).contains(&hub.max_event_bytes) {
+        p.add("hub.max_event_bytes", "out of range (256 bytes to 16 MiB)");
+    }
+    if hub.retention_per_channel == 0 {
+        p.add("hub.retention_per_channel", "must keep at least one event");
+    }
+    if hub.replay_recent > 10_000 {
+        p.add("hub.replay_recent", "out of range (0 to 10000)");
+    }
+    hub
+}
