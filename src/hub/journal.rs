@@ -54,7 +54,7 @@ impl Journal {
                         Err(e) => {
                             tracing::error!(target: "hub", error = %e, events = batch.len(), "append failed");
                             for job in batch.drain(..) {
-                                let _ = job.reply.send(Err(StoreError(e.0.clone())));
+                                let _ = job.reply.send(Err(e.clone()));
                             }
                         }
                     }
@@ -76,8 +76,7 @@ impl Journal {
         self.tx
             .send(Job { event, reply })
             .await
-            .map_err(|_| StoreError("the journal writer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError("the journal writer stopped".into()))?
+            .map_err(|_| StoreError::WriterStopped)?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
     }
 }

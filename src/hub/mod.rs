@@ -56,22 +56,34 @@ pub struct Hub {
     respond_lock: tokio::sync::Mutex<()>,
 }
 
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The event store (its message names the file).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The journal writer thread.
+    #[error("cannot start the journal writer: {0}")]
+    Journal(std::io::Error),
+    /// The webhook HTTP client.
+    #[error("cannot build the webhook client: {0}")]
+    Webhooks(reqwest::Error),
+}
+
 impl Hub {
     /// Opens the store (an unwritable or corrupt one is an error naming the
     /// file), loads the agents and starts the journal writer.
-    pub fn open(cfg: &config::Hub) -> Result<Arc<Self>, String> {
-        let store: Arc<dyn EventStore> =
-            Arc::new(sqlite::SqliteStore::open(&cfg.store).map_err(|e| e.to_string())?);
+    pub fn open(cfg: &config::Hub) -> Result<Arc<Self>, OpenError> {
+        let store: Arc<dyn EventStore> = Arc::new(sqlite::SqliteStore::open(&cfg.store)?);
         let fanout = Arc::new(Fanout::new(cfg.subscriber_queue));
-        let journal = Journal::start(store.clone(), fanout.clone())
-            .map_err(|e| format!("cannot start the journal writer: {e}"))?;
+        let journal = Journal::start(store.clone(), fanout.clone()).map_err(OpenError::Journal)?;
         Ok(Arc::new(Self {
             cfg: cfg.clone(),
             agents: Arc::new(Agents::open(&cfg.agents_file)),
             store,
             journal,
             fanout,
-            webhooks: Webhooks::new(cfg.webhook_timeout)?,
+            webhooks: Webhooks::new(cfg.webhook_timeout).map_err(OpenError::Webhooks)?,
             respond_lock: tokio::sync::Mutex::new(()),
         }))
     }
@@ -85,7 +97,7 @@ impl Hub {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
-            .map_err(|e| StoreError(format!("store reader failed: {e}")))?
+            .map_err(|e| StoreError::ReaderFailed(e.to_string()))?
     }
 
     /// The background work: agents-file watch and retention.

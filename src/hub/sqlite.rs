@@ -42,8 +42,12 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
 }
 
-fn err(what: &str, path: &Path, e: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("{what} {}: {e}", path.display()))
+fn err(what: &'static str, path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend {
+        what,
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
 }
 
 impl SqliteStore {
@@ -129,10 +133,7 @@ impl EventStore for SqliteStore {
     }
 
     fn append(&self, batch: &[NewEvent]) -> Result<Vec<Event>, StoreError> {
-        let mut conn = self
-            .writer
-            .lock()
-            .map_err(|_| StoreError("writer lock poisoned".into()))?;
+        let mut conn = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
         let tx = conn
             .transaction()
             .map_err(|e| err("cannot begin a write on", &self.path, e))?;
@@ -296,10 +297,7 @@ impl EventStore for SqliteStore {
     }
 
     fn prune(&self, before_ts: i64, keep_per_channel: usize) -> Result<u64, StoreError> {
-        let mut guard = self
-            .writer
-            .lock()
-            .map_err(|_| StoreError("writer lock poisoned".into()))?;
+        let mut guard = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
         // One transaction: one fsync, and appends wait for one short commit.
         let conn = guard
             .transaction()

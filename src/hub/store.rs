@@ -42,10 +42,30 @@ pub struct RunSummary {
     pub ended_at: Option<i64>,
 }
 
-/// A store failure, with what was being done.
-#[derive(Debug, thiserror::Error)]
-#[error("event store: {0}")]
-pub struct StoreError(pub String);
+/// A store failure, with what was being done: callers can tell a backend
+/// that refused (busy, full, corrupt) from a hub that is shutting down.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backend refused or failed an operation on `path`.
+    #[error("event store: {what} {}: {detail}", path.display())]
+    Backend {
+        /// What was being done ("cannot write to").
+        what: &'static str,
+        /// The store's file.
+        path: std::path::PathBuf,
+        /// The backend's own message.
+        detail: String,
+    },
+    /// A thread panicked while writing; nothing more is trusted.
+    #[error("event store: writer lock poisoned")]
+    Poisoned,
+    /// The journal writer is gone (the hub is stopping).
+    #[error("event store: the journal writer stopped")]
+    WriterStopped,
+    /// A blocking read could not run (the runtime is shutting down).
+    #[error("event store: store reader failed: {0}")]
+    ReaderFailed(String),
+}
 
 /// Durable, ordered event storage. Calls block; callers run them off the
 /// async workers. `append` is called from one writer only.
