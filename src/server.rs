@@ -8,15 +8,47 @@ use crate::config::{Config, HandlerKind, RouteAction, RouteAuth};
 use crate::edge::Edge;
 use crate::edge::handlers::Handlers;
 use crate::hub::Hub;
-use crate::tls::{CertStore, ReloadOnHangup};
+use crate::tls::CertStore;
 use crate::watch::{StreamWatch, Sweeper};
 use anyhow::Context;
 use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
 use pingora::prelude::{Opt, Server};
 use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::ServerConf;
-use pingora::services::background::background_service;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::{BackgroundService, background_service};
 use std::sync::Arc;
+
+/// What SIGHUP does. Its default action ends the process, and operators
+/// send it out of habit (`nginx -s reload`, log rotation, `systemctl
+/// reload`), so the handler is always installed: it reloads what can be
+/// reloaded (the TLS certificate) and never stops the edge.
+struct Hangup {
+    certs: Option<Arc<CertStore>>,
+}
+
+#[async_trait::async_trait]
+impl BackgroundService for Hangup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(target: "edge", error = %e, "cannot listen for SIGHUP; a SIGHUP would stop the edge");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => match &self.certs {
+                    Some(certs) => certs.reload_logged(),
+                    None => tracing::info!(target: "edge", "SIGHUP: nothing to reload (the config is read at start; change it with a restart or a SIGQUIT hand-over)"),
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
 
 /// Whole seconds, rounded up and at least `min`: Pingora counts its shutdown
 /// phases in seconds, and "500ms" must not become no grace at all.
@@ -101,7 +133,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let plain = config.server.listen.to_string();
     edge.add_listener(ListenerConfig::tcp(&plain).l4_buffer(buffers));
     tracing::info!(target: "edge", listen = %plain, tls = false, routes = config.routes.len(), "listening");
-    if let (Some(tls), Some(certs)) = (&config.tls, certs) {
+    if let (Some(tls), Some(certs)) = (&config.tls, &certs) {
         let addr = tls.listen.to_string();
         edge.add_listener(
             ListenerConfig::tcp(&addr)
@@ -109,11 +141,8 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
                 .l4_buffer(buffers),
         );
         tracing::info!(target: "edge", listen = %addr, tls = true, "listening");
-        server.add_service(background_service(
-            "certificate reload",
-            ReloadOnHangup(certs),
-        ));
     }
+    server.add_service(background_service("SIGHUP", Hangup { certs }));
     server.add_service(edge);
     server.run_forever()
 }

@@ -3,10 +3,7 @@
 //! can swap them without dropping a connection.
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -142,28 +139,13 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-/// Reloads the certificate on SIGHUP.
-pub struct ReloadOnHangup(pub Arc<CertStore>);
-
-#[async_trait]
-impl BackgroundService for ReloadOnHangup {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(target: "tls", error = %e, "cannot listen for SIGHUP; certificate reload disabled");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = hup.recv() => match self.0.reload() {
-                    Ok(()) => tracing::info!(target: "tls", cert = %self.0.cert.display(), "certificate reloaded"),
-                    Err(e) => tracing::error!(target: "tls", error = %e, "certificate reload failed; keeping the old one"),
-                },
-                _ = shutdown.changed() => return,
-            }
+impl CertStore {
+    /// Reloads the certificate and key, logging the outcome: a broken pair
+    /// keeps the old one (what SIGHUP does).
+    pub fn reload_logged(&self) {
+        match self.reload() {
+            Ok(()) => tracing::info!(target: "tls", cert = %self.cert.display(), "certificate reloaded"),
+            Err(e) => tracing::error!(target: "tls", error = %e, "certificate reload failed; keeping the old one"),
         }
     }
 }
