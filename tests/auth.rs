@@ -36,6 +36,7 @@ async fn stack_with(extra: &str) -> Stack {
                  [[routes]]\nprefix = \"/app/\"\nupstream = \"app\"\nauth = \"session\"\n\
                  [[routes]]\nprefix = \"/ws/\"\nupstream = \"ws\"\nstream = true\nauth = \"session\"\n\
                  [[routes]]\nprefix = \"/api/\"\nkind = \"hub\"\nfallback = \"app\"\nauth = \"session\"\n\
+                 [[routes]]\nexact = \"/api/events\"\nkind = \"hub\"\nauth = \"token\"\n\
                  [[routes]]\nprefix = \"/auth/\"\nkind = \"auth\"\n{extra}",
                 common::server_section(dir, port)
             )
