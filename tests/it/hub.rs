@@ -2,11 +2,11 @@
 //! bearer token, SSE replay without gap or duplicate (across restarts and
 //! `kill -9`), agents.json reloads, slow consumers, and a thousand subscribers.
 
-mod common;
+use crate::common;
 
-use common::peers;
-use common::sse::{SseClient, SseEvent};
-use common::{Edge, client, get_json};
+use crate::common::peers;
+use crate::common::sse::{SseClient, SseEvent};
+use crate::common::{Edge, client, get_json};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};

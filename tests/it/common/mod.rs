@@ -1,6 +1,5 @@
 //! Test bed shared by the integration suites: the real `esprit-edge` binary on a
 //! free loopback port, and real peers for it to talk to.
-#![allow(dead_code)]
 
 pub mod certs;
 pub mod peers;
@@ -213,15 +212,6 @@ impl Edge {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
-    }
-
-    /// Access-log lines (JSON) written so far.
-    pub fn access_lines(&self) -> Vec<serde_json::Value> {
-        self.stdout()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["target"] == "access")
-            .collect()
     }
 
     /// Waits until a log line satisfying `pred` appears (logs are written after the response).

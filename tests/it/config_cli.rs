@@ -1,9 +1,9 @@
 //! The operator contract for config: `check`, start-up refusal with precise
 //! messages, `ESPRIT_CONFIG` and the environment overrides.
 
-mod common;
+use crate::common;
 
-use common::{free_port, run_binary};
+use crate::common::{free_port, run_binary};
 use std::path::Path;
 
 const BASE: &str = r#"

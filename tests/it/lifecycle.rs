@@ -1,10 +1,8 @@
 //! Failure and process life: dead and slow upstreams, SIGTERM drain, SIGQUIT
 //! hand-over to a new process.
 
-mod common;
-
-use common::peers;
-use common::{Edge, client};
+use crate::common::peers;
+use crate::common::{Edge, client};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 

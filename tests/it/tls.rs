@@ -1,10 +1,10 @@
 //! TLS termination: HTTP/2 by ALPN, HTTP/1.1, certificate chains, redirect to
 //! HTTPS, bad certificates refused at start-up, and reload on SIGHUP.
 
-mod common;
+use crate::common;
 
-use common::certs::pki;
-use common::{Edge, client, free_port, peers, run_binary};
+use crate::common::certs::pki;
+use crate::common::{Edge, client, free_port, peers, run_binary};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;

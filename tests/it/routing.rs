@@ -1,10 +1,10 @@
 //! The default config's routing table, forwarding headers, path tricks and
 //! request limits, against the real binary and real upstream peers.
 
-mod common;
+use crate::common;
 
-use common::peers::{self, Peer};
-use common::{Edge, client};
+use crate::common::peers::{self, Peer};
+use crate::common::{Edge, client};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,10 +1,10 @@
 //! Long-lived streams through the edge: SSE unbuffered, websockets, and a real
 //! socket.io 4 server and client on both transports.
 
-mod common;
+use crate::common;
 
-use common::peers;
-use common::{Edge, client};
+use crate::common::peers;
+use crate::common::{Edge, client};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;

@@ -3,7 +3,7 @@
 //! is sent to the edge's own login page, fills the form by its labels and
 //! lands back on the page it asked for, as that user.
 //!
-//! The HTTP-level suites (`tests/auth.rs`) forge what a browser would send;
+//! The HTTP-level suites (the `auth` module) forge what a browser would send;
 //! this one shows that an actual browser gets through: the script-free page
 //! renders and submits under the strict CSP without a single console error,
 //! Chromium's own `Sec-Fetch-Site` passes the CSRF check, the `rd` round trip
@@ -11,10 +11,10 @@
 //! and SameSite=Lax. Needs `scripts/setup` (chromium and playwright-core); the
 //! tests fail, not skip, without them.
 
-mod common;
+use crate::common;
 
-use common::Edge;
-use common::peers::{self, Peer};
+use crate::common::Edge;
+use crate::common::peers::{self, Peer};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

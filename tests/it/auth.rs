@@ -2,10 +2,10 @@
 //! fixation, logout, CSRF, open redirects, forged identity headers, and what
 //! each kind of request gets without a session.
 
-mod common;
+use crate::common;
 
-use common::peers::{self, Peer};
-use common::{Edge, client};
+use crate::common::peers::{self, Peer};
+use crate::common::{Edge, client};
 use serde_json::{Value, json};
 use std::process::Command;
 

@@ -1,6 +1,6 @@
 //! `esprit-edge user add|remove|list`: the users file operators manage.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
