@@ -12,8 +12,8 @@
 //! tests fail, not skip, without them.
 
 use crate::common;
-
 use crate::common::Edge;
+use crate::common::config::{ConfigBuilder, Route};
 use crate::common::peers::{self, Peer};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -56,18 +56,13 @@ struct Stack {
 async fn stack() -> Stack {
     let app = peers::echo("app").await;
     let studio = peers::echo("studio").await;
-    let (a, s) = (app.address(), studio.address());
-    let edge = Edge::start_with(
-        move |dir, port| {
-            format!(
-                "{}[upstreams.app]\naddress = \"{a}\"\n[upstreams.studio]\naddress = \"{s}\"\n\
-                 [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n\
-                 [[routes]]\nprefix = \"/studio/\"\nupstream = \"studio\"\nauth = \"session\"\n\
-                 [[routes]]\nprefix = \"/auth/\"\nkind = \"auth\"\n",
-                common::server_section(dir, port)
-            )
-        },
-        &[],
+    let edge = Edge::start(
+        &ConfigBuilder::new()
+            .upstream("app", app.address())
+            .upstream("studio", studio.address())
+            .route(Route::prefix("/").upstream("app"))
+            .route(Route::prefix("/studio/").upstream("studio").session())
+            .route(Route::prefix("/auth/").sign_in()),
     );
     common::add_user(&edge, USER, PASSWORD, &[]);
     Stack { edge, studio }

@@ -12,6 +12,7 @@ mod streams;
 mod throttle;
 
 use crate::common;
+use crate::common::config::{ConfigBuilder, Route};
 use crate::common::peers::{self, Peer};
 use crate::common::{Edge, client};
 
@@ -24,29 +25,23 @@ struct Stack {
 }
 
 async fn stack() -> Stack {
-    stack_with("").await
+    stack_with(ConfigBuilder::new()).await
 }
 
-/// The stack with `extra` config lines (an `[auth]` section, say).
-async fn stack_with(extra: &str) -> Stack {
-    let extra = extra.to_string();
+/// The stack with settings of the test's own in `config` (`[auth]` ones, say).
+async fn stack_with(config: ConfigBuilder) -> Stack {
     let app = peers::echo("app").await;
     let ws = peers::ws_echo().await;
-    let (a, w) = (app.address(), ws.address());
-    let edge = Edge::start_with(
-        move |dir, port| {
-            format!(
-                "{}[hub]\nevents_token = \"{TOKEN}\"\n\
-                 [upstreams.app]\naddress = \"{a}\"\n[upstreams.ws]\naddress = \"{w}\"\n\
-                 [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n\
-                 [[routes]]\nprefix = \"/app/\"\nupstream = \"app\"\nauth = \"session\"\n\
-                 [[routes]]\nprefix = \"/ws/\"\nupstream = \"ws\"\nstream = true\nauth = \"session\"\n\
-                 [[routes]]\nprefix = \"/api/\"\nkind = \"hub\"\nfallback = \"app\"\nauth = \"session\"\n\
-                 [[routes]]\nprefix = \"/auth/\"\nkind = \"auth\"\n{extra}",
-                common::server_section(dir, port)
-            )
-        },
-        &[],
+    let edge = Edge::start(
+        &config
+            .hub("events_token", TOKEN)
+            .upstream("app", app.address())
+            .upstream("ws", ws.address())
+            .route(Route::prefix("/").upstream("app"))
+            .route(Route::prefix("/app/").upstream("app").session())
+            .route(Route::prefix("/ws/").upstream("ws").stream().session())
+            .route(Route::prefix("/api/").hub().fallback("app").session())
+            .route(Route::prefix("/auth/").sign_in()),
     );
     common::add_user(
         &edge,

@@ -3,6 +3,7 @@
 //! surviving a restart of the edge.
 
 use super::{client, get_as, login, session_cookie, sign_in_alice, stack, stack_with};
+use crate::common::config::ConfigBuilder;
 use crate::common::{self, Edge};
 use serde_json::Value;
 use std::process::Command;
@@ -85,7 +86,12 @@ async fn removing_a_user_ends_their_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_end_when_idle_too_long_and_at_their_absolute_limit() {
     use std::time::{Duration, Instant};
-    let s = stack_with("[auth]\nidle_timeout = \"4s\"\nabsolute_timeout = \"10s\"\n").await;
+    let s = stack_with(
+        ConfigBuilder::new()
+            .auth("idle_timeout", "4s")
+            .auth("absolute_timeout", "10s"),
+    )
+    .await;
     let status = |cookie: String| {
         let url = s.edge.url("/app/x");
         async move {

@@ -3,6 +3,7 @@
 //! keep an idle session alive.
 
 use super::{Stack, get_as, logout, open_ws, sign_in_alice, stack, stack_with};
+use crate::common::config::ConfigBuilder;
 use crate::common::{self, Edge};
 use std::process::Command;
 
@@ -155,7 +156,7 @@ async fn logging_out_closes_a_proxied_event_stream() {
 async fn an_open_websocket_does_not_keep_an_idle_session_alive() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let s = stack_with("[auth]\nidle_timeout = \"3s\"\n").await;
+    let s = stack_with(ConfigBuilder::new().auth("idle_timeout", "3s")).await;
     let cookie = sign_in_alice(&s.edge).await;
     let mut ws = open_ws(&s, &cookie).await;
     // Frames flow every 300 ms, but nobody uses the session otherwise: it

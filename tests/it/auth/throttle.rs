@@ -3,6 +3,7 @@
 //! flood of sign-ins not holding up the proxy.
 
 use super::{client, get_as, login, sign_in_alice, stack, stack_with};
+use crate::common::config::ConfigBuilder;
 use crate::common::{self, Edge};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +216,7 @@ async fn a_flood_of_sign_ins_does_not_hold_up_the_proxy() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     // One password check at a time: 80 sign-ins (8 client IPs, 10 names each,
     // so no throttle cuts them short) queue for seconds.
-    let s = stack_with("[auth]\nlogin_concurrency = 1\n").await;
+    let s = stack_with(ConfigBuilder::new().auth("login_concurrency", 1)).await;
     let cookie = sign_in_alice(&s.edge).await;
     let done = Arc::new(AtomicUsize::new(0));
     let url = s.edge.url("/auth/login");
