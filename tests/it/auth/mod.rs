@@ -8,7 +8,7 @@ mod csrf;
 mod gate;
 mod sessions;
 mod sign_in;
-mod streams;
+mod stream_ends;
 mod throttle;
 
 use crate::common;
