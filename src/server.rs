@@ -14,8 +14,8 @@ use anyhow::Context;
 use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
 use pingora::prelude::{Opt, Server};
 use pingora::proxy::http_proxy_service;
-use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
+use pingora::server::configuration::ServerConf;
 use pingora::services::background::{BackgroundService, background_service};
 use std::sync::Arc;
 

@@ -213,6 +213,49 @@ mod tests {
     }
 
     #[test]
+    fn the_route_says_how_it_is_authenticated() {
+        let base = "[upstreams.app]\naddress = \"a:1\"\n";
+        let ok = parse_str(&format!(
+            "{base}[[routes]]\nexact = \"/api/events\"\nkind = \"hub\"\nauth = \"token\"\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.routes[0].auth, RouteAuth::Token);
+        let e = parse_str(&format!(
+            "{base}[[routes]]\nprefix = \"/a/\"\nupstream = \"app\"\nauth = \"token\"\n\
+             [[routes]]\nprefix = \"/auth/\"\nkind = \"auth\"\nauth = \"token\"\n\
+             [[routes]]\nprefix = \"/b/\"\nupstream = \"app\"\nauth = \"password\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("routes[0].auth: \"token\" needs a route whose handler checks tokens (kind = \"hub\"), not kind = \"proxy\""),
+            "{e}"
+        );
+        assert!(e.contains("routes[1].auth: \"token\" needs"), "{e}");
+        assert!(
+            e.contains("routes[2].auth: \"password\" is not \"session\", \"token\" or \"none\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn keys_of_other_kinds_are_refused_by_the_table() {
+        let e = parse_str(
+            "[upstreams.app]\naddress = \"a:1\"\n[[routes]]\nprefix = \"/auth/\"\nkind = \"auth\"\nstream = true\nfallback = \"app\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("routes[0].stream: does not apply to kind = \"auth\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("routes[0].fallback: does not apply to kind = \"auth\""),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn missing_cert_is_named() {
         let text = format!(
             "{MINIMAL}\n[tls]\nlisten = \"0.0.0.0:8443\"\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n"

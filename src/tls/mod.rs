@@ -144,8 +144,12 @@ impl CertStore {
     /// keeps the old one (what SIGHUP does).
     pub fn reload_logged(&self) {
         match self.reload() {
-            Ok(()) => tracing::info!(target: "tls", cert = %self.cert.display(), "certificate reloaded"),
-            Err(e) => tracing::error!(target: "tls", error = %e, "certificate reload failed; keeping the old one"),
+            Ok(()) => {
+                tracing::info!(target: "tls", cert = %self.cert.display(), "certificate reloaded")
+            }
+            Err(e) => {
+                tracing::error!(target: "tls", error = %e, "certificate reload failed; keeping the old one")
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! is sent to the edge's own login page, fills the form by its labels and
 //! lands back on the page it asked for, as that user.
 //!
-//! The HTTP-level suites (`tests/auth.rs`) forge what a browser would send;
+//! The HTTP-level suites (the `auth` module) forge what a browser would send;
 //! this one shows that an actual browser gets through: the script-free page
 //! renders and submits under the strict CSP without a single console error,
 //! Chromium's own `Sec-Fetch-Site` passes the CSRF check, the `rd` round trip
@@ -11,10 +11,10 @@
 //! and SameSite=Lax. Needs `scripts/setup` (chromium and playwright-core); the
 //! tests fail, not skip, without them.
 
-mod common;
-
-use common::Edge;
-use common::peers::{self, Peer};
+use crate::common;
+use crate::common::Edge;
+use crate::common::config::{ConfigBuilder, Route};
+use crate::common::peers::{self, Peer};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -56,18 +56,13 @@ struct Stack {
 async fn stack() -> Stack {
     let app = peers::echo("app").await;
     let studio = peers::echo("studio").await;
-    let (a, s) = (app.address(), studio.address());
-    let edge = Edge::start_with(
-        move |dir, port| {
-            format!(
-                "{}[upstreams.app]\naddress = \"{a}\"\n[upstreams.studio]\naddress = \"{s}\"\n\
-                 [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n\
-                 [[routes]]\nprefix = \"/studio/\"\nupstream = \"studio\"\nauth = \"session\"\n\
-                 [[routes]]\nprefix = \"/auth/\"\nkind = \"auth\"\n",
-                common::server_section(dir, port)
-            )
-        },
-        &[],
+    let edge = Edge::start(
+        &ConfigBuilder::new()
+            .upstream("app", app.address())
+            .upstream("studio", studio.address())
+            .route(Route::prefix("/").upstream("app"))
+            .route(Route::prefix("/studio/").upstream("studio").session())
+            .route(Route::prefix("/auth/").sign_in()),
     );
     common::add_user(&edge, USER, PASSWORD, &[]);
     Stack { edge, studio }

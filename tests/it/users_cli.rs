@@ -1,17 +1,18 @@
 //! `esprit-edge user add|remove|list`: the users file operators manage.
 
-mod common;
+use crate::common;
+use crate::common::config::{ConfigBuilder, Route};
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 fn config(dir: &std::path::Path) -> String {
     let p = dir.join("edge.toml");
-    std::fs::write(
-        &p,
-        format!("[server]\ndata_dir = \"{}\"\n[upstreams.app]\naddress = \"127.0.0.1:9\"\n[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n", dir.display()),
-    )
-    .unwrap();
+    let config = ConfigBuilder::new()
+        .server("data_dir", dir.display().to_string())
+        .upstream("app", "127.0.0.1:9")
+        .route(Route::prefix("/").upstream("app"));
+    std::fs::write(&p, config.to_toml()).unwrap();
     p.display().to_string()
 }
 

@@ -2,11 +2,10 @@
 //! bearer token, SSE replay without gap or duplicate (across restarts and
 //! `kill -9`), agents.json reloads, slow consumers, and a thousand subscribers.
 
-mod common;
-
-use common::peers;
-use common::sse::{SseClient, SseEvent};
-use common::{Edge, client, get_json};
+use crate::common::config::{ConfigBuilder, Route};
+use crate::common::peers;
+use crate::common::sse::{SseClient, SseEvent};
+use crate::common::{Edge, client, get_json};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -22,18 +21,19 @@ fn agents_json(hooks: &[(&str, &str, String)]) -> String {
     Value::Array(list).to_string()
 }
 
-/// An edge with only the hub route (Sim is a dead address), its data in the temp dir.
-fn start(agents: &str, hub_extra: &str) -> Edge {
+/// An edge with only the hub route (Sim is a dead address), its data in the
+/// temp dir; `config` has the test's own `[hub]` settings.
+fn start(agents: &str, config: ConfigBuilder) -> Edge {
     let agents = agents.to_string();
-    let extra = hub_extra.to_string();
+    let config = config.hub("events_token", TOKEN);
     Edge::start_with(
         move |dir, port| {
             std::fs::write(dir.join("agents.json"), &agents).unwrap();
-            format!(
-                "{}[hub]\nevents_token = \"{TOKEN}\"\n{extra}\n[upstreams.sim]\naddress = \"{}\"\n[[routes]]\nprefix = \"/api/\"\nkind = \"hub\"\nfallback = \"sim\"\nstream = true\n",
-                common::server_section(dir, port),
-                peers::dead_address()
-            )
+            config
+                .clone()
+                .upstream("sim", peers::dead_address())
+                .route(Route::prefix("/api/").hub().fallback("sim").stream())
+                .render(dir, port)
         },
         &[],
     )
@@ -88,7 +88,7 @@ async fn run_calls_the_webhook_and_streams_started() {
             "researcher",
             hook.url("/api/webhooks/trigger/abc"),
         )]),
-        "",
+        ConfigBuilder::new(),
     );
     let mut sse = SseClient::open(&edge.url("/api/stream?npc=researcher"), None).await;
     assert_eq!(sse.status, 200);
@@ -172,7 +172,7 @@ async fn webhook_failures_become_error_events_and_502() {
         ]),
         // Long enough that the hooks in this process answer in time on a
         // loaded machine, well short of the slow one's 10 s.
-        "webhook_timeout = \"3s\"",
+        ConfigBuilder::new().hub("webhook_timeout", "3s"),
     );
     let mut sse = SseClient::open(&edge.url("/api/stream?npc=a"), None).await;
     for (agent, reason) in [
@@ -223,7 +223,7 @@ async fn webhook_failures_become_error_events_and_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_need_the_bearer_token_and_valid_fields() {
-    let edge = start("[]", "max_event_bytes = 1024");
+    let edge = start("[]", ConfigBuilder::new().hub("max_event_bytes", 1024));
     let url = edge.url("/api/events");
     let body = json!({"npc": "a", "type": "step", "data": {"x": 1}});
     let r = client().post(&url).json(&body).send().await.unwrap();
@@ -297,14 +297,10 @@ async fn events_need_the_bearer_token_and_valid_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_endpoint_is_disabled_without_a_token() {
-    let edge = Edge::start_with(
-        |dir, port| {
-            format!(
-                "{}[upstreams.sim]\naddress = \"127.0.0.1:9\"\n[[routes]]\nprefix = \"/api/\"\nkind = \"hub\"\n",
-                common::server_section(dir, port)
-            )
-        },
-        &[],
+    let edge = Edge::start(
+        &ConfigBuilder::new()
+            .upstream("sim", "127.0.0.1:9")
+            .route(Route::prefix("/api/").hub()),
     );
     let r = client()
         .post(edge.url("/api/events"))
@@ -320,7 +316,7 @@ async fn events_endpoint_is_disabled_without_a_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_event_id_replays_exactly_what_was_missed_then_goes_live() {
-    let edge = start("[]", "");
+    let edge = start("[]", ConfigBuilder::new());
     let mut posted = Vec::new();
     for n in 0..5 {
         posted.push(emit(&edge, "a", "step", n).await);
@@ -343,7 +339,7 @@ async fn last_event_id_replays_exactly_what_was_missed_then_goes_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_while_events_flow_leaves_no_gap_and_no_duplicate() {
-    let edge = start("[]", "replay_recent = 0");
+    let edge = start("[]", ConfigBuilder::new().hub("replay_recent", 0));
     let first = emit(&edge, "a", "step", 0).await;
     let url = edge.url("/api/events");
     let writer = tokio::spawn(async move {
@@ -373,7 +369,7 @@ async fn connecting_while_events_flow_leaves_no_gap_and_no_duplicate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_stream_opens_with_recent_events() {
-    let edge = start("[]", "replay_recent = 3");
+    let edge = start("[]", ConfigBuilder::new().hub("replay_recent", 3));
     let mut all = Vec::new();
     for n in 0..6 {
         all.push(emit(&edge, "a", "step", n).await);
@@ -385,7 +381,7 @@ async fn a_fresh_stream_opens_with_recent_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_survives_a_graceful_restart() {
-    let mut edge = start("[]", "");
+    let mut edge = start("[]", ConfigBuilder::new());
     let before: Vec<u64> =
         futures_util::future::join_all((0..3).map(|n| emit(&edge, "a", "step", n))).await;
     let mut sorted = before.clone();
@@ -401,7 +397,7 @@ async fn replay_survives_a_graceful_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_survive_kill_9() {
-    let mut edge = start("[]", "");
+    let mut edge = start("[]", ConfigBuilder::new());
     let mut acked = Vec::new();
     for n in 0..50 {
         acked.push(emit(&edge, "a", "step", n).await);
@@ -414,7 +410,10 @@ async fn acknowledged_events_survive_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_file_is_reloaded_and_a_broken_edit_keeps_the_last_good_list() {
     let hook = peers::webhook(200, Duration::ZERO).await;
-    let edge = start(&agents_json(&[("first", "a", hook.url("/h"))]), "");
+    let edge = start(
+        &agents_json(&[("first", "a", hook.url("/h"))]),
+        ConfigBuilder::new(),
+    );
     let list = || async {
         let v: Value = get_json(edge.url("/api/agents")).await;
         v.as_array()
@@ -481,7 +480,12 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_cut_off_while_others_keep_up() {
     use tokio::io::AsyncWriteExt;
-    let edge = start("[]", "subscriber_queue = 16\nreplay_recent = 0");
+    let edge = start(
+        "[]",
+        ConfigBuilder::new()
+            .hub("subscriber_queue", 16)
+            .hub("replay_recent", 0),
+    );
     // The slow one: a raw socket that subscribes and then never reads.
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
@@ -551,7 +555,7 @@ async fn a_slow_consumer_is_cut_off_while_others_keep_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_subscribers_all_receive_a_broadcast() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let edge = start("[]", "replay_recent = 0");
+    let edge = start("[]", ConfigBuilder::new().hub("replay_recent", 0));
     let mut socks = Vec::new();
     for _ in 0..1000 {
         let mut s = tokio::net::TcpStream::connect(edge.addr()).await.unwrap();
@@ -596,7 +600,7 @@ async fn a_thousand_subscribers_all_receive_a_broadcast() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_headers_head_and_a_stale_last_event_id() {
-    let edge = start("[]", "replay_recent = 2");
+    let edge = start("[]", ConfigBuilder::new().hub("replay_recent", 2));
     let ids_posted = [
         emit(&edge, "a", "step", 1).await,
         emit(&edge, "a", "step", 2).await,
@@ -641,7 +645,7 @@ async fn stream_headers_head_and_a_stale_last_event_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_channels_replay_and_stream_together() {
-    let edge = start("[]", "replay_recent = 0");
+    let edge = start("[]", ConfigBuilder::new().hub("replay_recent", 0));
     let a1 = emit(&edge, "a", "step", 1).await;
     let b1 = emit(&edge, "b", "step", 1).await;
     emit(&edge, "c", "step", 1).await;
@@ -658,7 +662,7 @@ async fn approvals_relay_only_to_agent_hosts_and_only_once() {
     let elsewhere = peers::webhook(200, Duration::ZERO).await;
     let edge = start(
         &agents_json(&[("approve", "boss", hook.url("/api/webhooks/trigger/x"))]),
-        "",
+        ConfigBuilder::new(),
     );
     let v: Value = client()
         .post(edge.url("/api/run/approve"))
@@ -717,7 +721,7 @@ async fn approvals_relay_only_to_agent_hosts_and_only_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_prunes_per_channel() {
-    let mut edge = start("[]", "retention_per_channel = 3");
+    let mut edge = start("[]", ConfigBuilder::new().hub("retention_per_channel", 3));
     let mut posted = Vec::new();
     for n in 0..8 {
         posted.push(emit(&edge, "a", "step", n).await);
@@ -742,7 +746,7 @@ async fn webhook_urls_never_reach_logs_or_events() {
             "a",
             format!("http://{}{secret_path}", peers::dead_address()),
         )]),
-        "",
+        ConfigBuilder::new(),
     );
     let r = client()
         .post(edge.url("/api/run/leaky"))

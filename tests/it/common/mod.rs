@@ -1,8 +1,8 @@
 //! Test bed shared by the integration suites: the real `esprit-edge` binary on a
 //! free loopback port, and real peers for it to talk to.
-#![allow(dead_code)]
 
 pub mod certs;
+pub mod config;
 pub mod peers;
 pub mod sse;
 
@@ -11,6 +11,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use config::ConfigBuilder;
 
 /// Whether an esprit-edge listens on `port`: `GET /healthz` answers 200 `ok`.
 fn answers_as_edge(port: u16) -> bool {
@@ -54,21 +56,10 @@ pub struct Edge {
     pub config: PathBuf,
 }
 
-/// Server settings every test config gets, keeping sockets inside the temp dir.
-pub fn server_section(dir: &Path, port: u16) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nthreads = 2\nupgrade_sock = \"{d}/upgrade.sock\"\npid_file = \"{d}/edge.pid\"\ndata_dir = \"{d}\"\n",
-        d = dir.display()
-    )
-}
-
 impl Edge {
-    /// Writes `body` (everything after `[server]`, which is generated) and starts the edge.
-    pub fn start(body: &str) -> Edge {
-        Self::start_with(
-            |dir, port| format!("{}{body}", server_section(dir, port)),
-            &[],
-        )
+    /// Starts the edge with `config` (its `[server]` settings generated).
+    pub fn start(config: &ConfigBuilder) -> Edge {
+        Self::start_with(|dir, port| config.render(dir, port), &[])
     }
 
     /// Starts with a config built from the temp dir and port, plus extra env vars.
@@ -215,15 +206,6 @@ impl Edge {
         None
     }
 
-    /// Access-log lines (JSON) written so far.
-    pub fn access_lines(&self) -> Vec<serde_json::Value> {
-        self.stdout()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["target"] == "access")
-            .collect()
-    }
-
     /// Waits until a log line satisfying `pred` appears (logs are written after the response).
     pub fn wait_log(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -305,28 +287,21 @@ pub fn client() -> reqwest::Client {
 }
 
 /// The shipped `conf/esprit-edge.toml` with its `[server]` block replaced (test
-/// port and sockets, plus `extra_server` lines) and upstreams set through the
-/// operator's `ESPRIT_UPSTREAM_<NAME>` overrides, as docker compose would.
-pub fn start_default(extra_server: &str, env: &[(&str, String)]) -> Edge {
+/// port and sockets, plus the `[server]` settings in `server`) and upstreams
+/// set through the operator's `ESPRIT_UPSTREAM_<NAME>` overrides, as docker
+/// compose would.
+pub fn start_default(server: ConfigBuilder, env: &[(&str, String)]) -> Edge {
     let shipped = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/conf/esprit-edge.toml"
     ))
     .expect("shipped config");
-    let extra = extra_server.to_string();
-    Edge::start_with(
-        move |dir, port| {
-            let rest = shipped
-                .split_once("[upstreams.skyoffice]")
-                .map(|(_, r)| r)
-                .expect("shipped config has [upstreams.skyoffice]");
-            format!(
-                "{}{extra}\n[upstreams.skyoffice]{rest}",
-                server_section(dir, port)
-            )
-        },
-        env,
-    )
+    let rest = shipped
+        .split_once("[upstreams.skyoffice]")
+        .map(|(_, r)| r)
+        .expect("shipped config has [upstreams.skyoffice]");
+    let config = server.raw(&format!("\n[upstreams.skyoffice]{rest}"));
+    Edge::start_with(move |dir, port| config.render(dir, port), env)
 }
 
 /// Adds (or replaces) a user with `esprit-edge user add`, as an operator would.

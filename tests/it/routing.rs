@@ -1,10 +1,10 @@
 //! The default config's routing table, forwarding headers, path tricks and
 //! request limits, against the real binary and real upstream peers.
 
-mod common;
-
-use common::peers::{self, Peer};
-use common::{Edge, client};
+use crate::common;
+use crate::common::config::{ConfigBuilder, Route};
+use crate::common::peers::{self, Peer};
+use crate::common::{Edge, client};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -19,12 +19,17 @@ struct Stack {
     realtime: Peer,
 }
 
-async fn default_stack(extra_server: &str) -> Stack {
+async fn default_stack() -> Stack {
+    default_stack_with(ConfigBuilder::new()).await
+}
+
+/// The default stack with `[server]` settings of the test's own.
+async fn default_stack_with(server: ConfigBuilder) -> Stack {
     let skyoffice = peers::echo("skyoffice").await;
     let sim = peers::echo("sim").await;
     let realtime = peers::echo("realtime").await;
     let edge = common::start_default(
-        extra_server,
+        server,
         &[
             ("ESPRIT_UPSTREAM_SKYOFFICE", skyoffice.address()),
             ("ESPRIT_UPSTREAM_SIM", sim.address()),
@@ -123,7 +128,7 @@ fn navigate_anonymous(s: &Stack, target: &str) -> (u16, Option<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_session_the_default_config_lets_nothing_gated_through() {
-    let s = default_stack("").await;
+    let s = default_stack().await;
     // Every gated row of the table: 401 (JSON under /api/) for scripts, the
     // login (with the way back) for a browser navigation.
     for path in [
@@ -217,7 +222,7 @@ fn form_urlencoded_byte_serialize(path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_routing_table_proxies_each_row() {
-    let s = default_stack("").await;
+    let s = default_stack().await;
     let rows = [
         ("/", "skyoffice", "/"),
         ("/index.html?v=2", "skyoffice", "/index.html?v=2"),
@@ -258,7 +263,7 @@ async fn default_routing_table_proxies_each_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_redirects_carry_path_and_query() {
-    let s = default_stack("").await;
+    let s = default_stack().await;
     let rows = [
         ("/studio", 308, "/studio/"),
         ("/studio?x=1", 308, "/studio/?x=1"),
@@ -292,7 +297,7 @@ async fn default_redirects_carry_path_and_query() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_endpoints_are_answered_in_process_and_never_reach_sim() {
-    let s = default_stack("").await;
+    let s = default_stack().await;
     let cases = [
         ("POST", "/api/run/research", 404),
         ("POST", "/api/events", 503),
@@ -337,7 +342,7 @@ async fn hub_endpoints_are_answered_in_process_and_never_reach_sim() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_and_body_pass_through_unchanged() {
-    let s = default_stack("").await;
+    let s = default_stack().await;
     let body = "x".repeat(100_000);
     let r = s
         .client()
@@ -360,7 +365,7 @@ async fn host_and_body_pass_through_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_forwarding_and_identity_headers_never_reach_upstream() {
-    let s = default_stack("").await;
+    let s = default_stack().await;
     let forged = "X-Forwarded-For: 6.6.6.6\r\n\
         x_forwarded_for: 6.6.6.6\r\n\
         X-FORWARDED-USER: admin\r\n\
@@ -430,7 +435,8 @@ async fn forged_forwarding_and_identity_headers_never_reach_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxy_xff_is_walked_right_to_left() {
-    let s = default_stack("trusted_proxies = [\"127.0.0.0/8\"]").await;
+    let s = default_stack_with(ConfigBuilder::new().server("trusted_proxies", vec!["127.0.0.0/8"]))
+        .await;
     // The browser speaks HTTPS to the TLS proxy in front: signing in through
     // it gives the Secure, __Host- cookie, and that is the one that counts.
     let login = client()
@@ -466,7 +472,7 @@ async fn trusted_proxy_xff_is_walked_right_to_left() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_peer_cannot_claim_another_ip() {
-    let s = default_stack("").await;
+    let s = default_stack().await;
     let r = s
         .client()
         .get(s.edge.url("/studio/"))
@@ -484,7 +490,7 @@ async fn untrusted_peer_cannot_claim_another_ip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_tricks_are_refused_before_any_upstream() {
-    let s = default_stack("").await;
+    let s = default_stack().await;
     let long = format!("/{}", "a".repeat(9000));
     let cases: [(&str, u16); 10] = [
         ("/auth/../api/run/x", 400),
@@ -521,7 +527,7 @@ async fn path_tricks_are_refused_before_any_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_400_and_reach_nothing() {
-    let s = default_stack("").await;
+    let s = default_stack().await;
     for req in [
         "GARBAGE\r\n\r\n",
         "GET /studio/ HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n",
@@ -535,7 +541,7 @@ async fn malformed_requests_get_400_and_reach_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_are_refused_with_413() {
-    let s = default_stack("max_body_bytes = 1024").await;
+    let s = default_stack_with(ConfigBuilder::new().server("max_body_bytes", 1024)).await;
     let r = s
         .client()
         .post(s.edge.url("/studio/upload"))
@@ -577,7 +583,7 @@ async fn oversized_bodies_are_refused_with_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_headers_and_upstream_csp() {
-    let s = default_stack("").await;
+    let s = default_stack().await;
     let r = s.client().get(s.edge.url("/")).send().await.unwrap();
     let h = r.headers();
     assert!(h.get("server").is_none());
@@ -609,7 +615,7 @@ async fn security_headers_and_upstream_csp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_needs_no_upstream() {
     let edge = common::start_default(
-        "",
+        ConfigBuilder::new(),
         &[
             ("ESPRIT_UPSTREAM_SKYOFFICE", peers::dead_address()),
             ("ESPRIT_UPSTREAM_SIM", peers::dead_address()),
@@ -627,7 +633,7 @@ async fn healthz_needs_no_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_is_one_json_line_per_request() {
-    let s = default_stack("").await;
+    let s = default_stack().await;
     s.client()
         .get(s.edge.url("/studio/a?b=1"))
         .send()
@@ -657,7 +663,7 @@ async fn access_log_is_one_json_line_per_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused() {
-    let s = default_stack("").await;
+    let s = default_stack().await;
     let c = s.client();
     for _ in 0..20 {
         let r = c.get(s.edge.url("/studio/x")).send().await.unwrap();
@@ -677,7 +683,7 @@ async fn upstream_connections_are_reused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_websocket_upgrades_reach_an_upstream() {
-    let s = default_stack("").await;
+    let s = default_stack().await;
     let (status, body) = get_raw(
         &s,
         "/studio/x",
@@ -699,7 +705,7 @@ async fn only_websocket_upgrades_reach_an_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_named_in_connection_are_dropped_but_host_is_kept() {
-    let s = default_stack("").await;
+    let s = default_stack().await;
     let (status, body) = get_raw(
         &s,
         "/studio/x",
@@ -717,7 +723,7 @@ async fn headers_named_in_connection_are_dropped_but_host_is_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_or_bogus_host_is_400() {
-    let s = default_stack("").await;
+    let s = default_stack().await;
     let (status, _) = raw(
         s.edge.port,
         "GET /studio/ HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
@@ -735,26 +741,18 @@ async fn repeated_or_bogus_host_is_400() {
 async fn host_routes_and_a_hub_without_fallback() {
     let main = peers::echo("main").await;
     let admin = peers::echo("admin").await;
-    let edge = Edge::start(&format!(
-        r#"
-[upstreams.main]
-address = "{}"
-[upstreams.admin]
-address = "{}"
-[[routes]]
-prefix = "/"
-upstream = "main"
-[[routes]]
-host = "admin.example.com"
-prefix = "/"
-upstream = "admin"
-[[routes]]
-prefix = "/api/"
-kind = "hub"
-"#,
-        main.address(),
-        admin.address()
-    ));
+    let edge = Edge::start(
+        &ConfigBuilder::new()
+            .upstream("main", main.address())
+            .upstream("admin", admin.address())
+            .route(Route::prefix("/").upstream("main"))
+            .route(
+                Route::prefix("/")
+                    .host("admin.example.com")
+                    .upstream("admin"),
+            )
+            .route(Route::prefix("/api/").hub()),
+    );
     let peer_for = |host: &'static str| {
         let url = edge.url("/x");
         async move {

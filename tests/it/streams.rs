@@ -1,33 +1,26 @@
 //! Long-lived streams through the edge: SSE unbuffered, websockets, and a real
 //! socket.io 4 server and client on both transports.
 
-mod common;
-
-use common::peers;
-use common::{Edge, client};
+use crate::common;
+use crate::common::config::{ConfigBuilder, Route};
+use crate::common::peers;
+use crate::common::{Edge, client};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-fn stream_config(sse: &str, ws: &str) -> String {
-    format!(
-        r#"
-[upstreams.sse]
-address = "{sse}"
-[upstreams.ws]
-address = "{ws}"
-[[routes]]
-prefix = "/events/"
-upstream = "sse"
-stream = true
-[[routes]]
-prefix = "/ws/"
-upstream = "ws"
-stream = true
-# Frames after the 101 are not a request body: this cap must not cut them.
-max_body_bytes = 1024
-"#
-    )
+fn stream_config(sse: &str, ws: &str) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .upstream("sse", sse)
+        .upstream("ws", ws)
+        .route(Route::prefix("/events/").upstream("sse").stream())
+        // Frames after the 101 are not a request body: this cap must not cut them.
+        .route(
+            Route::prefix("/ws/")
+                .upstream("ws")
+                .stream()
+                .max_body_bytes(1024),
+        )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,10 +112,11 @@ async fn a_silent_websocket_client_outlives_pingoras_60s_default() {
     // route the connection must stay up past it while the upstream pushes.
     // This test takes 70 s of wall time on purpose: nothing shorter shows it.
     let ticker = peers::ws_ticker(Duration::from_secs(1)).await;
-    let edge = Edge::start(&format!(
-        "[upstreams.ws]\naddress = \"{}\"\n[[routes]]\nprefix = \"/ws/\"\nupstream = \"ws\"\nstream = true\n",
-        ticker.address()
-    ));
+    let edge = Edge::start(
+        &ConfigBuilder::new()
+            .upstream("ws", ticker.address())
+            .route(Route::prefix("/ws/").upstream("ws").stream()),
+    );
     let (mut sock, _) =
         tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws/feed", edge.port))
             .await
@@ -209,7 +203,7 @@ async fn websocket_to_a_dead_upstream_fails_cleanly() {
 async fn socketio_stack() -> (Edge, peers::SocketIo, String) {
     let sio = peers::SocketIo::start();
     let edge = common::start_default(
-        "",
+        ConfigBuilder::new(),
         &[
             ("ESPRIT_UPSTREAM_SKYOFFICE", peers::dead_address()),
             ("ESPRIT_UPSTREAM_SIM", peers::dead_address()),

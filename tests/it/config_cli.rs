@@ -1,9 +1,9 @@
 //! The operator contract for config: `check`, start-up refusal with precise
 //! messages, `ESPRIT_CONFIG` and the environment overrides.
 
-mod common;
-
-use common::{free_port, run_binary};
+use crate::common;
+use crate::common::config::ConfigBuilder;
+use crate::common::{free_port, run_binary};
 use std::path::Path;
 
 const BASE: &str = r#"
@@ -170,7 +170,7 @@ status = 200
 async fn env_overrides_apply_to_the_running_server() {
     let app = common::peers::echo("from-env").await;
     let mut edge =
-        common::Edge::create(|dir, port| format!("{}{}", common::server_section(dir, port), BASE));
+        common::Edge::create(|dir, port| ConfigBuilder::new().raw(BASE).render(dir, port));
     let port = free_port();
     edge.spawn(
         &[

@@ -66,18 +66,6 @@ impl SseClient {
         }
         out
     }
-
-    /// Whether the server ended the stream within `wait` (events before the end are dropped).
-    pub async fn ended(&mut self, wait: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            match tokio::time::timeout_at(deadline, self.body.next()).await {
-                Err(_) => return false,
-                Ok(None) | Ok(Some(Err(_))) => return true,
-                Ok(Some(Ok(_))) => {}
-            }
-        }
-    }
 }
 
 fn parse(block: &str) -> Option<SseEvent> {

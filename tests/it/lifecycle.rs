@@ -1,38 +1,31 @@
 //! Failure and process life: dead and slow upstreams, SIGTERM drain, SIGQUIT
-//! hand-over to a new process.
+//! hand-over to a new process, SIGHUP that never stops it.
 
-mod common;
-
-use common::peers;
-use common::{Edge, client};
+use crate::common::config::{ConfigBuilder, Route};
+use crate::common::peers;
+use crate::common::{Edge, client};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-fn config(app: &str, dead: &str) -> String {
-    format!(
-        r#"
-[upstreams.app]
-address = "{app}"
-[upstreams.dead]
-address = "{dead}"
-[[routes]]
-prefix = "/"
-upstream = "app"
-read_timeout = "1s"
-[[routes]]
-prefix = "/api/"
-upstream = "dead"
-[[routes]]
-prefix = "/down/"
-upstream = "dead"
-"#
-    )
+/// An app upstream on `/` (its `read_timeout` given), and a dead one on
+/// `/api/` and `/down/`.
+fn config(app: &str, dead: &str, read_timeout: &str) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .upstream("app", app)
+        .upstream("dead", dead)
+        .route(
+            Route::prefix("/")
+                .upstream("app")
+                .read_timeout(read_timeout),
+        )
+        .route(Route::prefix("/api/").upstream("dead"))
+        .route(Route::prefix("/down/").upstream("dead"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_upstream_gives_502_in_the_clients_format_and_a_log_line() {
     let app = peers::echo("app").await;
-    let edge = Edge::start(&config(&app.address(), &peers::dead_address()));
+    let edge = Edge::start(&config(&app.address(), &peers::dead_address(), "1s"));
 
     let r = client().get(edge.url("/api/run")).send().await.unwrap();
     assert_eq!(r.status(), 502);
@@ -89,7 +82,11 @@ async fn dead_upstream_gives_502_in_the_clients_format_and_a_log_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unresolvable_upstream_gives_502() {
-    let edge = Edge::start(&config("no-such-host.invalid:80", &peers::dead_address()));
+    let edge = Edge::start(&config(
+        "no-such-host.invalid:80",
+        &peers::dead_address(),
+        "1s",
+    ));
     let r = client()
         .get(edge.url("/x"))
         .header("accept", "application/json")
@@ -110,7 +107,7 @@ async fn unresolvable_upstream_gives_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_gives_504() {
     let app = peers::echo("app").await;
-    let edge = Edge::start(&config(&app.address(), &peers::dead_address()));
+    let edge = Edge::start(&config(&app.address(), &peers::dead_address(), "1s"));
     let r = client()
         .get(edge.url("/slow?mode=slow&ms=4000"))
         .header("accept", "application/json")
@@ -137,11 +134,11 @@ async fn slow_upstream_gives_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let app = peers::echo("app").await;
-    let mut edge = Edge::start(&format!(
-        "grace_period = \"5s\"\nshutdown_timeout = \"1s\"\n{}",
-        config(&app.address(), &peers::dead_address())
-            .replace("read_timeout = \"1s\"", "read_timeout = \"10s\"")
-    ));
+    let mut edge = Edge::start(
+        &config(&app.address(), &peers::dead_address(), "10s")
+            .server("grace_period", "5s")
+            .server("shutdown_timeout", "1s"),
+    );
     // The request outlasts the time the edge needs to close its listener,
     // even on a loaded machine, and ends well inside the grace period.
     let url = edge.url("/drain?mode=drain&ms=2500");
@@ -178,10 +175,7 @@ async fn sigquit_hands_the_listener_to_an_upgraded_process() {
     let app = peers::echo("app").await;
     // A generous read timeout: one slow echo on a loaded machine is not a
     // failed hand-over.
-    let mut old = Edge::start(
-        &config(&app.address(), &peers::dead_address())
-            .replace("read_timeout = \"1s\"", "read_timeout = \"10s\""),
-    );
+    let mut old = Edge::start(&config(&app.address(), &peers::dead_address(), "10s"));
     // The new process waits on the upgrade socket for the old one's listeners.
     let mut new = Edge::create(|_, _| String::new());
     new.config = old.config.clone();
@@ -242,4 +236,30 @@ async fn sigquit_hands_the_listener_to_an_upgraded_process() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// SIGHUP's default action ends a process, and operators send it out of
+/// habit (`nginx -s reload`, log rotation, `systemctl reload`): on the
+/// shipped config (no `[tls]`) it must change nothing, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_on_the_shipped_config_never_stops_the_edge() {
+    let mut edge = crate::common::start_default(ConfigBuilder::new(), &[]);
+    for _ in 0..3 {
+        edge.signal("HUP");
+        edge.wait_log(|v| {
+            v["target"] == "edge"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("SIGHUP: nothing to reload"))
+        });
+    }
+    assert_eq!(
+        edge.wait_exit(Duration::from_millis(500)),
+        None,
+        "SIGHUP stopped the edge\n{}",
+        edge.stderr()
+    );
+    let r = client().get(edge.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok\n");
 }

@@ -1,10 +1,10 @@
 //! TLS termination: HTTP/2 by ALPN, HTTP/1.1, certificate chains, redirect to
 //! HTTPS, bad certificates refused at start-up, and reload on SIGHUP.
 
-mod common;
-
-use common::certs::pki;
-use common::{Edge, client, free_port, peers, run_binary};
+use crate::common;
+use crate::common::certs::pki;
+use crate::common::config::{ConfigBuilder, Route};
+use crate::common::{Edge, client, free_port, peers, run_binary};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -29,21 +29,24 @@ fn start(pki: &common::certs::Pki, upstream: &str, redirect: bool) -> TlsEdge {
     let tls_port = free_port();
     let chain = pki.chain_pem.clone();
     let key = pki.key_pem.clone();
-    let upstream = upstream.to_string();
+    let config = ConfigBuilder::new()
+        .server("redirect_https", redirect)
+        .upstream("app", upstream)
+        .route(Route::prefix("/").upstream("app"))
+        .route(Route::prefix("/app/").upstream("app").stream().session())
+        .route(Route::prefix("/auth/").sign_in());
     let mut edge = Edge::start_with(
         move |dir, port| {
             std::fs::write(dir.join("cert.pem"), &chain).unwrap();
             std::fs::write(dir.join("key.pem"), &key).unwrap();
-            format!(
-                "{}redirect_https = {redirect}\n\
-                 [tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n\
-                 [upstreams.app]\naddress = \"{upstream}\"\n\
-                 [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n\
-                 [[routes]]\nprefix = \"/app/\"\nupstream = \"app\"\nstream = true\nauth = \"session\"\n\
-                 [[routes]]\nprefix = \"/auth/\"\nkind = \"auth\"\n",
-                common::server_section(dir, port),
-                d = dir.display()
-            )
+            config
+                .clone()
+                .tls(
+                    &format!("127.0.0.1:{tls_port}"),
+                    &dir.join("cert.pem").display().to_string(),
+                    &dir.join("key.pem").display().to_string(),
+                )
+                .render(dir, port)
         },
         &[],
     );
@@ -207,15 +210,11 @@ async fn sighup_swaps_the_certificate_without_dropping_connections() {
 
 fn tls_config(dir: &std::path::Path, cert: &str, key: &str) -> std::path::PathBuf {
     let path = dir.join("edge.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[tls]\nlisten = \"127.0.0.1:{}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
-             [upstreams.app]\naddress = \"127.0.0.1:9\"\n[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
-            free_port()
-        ),
-    )
-    .unwrap();
+    let config = ConfigBuilder::new()
+        .tls(&format!("127.0.0.1:{}", free_port()), cert, key)
+        .upstream("app", "127.0.0.1:9")
+        .route(Route::prefix("/").upstream("app"));
+    std::fs::write(&path, config.to_toml()).unwrap();
     path
 }
 

@@ -1,0 +1,15 @@
+//! The integration suites, one test binary (`it`) so the edge links once.
+//! Each module is a suite: `cargo test --test it routing::` runs one.
+//! They start the real `esprit-edge` binary on free loopback ports with real
+//! peers (`common`).
+
+mod auth;
+mod browser;
+mod common;
+mod config_cli;
+mod hub;
+mod lifecycle;
+mod routing;
+mod streams;
+mod tls;
+mod users_cli;
