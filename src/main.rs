@@ -266,8 +266,12 @@ fn main() -> ExitCode {
         eprintln!("esprit-edge: invalid config\n{e:#}");
         return ExitCode::from(2);
     }
+    let advice = server::advice(&cfg);
     match cli.command {
         Some(Command::Check) => {
+            for a in &advice {
+                eprintln!("esprit-edge: warning: {a}");
+            }
             println!(
                 "{}: ok ({} routes, {} upstreams{})",
                 path.display(),
@@ -280,6 +284,9 @@ fn main() -> ExitCode {
         Some(Command::User { .. } | Command::Session { .. }) => ExitCode::SUCCESS,
         None => {
             let _log = telemetry::init();
+            for a in &advice {
+                tracing::warn!(target: "edge", "{a}");
+            }
             match server::run(cfg, cli.upgrade) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -66,6 +66,34 @@ pub fn preflight(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What is valid but probably not what the operator meant, one line each:
+/// `check` prints these, a starting edge logs them.
+pub fn advice(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let router = crate::edge::router::Router::new(&config.routes);
+    let events = crate::hub::EVENTS_PATH;
+    if let Some(r) = router.find(None, events)
+        && r.auth == RouteAuth::Session
+        && matches!(
+            r.action,
+            RouteAction::Handler {
+                kind: HandlerKind::Hub,
+                ..
+            }
+        )
+    {
+        // Configs from before `auth = "token"` gated the hub's events with
+        // the rest of /api/; the edge used to exempt them in code.
+        out.push(format!(
+            "{}: routes[{}] ({}) asks for a session on {events}, but Sim flows post there with the hub's token and no cookie: add a route exact = \"{events}\", kind = \"hub\", auth = \"token\"",
+            config.source.display(),
+            r.index,
+            r.label()
+        ));
+    }
+    out
+}
+
 /// Runs until SIGTERM (graceful), SIGINT (fast) or SIGQUIT (hand-over to `--upgrade`).
 pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let certs = match &config.tls {
@@ -117,7 +145,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     if let Some(auth) = &auth {
         handlers.register(HandlerKind::Auth, auth.clone());
         server.add_service(background_service(
-            "websocket session watch",
+            "session stream watch",
             Sweeper(streams.clone()),
         ));
         server.add_service(background_service("session upkeep", Upkeep(auth.clone())));

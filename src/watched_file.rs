@@ -62,23 +62,24 @@ impl<T> WatchedFile<T> {
         self.current.load_full()
     }
 
-    /// The content, after re-reading the file if it changed.
+    /// The content, after re-reading the file if it changed. Looking,
+    /// loading and storing happen under one lock, so two callers racing
+    /// over two quick edits cannot leave the older version stored last.
     pub fn refresh(&self) -> Arc<T> {
         if let Ok(mut at) = self.checked.lock() {
             *at = Instant::now();
         }
-        let now = stamp(&self.path);
-        let changed = self.seen.lock().is_ok_and(|mut seen| {
-            let vanished = now.is_none() && seen.is_some();
-            let changed = *seen != now;
-            *seen = now;
-            if vanished {
-                (self.report)(&self.path, Reload::Vanished);
+        if let Ok(mut seen) = self.seen.lock() {
+            let now = stamp(&self.path);
+            if *seen != now {
+                let vanished = now.is_none();
+                *seen = now;
+                if vanished {
+                    (self.report)(&self.path, Reload::Vanished);
+                } else {
+                    self.reload();
+                }
             }
-            changed && !vanished
-        });
-        if changed {
-            self.reload();
         }
         self.current()
     }

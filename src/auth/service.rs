@@ -1,7 +1,8 @@
 //! The sign-in service: what the gate, the login and upkeep share (users,
 //! sessions, known devices, throttles), opened once at start-up. Each concern
 //! lives in its own module: `identify` (who a request is), `login` (the
-//! `/auth/` handler), `gate` (what a route without a session gets), `upkeep`.
+//! `/auth/` handler), `gate` (the session gate of `auth = "session"`
+//! routes), `cookies`, `upkeep`.
 
 use super::devices::Devices;
 use super::sessions::Sessions;

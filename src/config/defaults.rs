@@ -118,6 +118,8 @@ pub const DOCUMENTED: &[(&str, &str, Documented)] = {
         ),
         ("[[routes]]", "connect_timeout", Duration(CONNECT_TIMEOUT)),
         ("[[routes]]", "read_timeout", Duration(READ_TIMEOUT)),
+        ("[[routes]]", "read_timeout", Duration(STREAM_READ_TIMEOUT)),
+        ("[[routes]]", "status", Number(REDIRECT_STATUS as u64)),
         ("[[routes]]", "write_timeout", Duration(WRITE_TIMEOUT)),
     ]
 };
@@ -126,22 +128,28 @@ pub const DOCUMENTED: &[(&str, &str, Documented)] = {
 mod tests {
     use super::*;
 
-    /// The README row `| \`key\` | ... |` under the `### \`section\`` heading.
+    /// The README row for `key` under the `### \`section\`` heading.
     fn readme_row(readme: &str, section: &str, key: &str) -> Option<Vec<String>> {
         let heading = format!("### `{section}");
         let start = readme.find(&heading)?;
         let body = &readme[start + heading.len()..];
         let body = &body[..body.find("\n### ").unwrap_or(body.len())];
-        let want = format!("| `{key}` |");
+        // The key cell may name several keys: `prefix` / `exact`, `to`, `status`.
         body.lines()
-            .find(|l| l.starts_with(&want) || l.starts_with(&format!("| `{key}` /")))
+            .find(|l| {
+                l.split('|')
+                    .nth(1)
+                    .is_some_and(|c| c.split('`').skip(1).step_by(2).any(|k| k == key))
+            })
             .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
     }
 
-    /// The first backticked value in `cell`, unquoted.
-    fn value(cell: &str) -> Option<&str> {
-        let v = cell.split('`').nth(1)?;
-        Some(v.trim_matches('"'))
+    /// Every backticked value in `cell`, unquoted.
+    fn values(cell: &str) -> impl Iterator<Item = &str> {
+        cell.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|v| v.trim_matches('"'))
     }
 
     #[test]
@@ -151,22 +159,20 @@ mod tests {
         for (section, key, want) in DOCUMENTED {
             let row = readme_row(&readme, section, key)
                 .unwrap_or_else(|| panic!("README has no row for {section} {key}"));
-            // Columns: "", key, (applies to,) default, ...: the first backticked
-            // value after the key that parses as the wanted kind.
+            // Columns: "", key, (applies to,) default, ...: any backticked
+            // value after the key that reads as the wanted default.
             let found = row
                 .iter()
                 .skip(2)
-                .filter_map(|c| value(c))
+                .flat_map(|c| values(c))
                 .any(|v| match want {
                     Documented::Text(t) => v == *t,
                     Documented::Duration(d) => {
                         humantime::parse_duration(v).is_ok_and(|got| got == *d)
                     }
+                    // `8192`, `0` (no cap), `status = 302`.
                     Documented::Number(n) => {
-                        v.split_whitespace()
-                            .next()
-                            .and_then(|x| x.parse::<u64>().ok())
-                            == Some(*n)
+                        v.split_whitespace().any(|x| x.parse::<u64>() == Ok(*n))
                     }
                     Documented::Bool(b) => v.parse::<bool>() == Ok(*b),
                 });

@@ -223,7 +223,8 @@ mod tests {
         let e = parse_str(&format!(
             "{base}[[routes]]\nprefix = \"/a/\"\nupstream = \"app\"\nauth = \"token\"\n\
              [[routes]]\nprefix = \"/auth/\"\nkind = \"auth\"\nauth = \"token\"\n\
-             [[routes]]\nprefix = \"/b/\"\nupstream = \"app\"\nauth = \"password\"\n"
+             [[routes]]\nprefix = \"/b/\"\nupstream = \"app\"\nauth = \"password\"\n\
+             [[routes]]\nprefix = \"/api/\"\nkind = \"hub\"\nfallback = \"app\"\nauth = \"token\"\n"
         ))
         .unwrap_err()
         .to_string();
@@ -234,6 +235,10 @@ mod tests {
         assert!(e.contains("routes[1].auth: \"token\" needs"), "{e}");
         assert!(
             e.contains("routes[2].auth: \"password\" is not \"session\", \"token\" or \"none\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("routes[3].fallback: cannot go with auth = \"token\""),
             "{e}"
         );
     }

@@ -15,7 +15,7 @@ pub mod upstream;
 
 use crate::auth::gate::Asked;
 use crate::auth::service::AuthService;
-use crate::config::{Config, Route, RouteAction, RouteAuth};
+use crate::config::{Config, HandlerKind, Route, RouteAction, RouteAuth};
 use crate::reply::handler::{Call, Handled};
 use crate::reply::{self, Reply, headers};
 use crate::telemetry;
@@ -93,15 +93,12 @@ impl Edge {
                         )));
                     }
                 };
-                handler.check_token(req)
+                handler.check_token(req, &ctx.facts.path)
             }
             RouteAuth::Session => {
                 let Some(auth) = &self.auth else {
-                    return Err(Box::new(Reply::error(
-                        503,
-                        "sign-in is not available",
-                        json,
-                    )));
+                    let unavailable = HandlerKind::Auth.unavailable();
+                    return Err(Box::new(Reply::error(503, unavailable, json)));
                 };
                 let asked = Asked {
                     path: &ctx.facts.path,
@@ -143,7 +140,7 @@ impl Edge {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        kind: crate::config::HandlerKind,
+        kind: HandlerKind,
     ) -> Result<Option<Reply>> {
         let Some(handler) = self.handlers.get(kind) else {
             return Ok(Some(Reply::error(503, kind.unavailable(), true)));
@@ -160,9 +157,7 @@ impl Edge {
             path: &ctx.facts.path,
             proto: ctx.facts.proto,
             client_ip: ctx.facts.client_ip,
-            json: ctx.facts.json,
             hsts: self.hsts_for(ctx),
-            identity: ctx.identity.as_ref(),
             stream,
         };
         Ok(match handler.serve(session, call).await? {

@@ -203,7 +203,10 @@ impl Hub {
         };
         let run_id = match req.get("runId") {
             None | Some(Value::Null) => None,
-            Some(Value::String(r)) if RunId::parse(r).is_some() => RunId::parse(r),
+            Some(Value::String(r)) => match RunId::parse(r) {
+                Some(id) => Some(id),
+                None => return error(400, "runId must be 1-64 of A-Z a-z 0-9 _ -"),
+            },
             Some(_) => return error(400, "runId must be 1-64 of A-Z a-z 0-9 _ -"),
         };
         let ev = NewEvent {
@@ -290,12 +293,12 @@ impl Hub {
                 "resumeUrl is not on a host of any agent's webhook; refusing to relay",
             );
         }
-        if let Err(reason) = self.webhooks.post(&url, &answer).await {
-            return error(502, reason);
-        }
         let Some(npc) = Npc::parse(&waiting.npc) else {
             return error(500, "the stored run has an invalid npc");
         };
+        if let Err(reason) = self.webhooks.post(&url, &answer).await {
+            return error(502, reason);
+        }
         let step = NewEvent {
             ts: now_ms(),
             npc,

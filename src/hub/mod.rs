@@ -33,6 +33,9 @@ use std::time::Duration;
 use store::{EventStore, StoreError};
 use webhook::Webhooks;
 
+/// Where Sim flows post their events (with the hub's bearer token).
+pub const EVENTS_PATH: &str = "/api/events";
+
 /// The hub's own endpoints: `/api/<name>` and everything below it.
 const ENDPOINTS: [&str; 5] = ["run", "events", "stream", "agents", "runs"];
 
@@ -112,8 +115,19 @@ impl Handler for Hub {
         claims(path)
     }
 
-    /// Sim flows post events with the hub's bearer token (they carry no cookie).
-    fn check_token(&self, req: &pingora::http::RequestHeader) -> Result<(), Box<Reply>> {
+    /// Sim flows post events with the hub's bearer token (they carry no
+    /// cookie). The token opens that endpoint only: on a token route it
+    /// never stands in for a session on runs, approvals or streams.
+    fn check_token(
+        &self,
+        req: &pingora::http::RequestHeader,
+        path: &str,
+    ) -> Result<(), Box<Reply>> {
+        if !matches!(api::endpoint(&http::Method::POST, path), Endpoint::Events) {
+            let mut r = error(401, "the hub's bearer token opens only POST /api/events");
+            r.www_authenticate = true;
+            return Err(Box::new(r));
+        }
         let authorization = req
             .headers
             .get(http::header::AUTHORIZATION)
@@ -134,6 +148,8 @@ impl Handler for Hub {
         };
         let authorization = header(http::header::AUTHORIZATION);
         let last_event_id = header(http::HeaderName::from_static("last-event-id"));
+        // The endpoint's own contract, whatever route it is served on (a
+        // token route has checked it already; an open or session route has not).
         if ep == Endpoint::Events
             && let Err(reply) = self.check_events_token(authorization.as_deref())
         {

@@ -4,7 +4,6 @@
 //! edge's `request_filter` has a single arm for all of them.
 
 use super::Reply;
-use crate::identity::Identity;
 use crate::watch::StreamGuard;
 use async_trait::async_trait;
 use pingora::http::RequestHeader;
@@ -20,12 +19,8 @@ pub struct Call<'a> {
     pub proto: &'static str,
     /// The client as the edge determined it (peer, or trusted `X-Forwarded-For`).
     pub client_ip: Option<IpAddr>,
-    /// Errors should be JSON (API paths, clients that prefer it).
-    pub json: bool,
     /// Add `Strict-Transport-Security` to what the handler writes itself.
     pub hsts: bool,
-    /// The signed-in user, on a session-gated route.
-    pub identity: Option<&'a Identity>,
     /// For a long response of a signed-in user: ends it with the session.
     pub stream: Option<StreamGuard>,
 }
@@ -52,12 +47,13 @@ pub trait Handler: Send + Sync {
     /// its route go to the route's fallback upstream, or get 404.
     fn claims(&self, path: &str) -> bool;
 
-    /// Authenticates a request on a route with `auth = "token"`: the route
-    /// says a bearer token stands in for the session, and the handler knows
-    /// which tokens are good. `Err` is the refusal to send. The default
-    /// refuses: a kind that takes no token cannot be opened by one.
-    fn check_token(&self, req: &RequestHeader) -> Result<(), Box<Reply>> {
-        let _ = req;
+    /// Authenticates a request for `path` (normalised) on a route with
+    /// `auth = "token"`: the route says a bearer token stands in for the
+    /// session, and the handler knows which tokens are good for which of its
+    /// endpoints. `Err` is the refusal to send. The default refuses: a kind
+    /// that takes no token cannot be opened by one.
+    fn check_token(&self, req: &RequestHeader, path: &str) -> Result<(), Box<Reply>> {
+        let _ = (req, path);
         Err(Box::new(Reply::error(
             401,
             "this route takes no bearer token",

@@ -1,8 +1,9 @@
 //! The leaf every in-process answer is built from: [`Reply`] and [`send`],
 //! the security headers of the edge's own answers, error bodies, the capped
 //! body reader, the HTML escape, and the [`handler::Handler`] trait the edge
-//! calls in-process routes through. It imports nothing else of the crate but
-//! the identity vocabulary, so the sign-in, the hub and the edge all may use it.
+//! calls in-process routes through. It imports no other module of the crate
+//! but the leaf `watch` (a handler's stream guard), so the sign-in, the hub
+//! and the edge all may use it.
 
 pub mod body;
 pub mod error_body;

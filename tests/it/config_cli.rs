@@ -183,3 +183,33 @@ async fn env_overrides_apply_to_the_running_server() {
     let body: serde_json::Value = common::get_json(format!("http://127.0.0.1:{port}/x")).await;
     assert_eq!(body["peer"], "from-env");
 }
+
+/// A config from before `auth = "token"`: its session-gated hub route covers
+/// `/api/events`, where Sim flows post without a cookie. It still loads, and
+/// `check` says what to add.
+#[test]
+fn check_warns_when_the_events_endpoint_needs_a_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let gated = "[[routes]]\nprefix = \"/api/\"\nkind = \"hub\"\nauth = \"session\"\n";
+    let path = write(dir.path(), &format!("{BASE}{gated}"));
+    let (status, out, err) = run_binary(&["check", "--config", &path], &[]);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("ok (2 routes"), "{out}");
+    assert!(
+        err.contains("warning:")
+            && err.contains("routes[1] (/api/) asks for a session on /api/events")
+            && err.contains("exact = \"/api/events\", kind = \"hub\", auth = \"token\""),
+        "{err}"
+    );
+    let token = "[[routes]]\nexact = \"/api/events\"\nkind = \"hub\"\nauth = \"token\"\n";
+    let path = write(dir.path(), &format!("{BASE}{gated}{token}"));
+    let (status, _, err) = run_binary(&["check", "--config", &path], &[]);
+    assert!(status.success());
+    assert!(!err.contains("warning"), "{err}");
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/esprit-edge.toml");
+    let (_, _, err) = run_binary(&["check", "--config", shipped], &[]);
+    assert!(
+        !err.contains("warning"),
+        "the shipped config needs no advice: {err}"
+    );
+}

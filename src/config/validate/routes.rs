@@ -372,6 +372,14 @@ fn route_auth(
                     ),
                 );
             }
+            if r.fallback.is_some() {
+                // The token would stand in for a session on the upstream too,
+                // and go there in `Authorization`.
+                p.add(
+                    format!("{key}.fallback"),
+                    "cannot go with auth = \"token\": a token route answers in-process only",
+                );
+            }
             RouteAuth::Token
         }
         Some(other) => {

@@ -10,6 +10,7 @@ mod sessions;
 mod sign_in;
 mod stream_ends;
 mod throttle;
+mod token;
 
 use crate::common;
 use crate::common::config::{ConfigBuilder, Route};
