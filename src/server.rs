@@ -8,6 +8,7 @@ use crate::config::{Config, HandlerKind, RouteAction, RouteAuth};
 use crate::edge::Edge;
 use crate::edge::handlers::Handlers;
 use crate::hub::Hub;
+use crate::limit::rate::{Prune, RateRules};
 use crate::tls::CertStore;
 use crate::watch::{StreamWatch, Sweeper};
 use anyhow::Context;
@@ -141,6 +142,13 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     } else {
         None
     };
+    let limits = Arc::new(RateRules::new(&config.limits));
+    if !limits.is_empty() {
+        server.add_service(background_service(
+            "rate limit upkeep",
+            Prune(limits.clone()),
+        ));
+    }
     let streams = Arc::new(StreamWatch::default());
     if let Some(auth) = &auth {
         handlers.register(HandlerKind::Auth, auth.clone());
@@ -152,7 +160,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     }
     let mut edge = http_proxy_service(
         &server.configuration,
-        Edge::new(&config, handlers, auth, streams),
+        Edge::new(&config, handlers, auth, streams, limits),
     );
     // Pingora's default 64 KiB read buffer per connection is zeroed up front:
     // with thousands of idle SSE or websocket clients that is most of the

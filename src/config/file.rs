@@ -21,6 +21,21 @@ pub struct FileConfig {
     pub hub: HubSection,
     #[serde(default)]
     pub auth: AuthSection,
+    #[serde(default)]
+    pub limits: Vec<LimitSection>,
+}
+
+/// `[[limits]]`: one rate rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSection {
+    pub name: Option<String>,
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub key: Option<String>,
+    pub rate: Option<String>,
+    pub burst: Option<u32>,
 }
 
 /// `[hub]`: the in-process agent hub.

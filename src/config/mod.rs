@@ -11,8 +11,8 @@ mod validate;
 pub use env::upstream_var;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    Auth, Config, HandlerKind, Hub, PathMatch, Route, RouteAction, RouteAuth, Server, Timeouts,
-    Tls, Upstream,
+    Auth, Config, HandlerKind, Hub, Limit, LimitKey, PathMatch, Route, RouteAction, RouteAuth,
+    Server, Timeouts, Tls, Upstream,
 };
 
 use std::path::{Path, PathBuf};

@@ -24,6 +24,53 @@ pub struct Config {
     pub hub: Hub,
     /// Users, sessions and the login.
     pub auth: Auth,
+    /// Rate rules, in file order; a request must pass every rule that matches it.
+    pub limits: Vec<Limit>,
+}
+
+/// What a rate rule counts requests by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitKey {
+    /// The client IP (an IPv6 client by its /64).
+    Ip,
+    /// The session cookie of a signed-in request.
+    Session,
+    /// The signed-in user.
+    User,
+    /// The bearer token a request carries (Sim flows on `/api/events`).
+    Token,
+}
+
+impl LimitKey {
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitKey::Ip => "ip",
+            LimitKey::Session => "session",
+            LimitKey::User => "user",
+            LimitKey::Token => "token",
+        }
+    }
+}
+
+/// One `[[limits]]` rule: GCRA, like nginx `limit_req ... burst=N nodelay`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// For logs and the `RateLimit-Policy` header.
+    pub name: String,
+    /// Requests whose normalised path starts with this.
+    pub prefix: String,
+    /// Only these methods (upper-case); empty: every method.
+    pub methods: Vec<http::Method>,
+    /// What is counted; several parts form one key. A request that lacks a
+    /// part (no user on an open route, no token) is not counted by the rule.
+    pub key: Vec<LimitKey>,
+    /// One request is allowed every `per / count`...
+    pub count: u32,
+    /// ...of this period (`"20/s"`: count 20, per 1 s).
+    pub per: Duration,
+    /// How many may come at once.
+    pub burst: u32,
 }
 
 /// Hub settings: where its data lives and how its streams behave.

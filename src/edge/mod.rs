@@ -16,6 +16,7 @@ pub mod upstream;
 use crate::auth::gate::Asked;
 use crate::auth::service::AuthService;
 use crate::config::{Config, HandlerKind, Route, RouteAction, RouteAuth};
+use crate::limit::rate::{Exceeded, RateRules, Stage, Subject};
 use crate::reply::handler::{Call, Handled};
 use crate::reply::{self, Reply, headers};
 use crate::telemetry;
@@ -38,6 +39,7 @@ pub struct Edge {
     handlers: Handlers,
     auth: Option<Arc<AuthService>>,
     streams: Arc<StreamWatch>,
+    limits: Arc<RateRules>,
     upstreams: Upstreams,
     hsts: bool,
     keepalive_secs: u64,
@@ -46,18 +48,21 @@ pub struct Edge {
 impl Edge {
     /// Builds the per-process policy from a validated config. `handlers`
     /// serve the in-process routes (a kind without one answers 503); `auth`
-    /// gates `auth = "session"` routes; gated streams go on `streams`.
+    /// gates `auth = "session"` routes; gated streams go on `streams`;
+    /// `limits` are the rate rules.
     pub fn new(
         config: &Config,
         handlers: Handlers,
         auth: Option<Arc<AuthService>>,
         streams: Arc<StreamWatch>,
+        limits: Arc<RateRules>,
     ) -> Self {
         Self {
             policy: Policy::new(config),
             handlers,
             auth,
             streams,
+            limits,
             upstreams: Upstreams::new(&config.upstreams),
             hsts: config.tls.as_ref().is_some_and(|t| t.hsts),
             keepalive_secs: config.server.keepalive_timeout.as_secs(),
@@ -117,6 +122,37 @@ impl Edge {
         }
     }
 
+    /// Counts the request against the rate rules of `stage` (DESIGN step 2).
+    fn limit(&self, stage: Stage, req: &RequestHeader, ctx: &RequestCtx) -> Result<(), Box<Reply>> {
+        if self.limits.is_empty() {
+            return Ok(());
+        }
+        let mut who = Subject {
+            ip: ctx.facts.client_ip,
+            ..Subject::default()
+        };
+        if stage == Stage::Identity {
+            who.user = ctx.identity.as_ref().map(|i| i.user.as_str());
+            if who.user.is_some() {
+                who.session = crate::auth::cookies::session_value(req, ctx.facts.secure());
+            }
+            who.token = req
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+        }
+        let path = if ctx.facts.path.is_empty() {
+            req.uri.path()
+        } else {
+            &ctx.facts.path
+        };
+        self.limits
+            .check(stage, &req.method, path, &who)
+            .map_err(|e| Box::new(too_many(e, ctx.facts.json)))
+    }
+
     /// Puts a gated stream's socket on the watch, so it is closed when the
     /// session ends even if nothing flows again. Over HTTP/1.1 that is the
     /// client's socket (a websocket, or an SSE response, owns its
@@ -167,6 +203,15 @@ impl Edge {
     }
 }
 
+/// The 429 for a request over a rate rule.
+fn too_many(e: Exceeded, json: bool) -> Reply {
+    let mut r = Reply::error(429, "too many requests; slow down", json);
+    r.retry_after = Some(e.retry_after);
+    r.headers.push(("ratelimit-policy", e.policy));
+    r.headers.push(("ratelimit", e.state));
+    r
+}
+
 /// Ends a stream (websocket or SSE) whose session was logged out, expired or revoked.
 fn check_still_signed_in(ctx: &mut RequestCtx) -> Result<()> {
     if !ctx.stream.as_mut().is_some_and(StreamGuard::ended) {
@@ -174,6 +219,15 @@ fn check_still_signed_in(ctx: &mut RequestCtx) -> Result<()> {
     }
     tracing::info!(target: "auth", "session ended; closing its stream");
     Error::e_explain(ErrorType::ConnectionClosed, "session ended").map_err(|e| e.into_down())
+}
+
+/// Whether the request announces a body (which a refusal leaves unread).
+fn has_body(req: &RequestHeader) -> bool {
+    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
 }
 
 fn is_tls(session: &Session) -> bool {
@@ -200,10 +254,21 @@ impl ProxyHttp for Edge {
         let claims = |kind, path: &str| self.handlers.claims(kind, path);
         let decision = self.policy.decide(req, ctx.tls, &mut ctx.facts, &claims);
         ctx.route = decision.route().cloned();
-        if let Some(route) = decision.route()
-            && let Err(reply) = self.admit(session.req_header(), route, ctx)
-        {
-            if route.auth == RouteAuth::Token {
+        // Limits by IP, then the route's gate, then limits by who it is.
+        let req = session.req_header();
+        let refused = match self.limit(Stage::Peer, req, ctx) {
+            Err(r) => Some((r, true)),
+            Ok(()) => match decision.route().map(|route| self.admit(req, route, ctx)) {
+                Some(Err(r)) => Some((r, false)),
+                _ => self
+                    .limit(Stage::Identity, req, ctx)
+                    .err()
+                    .map(|r| (r, true)),
+            },
+        };
+        if let Some((reply, limited)) = refused {
+            let token_route = decision.route().is_some_and(|r| r.auth == RouteAuth::Token);
+            if token_route || (limited && has_body(session.req_header())) {
                 // Refused before its body is read: don't reuse the connection.
                 session.set_keepalive(None);
             }

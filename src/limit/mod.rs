@@ -2,4 +2,5 @@
 //! logs, and the sign-in backoff. Rate rules and connection caps live here too.
 
 pub mod client_ip;
+pub mod rate;
 pub mod throttle;

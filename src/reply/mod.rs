@@ -35,6 +35,8 @@ pub struct Reply {
     pub www_authenticate: bool,
     /// `Set-Cookie` headers, for the login and logout.
     pub set_cookies: Vec<String>,
+    /// Any other headers (`RateLimit-Policy`, `RateLimit`).
+    pub headers: Vec<(&'static str, String)>,
     /// Why the edge answered, for the access log.
     pub reason: &'static str,
 }
@@ -51,6 +53,7 @@ impl Reply {
             allow: None,
             www_authenticate: false,
             set_cookies: Vec::new(),
+            headers: Vec::new(),
             reason,
         }
     }
@@ -119,6 +122,9 @@ impl Reply {
         }
         for c in &self.set_cookies {
             resp.append_header(http::header::SET_COOKIE, c)?;
+        }
+        for (name, value) in &self.headers {
+            resp.append_header(*name, value)?;
         }
         if self.www_authenticate {
             resp.insert_header(http::header::WWW_AUTHENTICATE, "Bearer")?;

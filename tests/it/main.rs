@@ -9,6 +9,7 @@ mod common;
 mod config_cli;
 mod hub;
 mod lifecycle;
+mod limits;
 mod routing;
 mod streams;
 mod tls;

@@ -4,6 +4,7 @@
 
 mod auth;
 mod hub;
+mod limits;
 mod routes;
 mod server;
 mod tls;
@@ -35,6 +36,7 @@ pub(crate) fn validate(
     let routes = routes::routes(file.routes, &upstreams, problems);
     let hub = hub::hub(file.hub, &server.data_dir, env, problems);
     let auth = auth::auth(file.auth, &server.data_dir, problems);
+    let limits = limits::limits(file.limits, problems);
     Config {
         source: source.to_path_buf(),
         server,
@@ -43,6 +45,7 @@ pub(crate) fn validate(
         routes,
         hub,
         auth,
+        limits,
     }
 }
 
