@@ -9,6 +9,8 @@
 #
 # Usage: benches/gate_instructions.sh [n1=2000] [n2=12000]
 #   KEEP_PROFILE=/tmp/gate keeps each callgrind profile (for callgrind_annotate).
+#   LIMITS=1 adds the shipped rate rules (per IP on everything, per user on
+#   runs, ...) so their cost shows against a run without them.
 # Needs: scripts/setup --bench (nginx-light, h2load, valgrind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +47,10 @@ auth = "session"
 prefix = "/auth/"
 kind = "auth"
 CONF
+if [ "${LIMITS:-0}" = 1 ]; then
+  # The shipped [[limits]], generous enough that the bench never hits them.
+  sed -n '/^\[\[limits\]\]/,$p' conf/esprit-edge.toml | sed 's/^burst = .*/burst = 1000000/; s/^rate = .*/rate = "1000000\/s"/' >> "$work/edge.toml"
+fi
 printf 'bench-password-1' | target/release/esprit-edge --config "$work/edge.toml" user add bench --password-stdin >/dev/null
 
 # Runs the edge under callgrind, sends `n` requests to `path`; prints the instruction count.

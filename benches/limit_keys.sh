@@ -38,22 +38,19 @@ for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&
 rss() { awk '/VmRSS/ {print $2}' "/proc/$EDGE_PID/status"; }
 before=$(rss)
 python3 - "$PORT" "$KEYS" <<'PY'
-import socket, sys
+import socket, sys, threading
 port, keys = int(sys.argv[1]), int(sys.argv[2])
-s = socket.create_connection(("127.0.0.1", port))
-f = s.makefile("rb")
-refused = 0
-batch = 200
-for start in range(0, keys, batch):
-    reqs = []
-    for i in range(start, min(start + batch, keys)):
+refused = [0]
+def client(first, step):
+    # One keep-alive connection per thread, one request at a time (no pipelining).
+    s = socket.create_connection(("127.0.0.1", port))
+    f = s.makefile("rb")
+    for i in range(first, keys, step):
         ip = f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
-        reqs.append(f"GET /x HTTP/1.1\r\nHost: bench\r\nX-Forwarded-For: {ip}\r\n\r\n".encode())
-    s.sendall(b"".join(reqs))
-    for _ in reqs:
+        s.sendall(f"GET /x HTTP/1.1\r\nHost: bench\r\nX-Forwarded-For: {ip}\r\n\r\n".encode())
         status = f.readline()
         if b" 429 " in status:
-            refused += 1
+            refused[0] += 1
         length = 0
         while True:
             line = f.readline()
@@ -62,7 +59,10 @@ for start in range(0, keys, batch):
             if line.lower().startswith(b"content-length:"):
                 length = int(line.split(b":")[1])
         f.read(length)
-print(f"requests: {keys}, refused: {refused}")
+threads = [threading.Thread(target=client, args=(t, 4)) for t in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(f"requests: {keys}, refused: {refused[0]}")
 PY
 after=$(rss)
 sleep 12   # keys are fresh after 1 s; the prune runs every 10 s

@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
         "identity",
         "telemetry",
         "watched_file",
+        "private_file",
         "watch",
         "reply",
     ],

@@ -4,7 +4,7 @@
 //!
 //! 1. leaves: `config`, `clock`, `identity`, `reply` (in-process answers and
 //!    the handler trait), `watch` (a session's end ends its streams),
-//!    `watched_file`, `telemetry`;
+//!    `watched_file`, `private_file`, `telemetry`;
 //! 2. `limit` (client IP, the sign-in backoff; rate rules next);
 //! 3. concerns: `auth`, `hub`, `tls`;
 //! 4. `edge`, the Pingora service;
@@ -19,6 +19,7 @@ pub mod edge;
 pub mod hub;
 pub mod identity;
 pub mod limit;
+pub mod private_file;
 pub mod reply;
 pub mod server;
 pub mod telemetry;

@@ -76,6 +76,7 @@ impl Sessions {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::open(dir, e))?;
         }
         let conn = Connection::open(path).map_err(|e| StoreError::open(path, e))?;
+        crate::private_file::make_private(path);
         conn.execute_batch(
             // NORMAL, not FULL: WAL commits then survive a crash of the edge,
             // and a power cut costs at most the last sign-ins and last-seen

@@ -26,8 +26,23 @@ const NEVER_LISTED: [&str; 3] = ["host", "content-length", "transfer-encoding"];
 /// (Sim, SkyOffice, the apps behind an auth proxy) may believe them, so only the
 /// edge may set them. Some servers treat `X_Forwarded_For` as `X-Forwarded-For`,
 /// so `_` counts as `-`. `HeaderName`s are already lower-case.
-const IDENTITY_PREFIXES: [&str; 4] = ["x-forwarded-", "x-auth-", "remote-", "x-original-"];
-const IDENTITY_NAMES: [&str; 10] = [
+///
+/// Next.js' internal headers go too: `x-middleware-*` (a client-sent
+/// `x-middleware-subrequest` skips Sim's middleware, CVE-2025-29927) and
+/// `x-invoke-*` (its router server's own). A browser never sends them.
+/// `x-nextjs-*` stays: Next's own client sends `x-nextjs-data` on data fetches.
+const IDENTITY_PREFIXES: [&str; 9] = [
+    "x-forwarded-",
+    "x-auth-",
+    "remote-",
+    "x-original-",
+    "x-remote-",
+    "x-authenticated-",
+    "x-webauth-",
+    "x-middleware-",
+    "x-invoke-",
+];
+const IDENTITY_NAMES: [&str; 12] = [
     "forwarded",
     "x-real-ip",
     "x-client-ip",
@@ -37,7 +52,9 @@ const IDENTITY_NAMES: [&str; 10] = [
     "fastly-client-ip",
     "x-rewrite-url",
     "x-user",
-    "x-remote-user",
+    "x-email",
+    "client-ip",
+    "x-originating-ip",
 ];
 
 /// Byte equality where `_` in the header name matches `-` in the pattern.
@@ -271,6 +288,15 @@ mod tests {
             "remote_user",
             "x-auth-request-email",
             "x_real_ip",
+            "x-remote-addr",
+            "x_authenticated_user",
+            "x-webauth-user",
+            "x-email",
+            "client_ip",
+            "x-originating-ip",
+            "x-middleware-subrequest",
+            "x_middleware_subrequest",
+            "x-invoke-path",
         ] {
             assert!(is_identity_header(yes), "{yes}");
         }
@@ -282,6 +308,8 @@ mod tests {
             "remote",
             "authorization",
             "cookie",
+            "x-nextjs-data",
+            "x-middleware",
         ] {
             assert!(!is_identity_header(no), "{no}");
         }

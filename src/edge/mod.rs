@@ -10,6 +10,7 @@ pub mod forward;
 pub mod handlers;
 pub mod path;
 pub mod request;
+pub mod response;
 pub mod router;
 pub mod upstream;
 
@@ -391,6 +392,12 @@ impl ProxyHttp for Edge {
                 .liveness(session.req_header(), ctx.facts.secure())
                 .map(StreamGuard::new);
             self.watch_socket(session, ctx);
+        }
+        let dropped = response::drop_edge_cookies(upstream_response)?;
+        if dropped > 0 {
+            let route = ctx.route.as_ref().map_or("", |r| r.label());
+            let upstream = ctx.proxy.as_ref().map_or("", |p| p.upstream.as_str());
+            tracing::warn!(target: "edge", route, upstream, dropped, "upstream tried to set the edge's own cookies; dropped");
         }
         let policy = headers::SecurityHeaders {
             csp: ctx.route.as_ref().and_then(|r| r.csp.as_deref()),

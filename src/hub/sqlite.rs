@@ -59,6 +59,7 @@ impl SqliteStore {
                 .map_err(|e| err("cannot create the directory of", path, e))?;
         }
         let conn = Connection::open(path).map_err(|e| err("cannot open", path, e))?;
+        crate::private_file::make_private(path);
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| err("cannot configure", path, e))?;
         let mode: String = conn

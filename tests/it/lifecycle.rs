@@ -263,3 +263,28 @@ async fn sighup_on_the_shipped_config_never_stops_the_edge() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "ok\n");
 }
+
+/// The stores hold session hashes, users and events: owner-only files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_files_the_edge_creates_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let edge = crate::common::start_default(ConfigBuilder::new(), &[]);
+    crate::common::add_user(&edge, "owner", "owner-password-1", &[]);
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(edge.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.contains("sqlite3") || name == "users.toml" {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name} is {mode:o}");
+            seen.push(name);
+        }
+    }
+    seen.sort();
+    for want in ["hub.sqlite3", "sessions.sqlite3", "users.toml"] {
+        assert!(
+            seen.iter().any(|s| s == want),
+            "{want} not found in {seen:?}"
+        );
+    }
+}

@@ -780,3 +780,64 @@ async fn host_routes_and_a_hub_without_fallback() {
     assert_eq!(r.headers()["content-type"], "application/json");
     assert_eq!(main.hits() + admin.hits(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_and_more_identity_headers_never_reach_upstream() {
+    let s = default_stack().await;
+    // x-middleware-subrequest lets a client skip Next.js middleware
+    // (CVE-2025-29927); the others are identity headers some apps believe.
+    let forged = "x-middleware-subrequest: middleware:middleware:middleware\r\n\
+        X_Middleware_Subrequest: src/middleware\r\n\
+        x-invoke-path: /admin\r\n\
+        X-Remote-Addr: 6.6.6.6\r\n\
+        X-Authenticated-User: admin\r\n\
+        X-Webauth-User: admin\r\n\
+        X-Email: admin@evil\r\n\
+        Client-IP: 6.6.6.6\r\n\
+        X-Originating-IP: 6.6.6.6\r\n\
+        x-nextjs-data: 1\r\n";
+    for target in ["/", "/api/webhooks/trigger/abc"] {
+        let (status, body) = get_anonymous(&s, target, forged);
+        assert_eq!(status, 200, "{target}: {body}");
+        let echo: Value = serde_json::from_str(&body).unwrap();
+        for bad in [
+            "x-middleware-subrequest",
+            "x_middleware_subrequest",
+            "x-invoke-path",
+            "x-remote-addr",
+            "x-authenticated-user",
+            "x-webauth-user",
+            "x-email",
+            "client-ip",
+            "x-originating-ip",
+        ] {
+            assert!(header(&echo, bad).is_empty(), "{bad} reached {target}");
+        }
+        // Next's own client sends this one; it passes.
+        assert_eq!(header(&echo, "x-nextjs-data"), ["1"], "{target}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_cannot_set_or_clear_the_edges_cookies() {
+    let s = default_stack().await;
+    for target in ["/?mode=cookies", "/studio/x?mode=cookies"] {
+        let r = s.client().get(s.edge.url(target)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{target}");
+        let cookies: Vec<&str> = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(cookies, ["app=kept; Path=/"], "{target}");
+    }
+    let line = s.edge.wait_log(|v| {
+        v["target"] == "edge"
+            && v["message"] == "upstream tried to set the edge's own cookies; dropped"
+    });
+    assert_eq!(line["dropped"], 4);
+    // The signed-in session is untouched.
+    let r = s.client().get(s.edge.url("/auth/me")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -146,6 +146,18 @@ async fn handle(
     if mode == "csp" {
         resp = resp.header("content-security-policy", "script-src 'nonce-peer'");
     }
+    if mode == "cookies" {
+        // An app that tries to plant or clear the edge's own cookies.
+        for c in [
+            "app=kept; Path=/",
+            "esprit_session=planted; Path=/",
+            "__Host-esprit_session=planted; Path=/; Secure",
+            "esprit_device=; Path=/auth/; Max-Age=0",
+            "__Secure-esprit_device=planted; Path=/auth/; Secure",
+        ] {
+            resp = resp.header("set-cookie", c);
+        }
+    }
     Ok(resp.body(full(json.to_string())).expect("response"))
 }
 
@@ -157,7 +169,7 @@ fn tokio_stream_from<T: Send + 'static>(
 
 /// Starts the HTTP echo peer named `name` (the name comes back in every JSON answer).
 /// Query `mode=slow&ms=N` delays the answer, `mode=sse` streams two events `ms` apart,
-/// `mode=csp` sets the peer's own CSP.
+/// `mode=csp` sets the peer's own CSP, `mode=cookies` tries to set the edge's cookies.
 pub async fn echo(name: &str) -> Peer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
