@@ -7,6 +7,7 @@
 pub mod context;
 pub mod errors;
 pub mod forward;
+pub mod framing;
 pub mod handlers;
 pub mod path;
 pub mod request;
@@ -244,7 +245,12 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        session.set_keepalive(Some(self.keepalive_secs));
+        if session.get_keepalive().is_some() {
+            // Only where Pingora keeps the connection: it turns keep-alive off
+            // for a request framed by both Content-Length and Transfer-Encoding
+            // (RFC 9112 §6.1) and for HTTP/1.0 without `Connection: keep-alive`.
+            session.set_keepalive(Some(self.keepalive_secs));
+        }
         ctx.tls = is_tls(session);
         let peer = session
             .client_addr()
@@ -279,8 +285,9 @@ impl ProxyHttp for Edge {
         }
         let reply = match decision {
             Decision::Reply(reply, _) => {
-                if reply.status == 413 {
-                    // Don't read a body we refused just to keep the connection.
+                if reply.status == 413 || reply.status == 400 {
+                    // Don't read a body we refused (or could not frame) just
+                    // to keep the connection.
                     session.set_keepalive(None);
                 }
                 reply

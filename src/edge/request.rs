@@ -187,6 +187,9 @@ impl Policy {
                 None,
             );
         }
+        if let Err(why) = super::framing::check(req) {
+            return Decision::Reply(Reply::error(400, why, facts.json), None);
+        }
         if path == HEALTH_PATH {
             return Decision::Reply(Reply::text(200, "ok\n", "health"), None);
         }
@@ -559,6 +562,7 @@ mod tests {
         let mut p = policy();
         p.max_body_bytes = 10;
         let mut req = RequestHeader::build("POST", b"/x", None).unwrap();
+        req.append_header("Host", "hub.local").unwrap();
         req.append_header("Content-Length", "11").unwrap();
         let mut f = p.facts(&req, None, false);
         match p.decide(&req, false, &mut f, &hub_claims) {

@@ -841,3 +841,73 @@ async fn an_upstream_cannot_set_or_clear_the_edges_cookies() {
     let r = s.client().get(s.edge.url("/auth/me")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Requests an intermediary could frame differently from the upstream
+/// (request smuggling) are refused with 400, never forwarded, and the
+/// connection is closed (RFC 9112 §3.2, §6.1, §6.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_framing_gets_400_closes_and_reaches_nothing() {
+    let s = default_stack().await;
+    let cases = [
+        ("no Host", "GET / HTTP/1.1\r\n\r\n"),
+        ("empty Host", "GET / HTTP/1.1\r\nHost:\r\n\r\n"),
+        (
+            "CL list",
+            "POST / HTTP/1.1\r\nHost: hub.local\r\nContent-Length: 3, 3\r\n\r\nabc",
+        ),
+        (
+            "two CL",
+            "POST / HTTP/1.1\r\nHost: hub.local\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+        ),
+        (
+            "CL with _",
+            "POST / HTTP/1.1\r\nHost: hub.local\r\nContent_Length: 3\r\n\r\nabc",
+        ),
+        (
+            "TE with _",
+            "POST / HTTP/1.1\r\nHost: hub.local\r\nTransfer_Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "CL with a sign",
+            "POST / HTTP/1.1\r\nHost: hub.local\r\nContent-Length: +3\r\n\r\nabc",
+        ),
+        (
+            "Host and target disagree",
+            "GET http://elsewhere.example/ HTTP/1.1\r\nHost: hub.local\r\n\r\n",
+        ),
+    ];
+    for (why, request) in cases {
+        let (status, head, _) = raw_response(s.edge.port, request);
+        assert_eq!(status, 400, "{why}: {head}");
+        assert!(
+            head.to_ascii_lowercase().contains("connection: close"),
+            "{why}: the connection must not be reused: {head}"
+        );
+    }
+    assert_eq!(
+        s.skyoffice.hits(),
+        0,
+        "an ambiguous request reached the upstream"
+    );
+    // Content-Length with Transfer-Encoding: Pingora frames the body by
+    // Transfer-Encoding, drops Content-Length before anything sees it and
+    // closes the connection afterwards (RFC 9112 §6.1, §6.3), so the
+    // upstream gets one unambiguous framing.
+    let (status, head, body) = raw_response(
+        s.edge.port,
+        "POST / HTTP/1.1\r\nHost: hub.local\r\nContent-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let echo: Value = serde_json::from_str(&body).unwrap();
+    assert!(header(&echo, "content-length").is_empty(), "{echo}");
+    assert_eq!(echo["body"], "abc");
+    assert_eq!(s.skyoffice.hits(), 1);
+    // HTTP/1.0 may omit Host.
+    let (status, body) = raw(s.edge.port, "GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.skyoffice.hits(), 2);
+}
