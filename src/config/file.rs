@@ -48,6 +48,7 @@ pub struct HubSection {
     #[serde(default, with = "humantime_serde")]
     pub webhook_timeout: Option<Duration>,
     pub replay_recent: Option<usize>,
+    pub replay_max: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     pub heartbeat: Option<Duration>,
     pub subscriber_queue: Option<usize>,

@@ -86,6 +86,9 @@ pub struct Hub {
     pub webhook_timeout: Duration,
     /// Events a stream opens with when the client brings no `Last-Event-ID`.
     pub replay_recent: usize,
+    /// Most events a `Last-Event-ID` replay sends; a client further behind
+    /// gets a `missed` marker and the newest this many.
+    pub replay_max: usize,
     /// Interval of SSE comment heartbeats.
     pub heartbeat: Duration,
     /// Events a subscriber may fall behind before it is disconnected.

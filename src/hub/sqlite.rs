@@ -255,6 +255,34 @@ impl EventStore for SqliteStore {
         Ok(events)
     }
 
+    fn nth_newest_id(&self, channels: &Channels, n: usize) -> Result<Option<u64>, StoreError> {
+        if n == 0 {
+            return Ok(None);
+        }
+        let offset = (n - 1) as i64;
+        let id: Option<i64> = self.read(|c| match channels {
+            Channels::All => c
+                .query_row(
+                    "SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?1",
+                    params![offset],
+                    |r| r.get(0),
+                )
+                .optional(),
+            Channels::Some(npcs) => {
+                let sql = format!(
+                    "SELECT id FROM events WHERE npc IN ({}) ORDER BY id DESC LIMIT 1 OFFSET ?",
+                    placeholders(npcs.len())
+                );
+                let mut args: Vec<rusqlite::types::Value> =
+                    npcs.iter().map(|n| n.clone().into()).collect();
+                args.push(offset.into());
+                c.query_row(&sql, params_from_iter(args), |r| r.get(0))
+                    .optional()
+            }
+        })?;
+        Ok(id.map(|i| i as u64))
+    }
+
     fn runs(&self, npc: Option<&str>, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
         let row = |r: &rusqlite::Row<'_>| {
             Ok(RunSummary {

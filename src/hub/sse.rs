@@ -72,19 +72,30 @@ pub async fn serve(
     let head = session.req_header().method == http::Method::HEAD;
     let mut sub = hub.fanout.subscribe(&channels);
     let ch = channels.clone();
-    let recent = hub.cfg.replay_recent;
+    let (recent, max) = (hub.cfg.replay_recent, hub.cfg.replay_max);
     // A Last-Event-ID beyond the newest stored id (the store was reset) would
-    // hide every live event: treat that client as new.
+    // hide every live event: treat that client as new. One further behind
+    // than `replay_max` events resumes at the newest `replay_max`, told so.
     let first = hub
         .read(move |s| {
             let newest = s.last_id()?;
-            match last_id.filter(|id| *id <= newest) {
-                Some(id) => s.after(&ch, id, PAGE).map(|p| (Some(id), p)),
-                None => s.recent(&ch, recent).map(|p| (None, p)),
+            let Some(id) = last_id.filter(|id| *id <= newest) else {
+                return s.recent(&ch, recent).map(|p| (None, None, p));
+            };
+            let page = s.after(&ch, id, PAGE)?;
+            let cut = match page.first() {
+                Some(first) => s.nth_newest_id(&ch, max)?.filter(|c| *c > first.id),
+                None => None,
+            };
+            match cut {
+                Some(c) => s
+                    .after(&ch, c - 1, PAGE)
+                    .map(|p| (Some(c - 1), Some(id), p)),
+                None => Ok((Some(id), None, page)),
             }
         })
         .await;
-    let (resume_from, first) = match first {
+    let (resume_from, missed_after, first) = match first {
         Ok(f) => f,
         Err(e) => return Ok(Handled::Reply(error(503, e.to_string()))),
     };
@@ -107,6 +118,13 @@ pub async fn serve(
     session.write_response_header(Box::new(resp), false).await?;
     // Tell EventSource how soon to come back after we end a stream.
     write(session, Bytes::from_static(b"retry: 2000\n\n"), &sub, 0).await?;
+    if let (Some(after), Some(from)) = (missed_after, resume_from) {
+        // Older events were skipped: say which, so a page can reload the run
+        // list (`GET /api/runs`) instead of trusting a partial history.
+        let marker =
+            format!("event: missed\ndata: {{\"after\":{after},\"resumesAfter\":{from}}}\n\n");
+        write(session, Bytes::from(marker), &sub, 0).await?;
+    }
 
     let mut last = resume_from.unwrap_or(0);
     let mut page = first;

@@ -83,6 +83,9 @@ pub trait EventStore: Send + Sync {
     ) -> Result<Vec<Event>, StoreError>;
     /// The most recent `limit` events of the wanted channels together, oldest first.
     fn recent(&self, channels: &Channels, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// The id of the `n`-th most recent event of the wanted channels (1: the
+    /// newest); `None` when there are fewer. Bounds a replay without reading it.
+    fn nth_newest_id(&self, channels: &Channels, n: usize) -> Result<Option<u64>, StoreError>;
     /// Newest runs first.
     fn runs(&self, npc: Option<&str>, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
     /// One run's events, oldest first (at most its last 1000).

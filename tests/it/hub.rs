@@ -766,3 +766,38 @@ async fn webhook_urls_never_reach_logs_or_events() {
         "the webhook URL reached the log"
     );
 }
+
+/// A `Last-Event-ID` far behind gets at most `hub.replay_max` events: a
+/// `missed` marker, the newest ones, then live events (a ~120-byte request
+/// with `Last-Event-ID: 0` once streamed the whole store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_far_behind_is_bounded_and_says_what_was_missed() {
+    let edge = start("[]", ConfigBuilder::new().hub("replay_max", 5));
+    let mut sent = Vec::new();
+    for n in 0..12 {
+        sent.push(emit(&edge, "far", "step", n).await);
+    }
+    let mut stream = SseClient::open(&edge.url("/api/stream?npc=far"), Some(sent[1])).await;
+    assert_eq!(stream.status, 200);
+    let marker = stream.next(Duration::from_secs(10)).await.expect("marker");
+    assert_eq!(marker.event, "missed");
+    assert_eq!(marker.id, None, "the marker does not move Last-Event-ID");
+    assert_eq!(marker.data["after"], sent[1]);
+    assert_eq!(marker.data["resumesAfter"], sent[6]);
+    let replay = stream.take(5, Duration::from_secs(10)).await;
+    assert_eq!(
+        ids(&replay),
+        sent[7..].to_vec(),
+        "the newest replay_max, in order"
+    );
+    let live = emit(&edge, "far", "done", 99).await;
+    let next = stream
+        .next(Duration::from_secs(10))
+        .await
+        .expect("live event");
+    assert_eq!(next.id, Some(live));
+    // A client within the bound gets its whole gap and no marker.
+    let mut near = SseClient::open(&edge.url("/api/stream?npc=far"), Some(sent[9])).await;
+    let got = near.take(3, Duration::from_secs(10)).await;
+    assert_eq!(ids(&got), vec![sent[10], sent[11], live]);
+}
