@@ -38,6 +38,8 @@ pub const WEBHOOK_TIMEOUT: Duration = secs(10);
 pub const REPLAY_RECENT: usize = 100;
 /// `hub.replay_max`: a ~120-byte request must not stream megabytes.
 pub const REPLAY_MAX: usize = 1000;
+/// `hub.max_channels`: npc values beyond the agents' own.
+pub const MAX_CHANNELS: usize = 1000;
 /// `hub.heartbeat`.
 pub const HEARTBEAT: Duration = secs(15);
 /// `hub.subscriber_queue`.
@@ -103,6 +105,7 @@ pub const DOCUMENTED: &[(&str, &str, Documented)] = {
         ("[hub]", "webhook_timeout", Duration(WEBHOOK_TIMEOUT)),
         ("[hub]", "replay_recent", Number(REPLAY_RECENT as u64)),
         ("[hub]", "replay_max", Number(REPLAY_MAX as u64)),
+        ("[hub]", "max_channels", Number(MAX_CHANNELS as u64)),
         ("[hub]", "heartbeat", Duration(HEARTBEAT)),
         ("[hub]", "subscriber_queue", Number(SUBSCRIBER_QUEUE as u64)),
         ("[hub]", "max_event_bytes", Number(MAX_EVENT_BYTES as u64)),

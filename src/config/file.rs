@@ -49,6 +49,7 @@ pub struct HubSection {
     pub webhook_timeout: Option<Duration>,
     pub replay_recent: Option<usize>,
     pub replay_max: Option<usize>,
+    pub max_channels: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     pub heartbeat: Option<Duration>,
     pub subscriber_queue: Option<usize>,

@@ -89,6 +89,8 @@ pub struct Hub {
     /// Most events a `Last-Event-ID` replay sends; a client further behind
     /// gets a `missed` marker and the newest this many.
     pub replay_max: usize,
+    /// Most channels (npc values) beyond the agents' own.
+    pub max_channels: usize,
     /// Interval of SSE comment heartbeats.
     pub heartbeat: Duration,
     /// Events a subscriber may fall behind before it is disconnected.

@@ -130,6 +130,11 @@ impl Agents {
             .cloned()
     }
 
+    /// Whether `npc` is some agent's own channel.
+    pub fn has_npc(&self, npc: &Npc) -> bool {
+        self.file.current().iter().any(|a| a.npc == *npc)
+    }
+
     /// What `GET /api/agents` shows: never the webhook URLs.
     pub fn public_list(&self) -> serde_json::Value {
         let list: Vec<serde_json::Value> = self

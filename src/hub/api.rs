@@ -106,6 +106,9 @@ impl Hub {
         let Some(npc) = npc else {
             return error(400, "npc must be 1-64 of a-z 0-9 _ -");
         };
+        if let Err(e) = self.channels.admit(&npc, self.agents.has_npc(&npc)) {
+            return error(429, e.to_string());
+        }
         let run_id = RunId::generate();
         let started = NewEvent {
             ts: now_ms(),
@@ -209,6 +212,9 @@ impl Hub {
             },
             Some(_) => return error(400, "runId must be 1-64 of A-Z a-z 0-9 _ -"),
         };
+        if let Err(e) = self.channels.admit(&npc, self.agents.has_npc(&npc)) {
+            return error(429, e.to_string());
+        }
         let ev = NewEvent {
             ts: now_ms(),
             npc,

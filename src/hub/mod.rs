@@ -5,6 +5,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod channels;
 pub mod event;
 pub mod fanout;
 pub mod ids;
@@ -57,6 +58,7 @@ pub struct Hub {
     fanout: Arc<Fanout>,
     webhooks: Webhooks,
     respond_lock: tokio::sync::Mutex<()>,
+    channels: channels::ChannelSet,
 }
 
 /// Why the hub could not start.
@@ -80,6 +82,7 @@ impl Hub {
         let store: Arc<dyn EventStore> = Arc::new(sqlite::SqliteStore::open(&cfg.store)?);
         let fanout = Arc::new(Fanout::new(cfg.subscriber_queue));
         let journal = Journal::start(store.clone(), fanout.clone()).map_err(OpenError::Journal)?;
+        let known = store.channels()?;
         Ok(Arc::new(Self {
             cfg: cfg.clone(),
             agents: Arc::new(Agents::open(&cfg.agents_file)),
@@ -87,6 +90,7 @@ impl Hub {
             journal,
             fanout,
             webhooks: Webhooks::new(cfg.webhook_timeout).map_err(OpenError::Webhooks)?,
+            channels: channels::ChannelSet::new(known, cfg.max_channels),
             respond_lock: tokio::sync::Mutex::new(()),
         }))
     }
@@ -219,7 +223,13 @@ impl BackgroundService for Maintenance {
                     let keep = hub.cfg.retention_per_channel;
                     match hub.read(move |s| s.prune(before, keep)).await {
                         Ok(0) => {}
-                        Ok(n) => tracing::info!(target: "hub", removed = n, "pruned old events"),
+                        Ok(n) => {
+                            tracing::info!(target: "hub", removed = n, "pruned old events");
+                            // Channels retention emptied free their place.
+                            if let Ok(left) = hub.read(|s| s.channels()).await {
+                                hub.channels.retain(left);
+                            }
+                        }
                         Err(e) => tracing::error!(target: "hub", error = %e, "pruning failed"),
                     }
                 }

@@ -255,6 +255,13 @@ impl EventStore for SqliteStore {
         Ok(events)
     }
 
+    fn channels(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT DISTINCT npc FROM events")?;
+            st.query_map([], |r| r.get(0))?.collect()
+        })
+    }
+
     fn nth_newest_id(&self, channels: &Channels, n: usize) -> Result<Option<u64>, StoreError> {
         if n == 0 {
             return Ok(None);

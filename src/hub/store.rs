@@ -86,6 +86,8 @@ pub trait EventStore: Send + Sync {
     /// The id of the `n`-th most recent event of the wanted channels (1: the
     /// newest); `None` when there are fewer. Bounds a replay without reading it.
     fn nth_newest_id(&self, channels: &Channels, n: usize) -> Result<Option<u64>, StoreError>;
+    /// Every channel (npc) with stored events.
+    fn channels(&self) -> Result<Vec<String>, StoreError>;
     /// Newest runs first.
     fn runs(&self, npc: Option<&str>, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
     /// One run's events, oldest first (at most its last 1000).

@@ -801,3 +801,51 @@ async fn a_replay_far_behind_is_bounded_and_says_what_was_missed() {
     let got = near.take(3, Duration::from_secs(10)).await;
     assert_eq!(ids(&got), vec![sent[10], sent[11], live]);
 }
+
+/// Channels (npc values) are bounded: beyond `hub.max_channels` a new one
+/// gets 429 and nothing is stored; known channels and the agents' own
+/// still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_channels_stop_at_the_bound() {
+    let hook = peers::webhook(200, Duration::ZERO).await;
+    let edge = start(
+        &agents_json(&[("research", "researcher", hook.url("/h"))]),
+        ConfigBuilder::new().hub("max_channels", 2),
+    );
+    emit(&edge, "one", "step", 1).await;
+    emit(&edge, "two", "step", 2).await;
+    let (status, v) = post_event(&edge, json!({"npc": "three", "type": "step"})).await;
+    assert_eq!(status, 429, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("hub.max_channels"),
+        "{v}"
+    );
+    // A run may not open one either.
+    let r = client()
+        .post(edge.url("/api/run/research"))
+        .json(&json!({"npc": "four"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(
+        hook.received().is_empty(),
+        "a refused run starts no workflow"
+    );
+    // Known channels and the agent's own keep working.
+    emit(&edge, "one", "done", 3).await;
+    emit(&edge, "researcher", "step", 4).await;
+    let r = client()
+        .post(edge.url("/api/run/research"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let runs = get_json(edge.url("/api/runs?npc=three")).await;
+    assert_eq!(
+        runs["runs"],
+        json!([]),
+        "nothing was stored for the refused channel"
+    );
+}

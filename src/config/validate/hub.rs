@@ -26,6 +26,7 @@ pub(super) fn hub(h: HubSection, data_dir: &Path, env: &Overrides, p: &mut Probl
         webhook_timeout: h.webhook_timeout.unwrap_or(d::WEBHOOK_TIMEOUT),
         replay_recent: h.replay_recent.unwrap_or(d::REPLAY_RECENT),
         replay_max: h.replay_max.unwrap_or(d::REPLAY_MAX),
+        max_channels: h.max_channels.unwrap_or(d::MAX_CHANNELS),
         heartbeat: h.heartbeat.unwrap_or(d::HEARTBEAT),
         subscriber_queue: h.subscriber_queue.unwrap_or(d::SUBSCRIBER_QUEUE),
         max_event_bytes: h.max_event_bytes.unwrap_or(d::MAX_EVENT_BYTES),
@@ -49,6 +50,9 @@ pub(super) fn hub(h: HubSection, data_dir: &Path, env: &Overrides, p: &mut Probl
     }
     if hub.retention_per_channel == 0 {
         p.add("hub.retention_per_channel", "must keep at least one event");
+    }
+    if !(1..=1_000_000).contains(&hub.max_channels) {
+        p.add("hub.max_channels", "out of range (1 to 1000000)");
     }
     if !(1..=100_000).contains(&hub.replay_max) {
         p.add("hub.replay_max", "out of range (1 to 100000)");
