@@ -21,3 +21,28 @@ pub struct Identity {
 /// so a logout, expiry or revocation ends them. Polling it is not use of the
 /// session (an open stream alone never keeps a session from going idle).
 pub type SessionAlive = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The token of `Authorization: Bearer <token>` (scheme in any case): one
+/// reading for the hub's token check and the per-token rate rule, so a
+/// request cannot be one thing to one and another to the other.
+pub fn bearer(header: Option<&str>) -> Option<&str> {
+    let h = header?.trim();
+    let (scheme, token) = h.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(Some("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer(Some("Basic abc")), None);
+        assert_eq!(bearer(Some("Bearer ")), None);
+    }
+}

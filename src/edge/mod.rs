@@ -126,7 +126,7 @@ impl Edge {
 
     /// Counts the request against the rate rules of `stage` (DESIGN step 2).
     fn limit(&self, stage: Stage, req: &RequestHeader, ctx: &RequestCtx) -> Result<(), Box<Reply>> {
-        if self.limits.is_empty() {
+        if !self.limits.has(stage) {
             return Ok(());
         }
         let mut who = Subject {
@@ -138,12 +138,11 @@ impl Edge {
             if who.user.is_some() {
                 who.session = crate::auth::cookies::session_value(req, ctx.facts.secure());
             }
-            who.token = req
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim);
+            who.token = crate::identity::bearer(
+                req.headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok()),
+            );
         }
         let path = if ctx.facts.path.is_empty() {
             req.uri.path()

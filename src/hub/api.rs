@@ -154,7 +154,7 @@ impl Hub {
                 "POST /api/events is disabled: set hub.events_token or ESPRIT_EVENTS_TOKEN",
             )));
         };
-        let Some(got) = query::bearer(authorization) else {
+        let Some(got) = crate::identity::bearer(authorization) else {
             let mut r = error(401, "missing bearer token (Authorization: Bearer <token>)");
             r.www_authenticate = true;
             return Err(Box::new(r));

@@ -62,16 +62,6 @@ pub fn last_event_id(header: Option<&str>, query: Option<&str>) -> Result<Option
     }
 }
 
-/// The token of `Authorization: Bearer <token>`.
-pub fn bearer(header: Option<&str>) -> Option<&str> {
-    let h = header?.trim();
-    let (scheme, token) = h.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,9 +88,5 @@ mod tests {
         assert!(last_event_id(Some("x"), None).is_err());
         assert_eq!(limit(Some("limit=5"), 50, 500).unwrap(), 5);
         assert!(limit(Some("limit=0"), 50, 500).is_err());
-        assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
-        assert_eq!(bearer(Some("bearer  abc ")), Some("abc"));
-        assert_eq!(bearer(Some("Basic abc")), None);
-        assert_eq!(bearer(Some("Bearer ")), None);
     }
 }

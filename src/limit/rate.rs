@@ -118,9 +118,15 @@ impl<C: Clock + Clone> RateRules<C> {
         Self { rules, clock }
     }
 
-    /// Whether there are rules at all (the edge skips the work when not).
+    /// Whether there are rules at all.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// Whether any rule is checked at `stage` (the edge skips building the
+    /// request's subject when none is).
+    pub fn has(&self, stage: Stage) -> bool {
+        self.rules.iter().any(|r| r.stage == stage)
     }
 
     /// Counts the request against every rule of `stage` that matches it;

@@ -161,3 +161,27 @@ async fn the_shipped_rules_limit_runs_per_user_and_sign_ins_per_ip() {
     );
     assert_eq!(sim.hits(), 0, "nothing of this reached Sim");
 }
+
+/// The per-token rule reads `Authorization` the way the hub does: a scheme
+/// in another case is the same token, not a way around the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_rule_counts_the_token_however_the_scheme_is_spelled() {
+    let token = "test-only-token-0123456789";
+    let edge = Edge::start(
+        &ConfigBuilder::new()
+            .hub("events_token", token)
+            .route(Route::prefix("/api/").hub())
+            .raw("[[limits]]\nname = \"events\"\nprefix = \"/api/events\"\nkey = \"token\"\nrate = \"1/m\"\nburst = 1\n"),
+    );
+    let post = |scheme: &'static str| {
+        client()
+            .post(edge.url("/api/events"))
+            .header("authorization", format!("{scheme} {token}"))
+            .json(&json!({"npc": "a", "type": "step"}))
+            .send()
+    };
+    assert_eq!(post("Bearer").await.unwrap().status(), 202);
+    let r = post("bearer").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["ratelimit-policy"], "\"events\";q=1;w=60");
+}
