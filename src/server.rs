@@ -6,6 +6,9 @@ use crate::auth::service::AuthService;
 use crate::auth::upkeep::Upkeep;
 use crate::config::{Config, HandlerKind, RouteAction, RouteAuth};
 use crate::edge::Edge;
+use crate::edge::connection::head::HeadRules;
+use crate::edge::connection::{AcceptFilter, Served};
+use crate::limit::connections::ConnectionCaps;
 use crate::edge::handlers::Handlers;
 use crate::hub::Hub;
 use crate::limit::rate::{Prune, RateRules};
@@ -14,7 +17,8 @@ use crate::watch::{StreamWatch, Sweeper};
 use anyhow::Context;
 use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
 use pingora::prelude::{Opt, Server};
-use pingora::proxy::http_proxy_service;
+use pingora::proxy::http_proxy;
+use pingora::services::listening::Service;
 use pingora::server::ShutdownWatch;
 use pingora::server::configuration::ServerConf;
 use pingora::services::background::{BackgroundService, background_service};
@@ -158,10 +162,24 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         ));
         server.add_service(background_service("session upkeep", Upkeep(auth.clone())));
     }
-    let mut edge = http_proxy_service(
+    let caps = Arc::new(ConnectionCaps::new(
+        config.server.max_connections,
+        config.server.max_connections_per_ip,
+        config.server.trusted_proxies.clone(),
+    ));
+    let head = HeadRules {
+        timeout: config.server.header_timeout,
+        max_bytes: config.server.max_header_bytes,
+    };
+    let proxy = http_proxy(
         &server.configuration,
         Edge::new(&config, handlers, auth, streams, limits),
     );
+    let mut edge = Service::new(
+        "esprit-edge".to_string(),
+        Served::new(proxy, caps.clone(), head),
+    );
+    edge.set_connection_filter(Arc::new(AcceptFilter(caps)));
     // Pingora's default 64 KiB read buffer per connection is zeroed up front:
     // with thousands of idle SSE or websocket clients that is most of the
     // memory. Headers are read through a small one; large reads bypass it.

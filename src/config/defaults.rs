@@ -28,6 +28,24 @@ pub const MAX_REQUEST_TARGET: usize = 8192;
 pub const MAX_BODY_BYTES: u64 = 0;
 /// `server.read_buffer`: Pingora's 64 KiB per connection adds up with thousands of idle streams.
 pub const READ_BUFFER: usize = 8192;
+/// `server.max_connections`: half the descriptors the container usually gets,
+/// the rest is for upstream connections and stores.
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// `server.max_connections_per_ip`: a browser opens 6 per origin; an office
+/// behind one NAT address has many browsers.
+pub const MAX_CONNECTIONS_PER_IP: usize = 256;
+/// `server.max_streams_per_ip`.
+pub const MAX_STREAMS_PER_IP: usize = 64;
+/// `server.max_streams_per_session`: the UI holds a websocket and a few SSE streams.
+pub const MAX_STREAMS_PER_SESSION: usize = 16;
+/// `server.header_timeout`: nginx's is 60 s, long enough for slowloris.
+pub const HEADER_TIMEOUT: Duration = secs(10);
+/// `server.body_timeout`, as nginx's `client_body_timeout`.
+pub const BODY_TIMEOUT: Duration = secs(60);
+/// `server.max_header_bytes`, as nginx's `large_client_header_buffers 4 8k`.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// `server.max_headers`.
+pub const MAX_HEADERS: usize = 100;
 
 /// `tls.hsts`.
 pub const HSTS: bool = true;
@@ -101,6 +119,34 @@ pub const DOCUMENTED: &[(&str, &str, Documented)] = {
         ),
         ("[server]", "max_body_bytes", Number(MAX_BODY_BYTES)),
         ("[server]", "read_buffer", Number(READ_BUFFER as u64)),
+        (
+            "[server]",
+            "max_connections",
+            Number(MAX_CONNECTIONS as u64),
+        ),
+        (
+            "[server]",
+            "max_connections_per_ip",
+            Number(MAX_CONNECTIONS_PER_IP as u64),
+        ),
+        (
+            "[server]",
+            "max_streams_per_ip",
+            Number(MAX_STREAMS_PER_IP as u64),
+        ),
+        (
+            "[server]",
+            "max_streams_per_session",
+            Number(MAX_STREAMS_PER_SESSION as u64),
+        ),
+        ("[server]", "header_timeout", Duration(HEADER_TIMEOUT)),
+        ("[server]", "body_timeout", Duration(BODY_TIMEOUT)),
+        (
+            "[server]",
+            "max_header_bytes",
+            Number(MAX_HEADER_BYTES as u64),
+        ),
+        ("[server]", "max_headers", Number(MAX_HEADERS as u64)),
         ("[tls]", "hsts", Bool(HSTS)),
         ("[hub]", "webhook_timeout", Duration(WEBHOOK_TIMEOUT)),
         ("[hub]", "replay_recent", Number(REPLAY_RECENT as u64)),

@@ -82,6 +82,16 @@ pub struct ServerSection {
     pub max_request_target: Option<usize>,
     pub max_body_bytes: Option<u64>,
     pub read_buffer: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub max_streams_per_ip: Option<usize>,
+    pub max_streams_per_session: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub header_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub body_timeout: Option<Duration>,
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
 }
 
 /// `[tls]`: the TLS listener and its certificate.

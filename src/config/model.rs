@@ -135,6 +135,23 @@ pub struct Server {
     pub max_body_bytes: u64,
     /// Per-connection socket read buffer, in bytes: what an idle connection costs.
     pub read_buffer: usize,
+    /// Open client connections, all listeners together; more are closed at accept.
+    pub max_connections: usize,
+    /// Open client connections from one IP (an IPv6 client by its /64);
+    /// trusted proxies are exempt, since every client arrives through them.
+    pub max_connections_per_ip: usize,
+    /// Concurrent long streams (websockets, SSE) from one client IP.
+    pub max_streams_per_ip: usize,
+    /// Concurrent long streams of one signed-in session.
+    pub max_streams_per_session: usize,
+    /// The whole request head must arrive within this (nginx `client_header_timeout`).
+    pub header_timeout: Duration,
+    /// Longest silence while a request body arrives (nginx `client_body_timeout`).
+    pub body_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; more gets 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in a request; more gets 431.
+    pub max_headers: usize,
 }
 
 /// The TLS listener.

@@ -4,6 +4,7 @@
 use super::request::Facts;
 use crate::config::Route;
 use crate::identity::Identity;
+use crate::limit::streams::StreamPermit;
 use crate::watch::StreamGuard;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub struct RequestCtx {
     /// Set for a long stream (websocket, SSE) of a signed-in user: it ends
     /// with the session.
     pub stream: Option<StreamGuard>,
+    /// A long stream's place under the stream caps, held until it ends.
+    pub stream_place: Option<StreamPermit>,
 }
 
 impl Default for RequestCtx {
@@ -41,6 +44,7 @@ impl Default for RequestCtx {
             identity: None,
             proxy: None,
             stream: None,
+            stream_place: None,
         }
     }
 }

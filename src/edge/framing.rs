@@ -6,6 +6,35 @@
 
 use pingora::http::RequestHeader;
 
+/// Caps on a request head: nginx answers 400 or 494 past its header
+/// buffers; RFC 6585 names the status for it, 431.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadCaps {
+    /// Request line and header fields, in bytes as on the wire.
+    pub bytes: usize,
+    /// Header fields.
+    pub fields: usize,
+}
+
+impl HeadCaps {
+    /// Why the head is too large; the message is safe to show. (The
+    /// connection's head guard bounds what is read before this can run.)
+    pub fn check(&self, req: &RequestHeader) -> Result<(), &'static str> {
+        let h = &req.headers;
+        if h.len() > self.fields {
+            return Err("too many header fields");
+        }
+        // "GET " + target + " HTTP/1.1\r\n", then "name: value\r\n" each.
+        let line = req.method.as_str().len() + req.uri.path().len() + 12
+            + req.uri.query().map_or(0, |q| q.len() + 1);
+        let fields: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+        if line + fields + 2 > self.bytes {
+            return Err("request header fields too large");
+        }
+        Ok(())
+    }
+}
+
 /// Why a request's framing is refused; the message is safe to show.
 pub fn check(req: &RequestHeader) -> Result<(), &'static str> {
     let h = &req.headers;
@@ -46,6 +75,23 @@ pub fn check(req: &RequestHeader) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heads_over_the_caps_are_refused() {
+        let caps = HeadCaps {
+            bytes: 200,
+            fields: 3,
+        };
+        let mut r = req(http::Version::HTTP_11, &[("Host", "a"), ("X-A", "1")]);
+        assert_eq!(caps.check(&r), Ok(()));
+        r.append_header("X-B", "2").unwrap();
+        r.append_header("X-C", "3").unwrap();
+        assert_eq!(caps.check(&r), Err("too many header fields"));
+        let r = req(http::Version::HTTP_11, &[("Host", "a"), ("Cookie", &"x".repeat(180))]);
+        assert_eq!(caps.check(&r), Err("request header fields too large"));
+        let r = req(http::Version::HTTP_11, &[("Host", "a"), ("Cookie", &"x".repeat(150))]);
+        assert_eq!(caps.check(&r), Ok(()));
+    }
 
     fn req(version: http::Version, headers: &[(&str, &str)]) -> RequestHeader {
         let mut r = RequestHeader::build("POST", b"/x", None).unwrap();

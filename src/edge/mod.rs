@@ -4,6 +4,7 @@
 //! answers in-process, `forward` rewrites what goes upstream,
 //! `reply::headers` secures what comes back, `errors` says what failed.
 
+pub mod connection;
 pub mod context;
 pub mod errors;
 pub mod forward;
@@ -19,6 +20,7 @@ use crate::auth::gate::Asked;
 use crate::auth::service::AuthService;
 use crate::config::{Config, HandlerKind, Route, RouteAction, RouteAuth};
 use crate::limit::rate::{Exceeded, RateRules, Stage, Subject};
+use crate::limit::streams::{Opener, StreamCaps, StreamRefused};
 use crate::reply::handler::{Call, Handled};
 use crate::reply::{self, Reply, headers};
 use crate::telemetry;
@@ -42,9 +44,11 @@ pub struct Edge {
     auth: Option<Arc<AuthService>>,
     streams: Arc<StreamWatch>,
     limits: Arc<RateRules>,
+    stream_caps: Arc<StreamCaps>,
     upstreams: Upstreams,
     hsts: bool,
     keepalive_secs: u64,
+    body_timeout: std::time::Duration,
 }
 
 impl Edge {
@@ -65,9 +69,14 @@ impl Edge {
             auth,
             streams,
             limits,
+            stream_caps: Arc::new(StreamCaps::new(
+                config.server.max_streams_per_ip,
+                config.server.max_streams_per_session,
+            )),
             upstreams: Upstreams::new(&config.upstreams),
             hsts: config.tls.as_ref().is_some_and(|t| t.hsts),
             keepalive_secs: config.server.keepalive_timeout.as_secs(),
+            body_timeout: config.server.body_timeout,
         }
     }
 
@@ -154,6 +163,46 @@ impl Edge {
             .map_err(|e| Box::new(too_many(e, ctx.facts.json)))
     }
 
+    /// Who opens a stream: the client, and its session when signed in.
+    fn opener<'r>(&self, req: &'r RequestHeader, ctx: &RequestCtx) -> Opener<'r> {
+        Opener {
+            ip: ctx.facts.client_ip,
+            session: ctx
+                .identity
+                .as_ref()
+                .and_then(|_| crate::auth::cookies::session_value(req, ctx.facts.secure())),
+        }
+    }
+
+    /// A long stream (websocket, SSE) takes a place under the stream caps
+    /// for as long as it is open; over a cap it gets 429.
+    fn hold_stream(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), Box<Reply>> {
+        match self.stream_caps.acquire(self.opener(req, ctx)) {
+            Ok(place) => {
+                ctx.stream_place = Some(place);
+                Ok(())
+            }
+            Err(why) => {
+                let (rule, n) = match why {
+                    StreamRefused::PerIp(n) => ("streams-per-ip", n),
+                    StreamRefused::PerSession(n) => ("streams-per-session", n),
+                };
+                tracing::warn!(target: "limit", rule, max = n, client = ?ctx.facts.client_ip, path = %ctx.facts.path, "stream cap reached");
+                let mut r = Reply::error(429, "too many open streams; close one first", ctx.facts.json);
+                r.retry_after = Some(STREAM_RETRY_SECS);
+                Err(Box::new(r))
+            }
+        }
+    }
+
+    /// Whether the decided request opens a long stream.
+    fn opens_stream(&self, decision: &Decision, ctx: &RequestCtx) -> bool {
+        ctx.facts.upgrade
+            || ctx.facts.event_stream
+            || matches!(decision, Decision::Handle(_, kind)
+                if self.handlers.get(*kind).is_some_and(|h| h.streams(&ctx.facts.path)))
+    }
+
     /// Puts a gated stream's socket on the watch, so it is closed when the
     /// session ends even if nothing flows again. Over HTTP/1.1 that is the
     /// client's socket (a websocket, or an SSE response, owns its
@@ -204,6 +253,9 @@ impl Edge {
     }
 }
 
+/// When a client refused a stream may try again: streams end at their own pace.
+const STREAM_RETRY_SECS: u64 = 5;
+
 /// The 429 for a request over a rate rule.
 fn too_many(e: Exceeded, json: bool) -> Reply {
     let mut r = Reply::error(429, "too many requests; slow down", json);
@@ -244,12 +296,16 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        connection::head::head_done(session.downstream_session.stream());
         if session.get_keepalive().is_some() {
             // Only where Pingora keeps the connection: it turns keep-alive off
             // for a request framed by both Content-Length and Transfer-Encoding
             // (RFC 9112 §6.1) and for HTTP/1.0 without `Connection: keep-alive`.
             session.set_keepalive(Some(self.keepalive_secs));
         }
+        // A body that stops arriving (nginx `client_body_timeout`); an
+        // upgraded stream gets its route's idle time below.
+        session.set_read_timeout(Some(self.body_timeout));
         ctx.tls = is_tls(session);
         let peer = session
             .client_addr()
@@ -266,10 +322,14 @@ impl ProxyHttp for Edge {
             Err(r) => Some((r, true)),
             Ok(()) => match decision.route().map(|route| self.admit(req, route, ctx)) {
                 Some(Err(r)) => Some((r, false)),
-                _ => self
-                    .limit(Stage::Identity, req, ctx)
-                    .err()
-                    .map(|r| (r, true)),
+                _ => match self.limit(Stage::Identity, req, ctx) {
+                    Err(r) => Some((r, true)),
+                    Ok(()) if matches!(decision, Decision::Reply(..)) => None,
+                    Ok(()) if self.opens_stream(&decision, ctx) => {
+                        self.hold_stream(req, ctx).err().map(|r| (r, true))
+                    }
+                    Ok(()) => None,
+                },
             },
         };
         if let Some((reply, limited)) = refused {
@@ -284,7 +344,7 @@ impl ProxyHttp for Edge {
         }
         let reply = match decision {
             Decision::Reply(reply, _) => {
-                if reply.status == 413 || reply.status == 400 {
+                if matches!(reply.status, 400 | 413 | 431) {
                     // Don't read a body we refused (or could not frame) just
                     // to keep the connection.
                     session.set_keepalive(None);
@@ -304,6 +364,10 @@ impl ProxyHttp for Edge {
                     body_seen: 0,
                     upstream_fd: None,
                 });
+                if ctx.facts.upgrade {
+                    // A websocket is quiet for as long as its route allows.
+                    session.set_read_timeout(Some(fwd.route.timeouts.read));
+                }
                 // A gated websocket goes on the watch now (its socket is the client's).
                 self.watch_socket(session, ctx);
                 return Ok(false);
@@ -394,10 +458,15 @@ impl ProxyHttp for Edge {
             && let Some(auth) = &self.auth
         {
             // A proxied SSE stream of a signed-in user ends with the session too.
+            // (It holds a stream place already when it asked for one.)
             ctx.stream = auth
                 .liveness(session.req_header(), ctx.facts.secure())
                 .map(StreamGuard::new);
             self.watch_socket(session, ctx);
+        }
+        if ctx.stream_place.is_none() && headers::is_event_stream(upstream_response) {
+            // A stream the client did not announce still takes its place.
+            ctx.stream_place = Some(self.stream_caps.count(self.opener(session.req_header(), ctx)));
         }
         let dropped = response::drop_edge_cookies(upstream_response)?;
         if dropped > 0 {
@@ -458,6 +527,7 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        connection::head::next_head(session.downstream_session.stream());
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
         telemetry::access(&telemetry::Access {

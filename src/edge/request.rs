@@ -34,6 +34,8 @@ pub struct Facts {
     /// A websocket handshake: the only upgrade passed upstream (an `h2c` or
     /// other upgrade would open a tunnel past every later check).
     pub upgrade: bool,
+    /// The client asks for `text/event-stream` (every `EventSource` does).
+    pub event_stream: bool,
     /// `https` if the browser reached us over TLS (ours or a trusted proxy's).
     pub proto: &'static str,
 }
@@ -89,6 +91,8 @@ pub struct Policy {
     pub max_request_target: usize,
     /// Server-wide body cap (0: none).
     pub max_body_bytes: u64,
+    /// Largest request head and most header fields (431 beyond).
+    pub head: super::framing::HeadCaps,
     /// Plain-listener redirect, when configured.
     pub https_redirect: Option<HttpsRedirect>,
 }
@@ -107,6 +111,10 @@ impl Policy {
             trusted: TrustedProxies::new(config.server.trusted_proxies.clone()),
             max_request_target: config.server.max_request_target,
             max_body_bytes: config.server.max_body_bytes,
+            head: super::framing::HeadCaps {
+                bytes: config.server.max_header_bytes,
+                fields: config.server.max_headers,
+            },
             https_redirect,
         }
     }
@@ -150,6 +158,10 @@ impl Policy {
                     .and_then(|v| v.to_str().ok()),
             ),
             upgrade: is_websocket_upgrade(req),
+            event_stream: req
+                .headers
+                .get(http::header::ACCEPT)
+                .is_some_and(|v| v.as_bytes().windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream"))),
             proto: if tls || forwarded_https {
                 "https"
             } else {
@@ -186,6 +198,9 @@ impl Policy {
                 Reply::error(400, "bad or repeated Host header", facts.json),
                 None,
             );
+        }
+        if let Err(why) = self.head.check(req) {
+            return Decision::Reply(Reply::error(431, why, facts.json), None);
         }
         if let Err(why) = super::framing::check(req) {
             return Decision::Reply(Reply::error(400, why, facts.json), None);

@@ -119,6 +119,10 @@ impl Handler for Hub {
         claims(path)
     }
 
+    fn streams(&self, path: &str) -> bool {
+        matches!(api::endpoint(&http::Method::GET, path), Endpoint::Stream)
+    }
+
     /// Sim flows post events with the hub's bearer token (they carry no
     /// cookie). The token opens that endpoint only: on a token route it
     /// never stands in for a session on runs, approvals or streams.

@@ -2,5 +2,7 @@
 //! logs, and the sign-in backoff. Rate rules and connection caps live here too.
 
 pub mod client_ip;
+pub mod connections;
 pub mod rate;
+pub mod streams;
 pub mod throttle;

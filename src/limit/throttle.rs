@@ -13,15 +13,9 @@ use std::time::{Duration, Instant};
 /// is in (one host usually holds a whole /64, so single addresses would
 /// give it endless fresh keys).
 pub fn ip_key(ip: IpAddr) -> String {
-    match ip {
+    match super::client_ip::block(ip) {
         IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let net = std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1));
-                format!("{net}/64")
-            }
-        },
+        IpAddr::V6(net) => format!("{net}/64"),
     }
 }
 

@@ -61,6 +61,13 @@ pub trait Handler: Send + Sync {
         )))
     }
 
+    /// Whether `path` (normalised) answers with a long stream (SSE): such a
+    /// request takes a place under the edge's stream caps.
+    fn streams(&self, path: &str) -> bool {
+        let _ = path;
+        false
+    }
+
     /// Answers one request this handler claims.
     async fn serve(&self, session: &mut Session, call: Call<'_>) -> pingora::Result<Handled>;
 }

@@ -59,6 +59,54 @@ pub(super) fn server(s: ServerSection, env: &Overrides, p: &mut Problems) -> Ser
             "must be at least 1s (Pingora counts it in whole seconds)",
         );
     }
+    let count = |value: Option<usize>, default: usize, key: &str, range: (usize, usize), p: &mut Problems| {
+        let v = value.unwrap_or(default);
+        if !(range.0..=range.1).contains(&v) {
+            p.add(
+                format!("server.{key}"),
+                format!("{v} is out of range ({} to {})", range.0, range.1),
+            );
+        }
+        v
+    };
+    let max_connections = count(s.max_connections, d::MAX_CONNECTIONS, "max_connections", (1, 1_000_000), p);
+    let max_connections_per_ip = count(
+        s.max_connections_per_ip,
+        d::MAX_CONNECTIONS_PER_IP,
+        "max_connections_per_ip",
+        (1, 1_000_000),
+        p,
+    );
+    if max_connections_per_ip > max_connections {
+        p.add(
+            "server.max_connections_per_ip",
+            format!("{max_connections_per_ip} is more than server.max_connections ({max_connections})"),
+        );
+    }
+    let max_streams_per_ip = count(s.max_streams_per_ip, d::MAX_STREAMS_PER_IP, "max_streams_per_ip", (1, 1_000_000), p);
+    let max_streams_per_session = count(
+        s.max_streams_per_session,
+        d::MAX_STREAMS_PER_SESSION,
+        "max_streams_per_session",
+        (1, 1_000_000),
+        p,
+    );
+    let max_header_bytes = count(
+        s.max_header_bytes,
+        d::MAX_HEADER_BYTES,
+        "max_header_bytes",
+        (1024, 1024 * 1024),
+        p,
+    );
+    let max_headers = count(s.max_headers, d::MAX_HEADERS, "max_headers", (8, 256), p);
+    let header_timeout = s.header_timeout.unwrap_or(d::HEADER_TIMEOUT);
+    if header_timeout < Duration::from_millis(100) || header_timeout > Duration::from_secs(600) {
+        p.add("server.header_timeout", "out of range (100ms to 10m)");
+    }
+    let body_timeout = s.body_timeout.unwrap_or(d::BODY_TIMEOUT);
+    if body_timeout < Duration::from_millis(100) || body_timeout > Duration::from_secs(3600) {
+        p.add("server.body_timeout", "out of range (100ms to 1h)");
+    }
     Server {
         listen,
         public_origin,
@@ -76,5 +124,13 @@ pub(super) fn server(s: ServerSection, env: &Overrides, p: &mut Problems) -> Ser
         max_request_target,
         max_body_bytes: s.max_body_bytes.unwrap_or(d::MAX_BODY_BYTES),
         read_buffer,
+        max_connections,
+        max_connections_per_ip,
+        max_streams_per_ip,
+        max_streams_per_session,
+        header_timeout,
+        body_timeout,
+        max_header_bytes,
+        max_headers,
     }
 }
