@@ -88,6 +88,7 @@ async fn start_edge(dir: &Path, extra_routes: &str) -> (Proc, u16) {
     let cfg = dir.join("edge.toml");
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nthreads = 1\ndata_dir = \"{d}\"\nupgrade_sock = \"{d}/u.sock\"\npid_file = \"{d}/pid\"\n\
+         max_connections = 100000\nmax_connections_per_ip = 100000\nmax_streams_per_ip = 100000\n\
          [hub]\nevents_token = \"{TOKEN}\"\nreplay_recent = 0\nsubscriber_queue = 4096\n\
          [upstreams.none]\naddress = \"127.0.0.1:9\"\n[[routes]]\nprefix = \"/api/\"\nkind = \"hub\"\n{extra_routes}",
         d = dir.display()

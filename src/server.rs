@@ -8,9 +8,9 @@ use crate::config::{Config, HandlerKind, RouteAction, RouteAuth};
 use crate::edge::Edge;
 use crate::edge::connection::head::HeadRules;
 use crate::edge::connection::{AcceptFilter, Served};
-use crate::limit::connections::ConnectionCaps;
 use crate::edge::handlers::Handlers;
 use crate::hub::Hub;
+use crate::limit::connections::ConnectionCaps;
 use crate::limit::rate::{Prune, RateRules};
 use crate::tls::CertStore;
 use crate::watch::{StreamWatch, Sweeper};
@@ -18,10 +18,10 @@ use anyhow::Context;
 use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
 use pingora::prelude::{Opt, Server};
 use pingora::proxy::http_proxy;
-use pingora::services::listening::Service;
 use pingora::server::ShutdownWatch;
 use pingora::server::configuration::ServerConf;
 use pingora::services::background::{BackgroundService, background_service};
+use pingora::services::listening::Service;
 use std::sync::Arc;
 
 /// What SIGHUP does. Its default action ends the process, and operators

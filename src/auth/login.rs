@@ -11,6 +11,7 @@ use super::service::AuthService;
 use super::users;
 use crate::clock::now_ms;
 use crate::limit::throttle;
+use crate::limit::work_queue::Priority;
 use crate::reply::Reply;
 use crate::reply::body::read_capped;
 use crate::reply::error_body::wants_json;
@@ -196,8 +197,28 @@ impl AuthService {
         let hash = user
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |u| u.hash.clone());
+        let who = if trusted_device {
+            Priority::Known
+        } else {
+            Priority::Anonymous
+        };
         let ok = {
-            let _permit = self.limiter.acquire().await;
+            let Ok(_place) = self.checks.enter(who).await else {
+                if !trusted_device {
+                    // Not the client's failure: give the attempt back.
+                    self.per_ip.refund(&ip_key);
+                    self.per_account.refund(account_key);
+                }
+                tracing::warn!(target: "auth", user = %a.username, client = %ip_key, "sign-in refused: password checks are saturated");
+                let mut r = refuse.reply(
+                    503,
+                    "Sign-in is busy; try again in a moment.",
+                    &a.username,
+                    "sign-in busy",
+                );
+                r.retry_after = Some(1);
+                return Ok(r);
+            };
             let pw = a.password.clone();
             tokio::task::spawn_blocking(move || users::verify_password(&pw, &hash))
                 .await

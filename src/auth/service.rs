@@ -9,12 +9,12 @@ use super::sessions::Sessions;
 use super::users::{self, Users};
 use crate::config;
 use crate::limit::throttle::Throttle;
+use crate::limit::work_queue::WorkQueue;
 use crate::watched_file::{Reload, WatchedFile};
 use pingora::http::RequestHeader;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 /// Users, sessions and the login.
 pub struct AuthService {
@@ -22,8 +22,9 @@ pub struct AuthService {
     pub(super) users: WatchedFile<Users>,
     pub(super) sessions: Sessions,
     pub(super) devices: Devices,
-    /// Password checks at once (each argon2 check takes 19 MiB).
-    pub(super) limiter: Semaphore,
+    /// Password checks at once (each argon2 check takes 19 MiB), with a
+    /// bounded line; known devices first.
+    pub(super) checks: Arc<WorkQueue>,
     /// What unknown users are checked against: same work, same answer.
     pub(super) dummy_hash: String,
     pub(super) public_origin: Option<String>,
@@ -71,7 +72,7 @@ impl AuthService {
         getrandom::fill(&mut noise).map_err(|e| OpenError::Random(e.to_string()))?;
         let dummy_hash = users::hash_password(&format!("{noise:?}")).map_err(OpenError::Users)?;
         Ok(Arc::new(Self {
-            limiter: Semaphore::new(cfg.login_concurrency),
+            checks: WorkQueue::new(cfg.login_concurrency, cfg.login_queue),
             users: WatchedFile::new(&cfg.users_file, loaded, Users::load, report_users),
             cfg,
             sessions,

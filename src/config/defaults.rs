@@ -75,6 +75,9 @@ pub const IDLE_TIMEOUT: Duration = secs(2 * 3600);
 pub const ABSOLUTE_TIMEOUT: Duration = secs(12 * 3600);
 /// `auth.login_concurrency` (each argon2 check takes 19 MiB).
 pub const LOGIN_CONCURRENCY: usize = 4;
+/// `auth.login_queue`: with 4 checks of ~50 ms at once, a full line waits
+/// about 200 ms.
+pub const LOGIN_QUEUE: usize = 16;
 
 /// `routes[].connect_timeout`.
 pub const CONNECT_TIMEOUT: Duration = secs(5);
@@ -168,6 +171,7 @@ pub const DOCUMENTED: &[(&str, &str, Documented)] = {
             "login_concurrency",
             Number(LOGIN_CONCURRENCY as u64),
         ),
+        ("[auth]", "login_queue", Number(LOGIN_QUEUE as u64)),
         ("[[routes]]", "connect_timeout", Duration(CONNECT_TIMEOUT)),
         ("[[routes]]", "read_timeout", Duration(READ_TIMEOUT)),
         ("[[routes]]", "read_timeout", Duration(STREAM_READ_TIMEOUT)),

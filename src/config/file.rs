@@ -147,4 +147,5 @@ pub struct AuthSection {
     #[serde(default, with = "humantime_serde")]
     pub absolute_timeout: Option<Duration>,
     pub login_concurrency: Option<usize>,
+    pub login_queue: Option<usize>,
 }

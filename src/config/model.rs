@@ -311,6 +311,9 @@ pub struct Auth {
     pub absolute_timeout: Duration,
     /// Password checks running at once (argon2 takes 19 MiB and tens of ms each).
     pub login_concurrency: usize,
+    /// Sign-ins waiting for a password check, per line (known devices have
+    /// their own, served first); more get 503 at once.
+    pub login_queue: usize,
 }
 
 impl Route {

@@ -25,7 +25,9 @@ impl HeadCaps {
             return Err("too many header fields");
         }
         // "GET " + target + " HTTP/1.1\r\n", then "name: value\r\n" each.
-        let line = req.method.as_str().len() + req.uri.path().len() + 12
+        let line = req.method.as_str().len()
+            + req.uri.path().len()
+            + 12
             + req.uri.query().map_or(0, |q| q.len() + 1);
         let fields: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
         if line + fields + 2 > self.bytes {
@@ -87,9 +89,15 @@ mod tests {
         r.append_header("X-B", "2").unwrap();
         r.append_header("X-C", "3").unwrap();
         assert_eq!(caps.check(&r), Err("too many header fields"));
-        let r = req(http::Version::HTTP_11, &[("Host", "a"), ("Cookie", &"x".repeat(180))]);
+        let r = req(
+            http::Version::HTTP_11,
+            &[("Host", "a"), ("Cookie", &"x".repeat(180))],
+        );
         assert_eq!(caps.check(&r), Err("request header fields too large"));
-        let r = req(http::Version::HTTP_11, &[("Host", "a"), ("Cookie", &"x".repeat(150))]);
+        let r = req(
+            http::Version::HTTP_11,
+            &[("Host", "a"), ("Cookie", &"x".repeat(150))],
+        );
         assert_eq!(caps.check(&r), Ok(()));
     }
 

@@ -188,7 +188,11 @@ impl Edge {
                     StreamRefused::PerSession(n) => ("streams-per-session", n),
                 };
                 tracing::warn!(target: "limit", rule, max = n, client = ?ctx.facts.client_ip, path = %ctx.facts.path, "stream cap reached");
-                let mut r = Reply::error(429, "too many open streams; close one first", ctx.facts.json);
+                let mut r = Reply::error(
+                    429,
+                    "too many open streams; close one first",
+                    ctx.facts.json,
+                );
                 r.retry_after = Some(STREAM_RETRY_SECS);
                 Err(Box::new(r))
             }
@@ -466,7 +470,10 @@ impl ProxyHttp for Edge {
         }
         if ctx.stream_place.is_none() && headers::is_event_stream(upstream_response) {
             // A stream the client did not announce still takes its place.
-            ctx.stream_place = Some(self.stream_caps.count(self.opener(session.req_header(), ctx)));
+            ctx.stream_place = Some(
+                self.stream_caps
+                    .count(self.opener(session.req_header(), ctx)),
+            );
         }
         let dropped = response::drop_edge_cookies(upstream_response)?;
         if dropped > 0 {

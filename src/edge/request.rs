@@ -158,10 +158,11 @@ impl Policy {
                     .and_then(|v| v.to_str().ok()),
             ),
             upgrade: is_websocket_upgrade(req),
-            event_stream: req
-                .headers
-                .get(http::header::ACCEPT)
-                .is_some_and(|v| v.as_bytes().windows(17).any(|w| w.eq_ignore_ascii_case(b"text/event-stream"))),
+            event_stream: req.headers.get(http::header::ACCEPT).is_some_and(|v| {
+                v.as_bytes()
+                    .windows(17)
+                    .any(|w| w.eq_ignore_ascii_case(b"text/event-stream"))
+            }),
             proto: if tls || forwarded_https {
                 "https"
             } else {

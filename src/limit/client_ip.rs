@@ -65,6 +65,21 @@ fn parse_entry(s: &str) -> Option<IpAddr> {
     None
 }
 
+/// The address block one client holds: an IPv4 address (IPv4-mapped IPv6
+/// included), or the /64 an IPv6 address is in (one host usually holds a
+/// whole /64, so single addresses would give it endless fresh keys).
+pub fn block(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,20 +142,5 @@ mod tests {
     #[test]
     fn no_header_means_the_peer() {
         assert_eq!(tp().client_ip(ip("10.0.0.2"), []), ip("10.0.0.2"));
-    }
-}
-
-/// The address block one client holds: an IPv4 address (IPv4-mapped IPv6
-/// included), or the /64 an IPv6 address is in (one host usually holds a
-/// whole /64, so single addresses would give it endless fresh keys).
-pub fn block(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            )),
-        },
     }
 }

@@ -202,10 +202,7 @@ mod tests {
         let now = Instant::now();
         caps.admit(peer("10.0.0.1", 1), now).unwrap();
         caps.admit(peer("10.0.0.1", 2), now).unwrap();
-        assert_eq!(
-            caps.admit(peer("10.0.0.1", 3), now),
-            Err(Refused::PerIp(2))
-        );
+        assert_eq!(caps.admit(peer("10.0.0.1", 3), now), Err(Refused::PerIp(2)));
         // Another client is not affected.
         caps.admit(peer("10.0.0.2", 1), now).unwrap();
         let a = caps.open(peer("10.0.0.1", 1));
@@ -222,10 +219,7 @@ mod tests {
         let now = Instant::now();
         caps.admit(peer("10.0.0.1", 1), now).unwrap();
         caps.admit(peer("10.0.0.2", 1), now).unwrap();
-        assert_eq!(
-            caps.admit(peer("10.0.0.3", 1), now),
-            Err(Refused::Total(2))
-        );
+        assert_eq!(caps.admit(peer("10.0.0.3", 1), now), Err(Refused::Total(2)));
     }
 
     #[test]

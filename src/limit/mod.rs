@@ -6,3 +6,4 @@ pub mod connections;
 pub mod rate;
 pub mod streams;
 pub mod throttle;
+pub mod work_queue;

@@ -104,10 +104,7 @@ impl StreamCaps {
 
     /// Open streams of the client block of `ip`.
     pub fn open_from(&self, ip: IpAddr) -> usize {
-        self.lock()
-            .get(&Key::Ip(block(ip)))
-            .copied()
-            .unwrap_or(0) as usize
+        self.lock().get(&Key::Ip(block(ip))).copied().unwrap_or(0) as usize
     }
 }
 
@@ -167,13 +164,20 @@ mod tests {
             session: None,
         };
         let _a = caps.acquire(anon).unwrap();
-        let _b = caps.acquire(Opener {
-            ip: ip("10.0.0.1"),
-            session: Some("s"),
-        })
-        .unwrap();
+        let _b = caps
+            .acquire(Opener {
+                ip: ip("10.0.0.1"),
+                session: Some("s"),
+            })
+            .unwrap();
         assert_eq!(caps.acquire(anon).err(), Some(StreamRefused::PerIp(2)));
-        assert!(caps.acquire(Opener { ip: ip("10.0.0.2"), session: None }).is_ok());
+        assert!(
+            caps.acquire(Opener {
+                ip: ip("10.0.0.2"),
+                session: None
+            })
+            .is_ok()
+        );
     }
 
     #[test]

@@ -555,7 +555,14 @@ async fn a_slow_consumer_is_cut_off_while_others_keep_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_subscribers_all_receive_a_broadcast() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let edge = start("[]", ConfigBuilder::new().hub("replay_recent", 0));
+    // One test client is a thousand browsers: lift the per-client caps.
+    let edge = start(
+        "[]",
+        ConfigBuilder::new()
+            .hub("replay_recent", 0)
+            .server("max_connections_per_ip", 2000)
+            .server("max_streams_per_ip", 2000),
+    );
     let mut socks = Vec::new();
     for _ in 0..1000 {
         let mut s = tokio::net::TcpStream::connect(edge.addr()).await.unwrap();

@@ -5,6 +5,7 @@
 
 mod auth;
 mod browser;
+mod caps;
 mod common;
 mod config_cli;
 mod hub;

@@ -16,6 +16,7 @@ pub(super) fn auth(a: AuthSection, data_dir: &Path, p: &mut Problems) -> Auth {
         idle_timeout: a.idle_timeout.unwrap_or(d::IDLE_TIMEOUT),
         absolute_timeout: a.absolute_timeout.unwrap_or(d::ABSOLUTE_TIMEOUT),
         login_concurrency: a.login_concurrency.unwrap_or(d::LOGIN_CONCURRENCY),
+        login_queue: a.login_queue.unwrap_or(d::LOGIN_QUEUE),
     };
     if auth.idle_timeout < Duration::from_secs(1) {
         p.add("auth.idle_timeout", "must be at least 1s");
@@ -28,6 +29,9 @@ pub(super) fn auth(a: AuthSection, data_dir: &Path, p: &mut Problems) -> Auth {
     }
     if !(1..=64).contains(&auth.login_concurrency) {
         p.add("auth.login_concurrency", "out of range (1 to 64)");
+    }
+    if auth.login_queue > 10_000 {
+        p.add("auth.login_queue", "out of range (0 to 10000)");
     }
     auth
 }

@@ -59,7 +59,11 @@ pub(super) fn server(s: ServerSection, env: &Overrides, p: &mut Problems) -> Ser
             "must be at least 1s (Pingora counts it in whole seconds)",
         );
     }
-    let count = |value: Option<usize>, default: usize, key: &str, range: (usize, usize), p: &mut Problems| {
+    let count = |value: Option<usize>,
+                 default: usize,
+                 key: &str,
+                 range: (usize, usize),
+                 p: &mut Problems| {
         let v = value.unwrap_or(default);
         if !(range.0..=range.1).contains(&v) {
             p.add(
@@ -69,7 +73,13 @@ pub(super) fn server(s: ServerSection, env: &Overrides, p: &mut Problems) -> Ser
         }
         v
     };
-    let max_connections = count(s.max_connections, d::MAX_CONNECTIONS, "max_connections", (1, 1_000_000), p);
+    let max_connections = count(
+        s.max_connections,
+        d::MAX_CONNECTIONS,
+        "max_connections",
+        (1, 1_000_000),
+        p,
+    );
     let max_connections_per_ip = count(
         s.max_connections_per_ip,
         d::MAX_CONNECTIONS_PER_IP,
@@ -80,10 +90,18 @@ pub(super) fn server(s: ServerSection, env: &Overrides, p: &mut Problems) -> Ser
     if max_connections_per_ip > max_connections {
         p.add(
             "server.max_connections_per_ip",
-            format!("{max_connections_per_ip} is more than server.max_connections ({max_connections})"),
+            format!(
+                "{max_connections_per_ip} is more than server.max_connections ({max_connections})"
+            ),
         );
     }
-    let max_streams_per_ip = count(s.max_streams_per_ip, d::MAX_STREAMS_PER_IP, "max_streams_per_ip", (1, 1_000_000), p);
+    let max_streams_per_ip = count(
+        s.max_streams_per_ip,
+        d::MAX_STREAMS_PER_IP,
+        "max_streams_per_ip",
+        (1, 1_000_000),
+        p,
+    );
     let max_streams_per_session = count(
         s.max_streams_per_session,
         d::MAX_STREAMS_PER_SESSION,

@@ -115,8 +115,12 @@ impl HeadGuard {
             }
             let client = self.peer.map(|p| p.to_string()).unwrap_or_default();
             match cut {
-                Cut::Slow => tracing::info!(target: "limit", %client, bytes = self.head_bytes, timeout = ?self.rules.timeout, "request head not received in time; connection closed"),
-                Cut::TooLarge => tracing::info!(target: "limit", %client, bytes = self.head_bytes, max = self.rules.max_bytes, "request head too large; connection closed"),
+                Cut::Slow => {
+                    tracing::info!(target: "limit", %client, bytes = self.head_bytes, timeout = ?self.rules.timeout, "request head not received in time; connection closed")
+                }
+                Cut::TooLarge => {
+                    tracing::info!(target: "limit", %client, bytes = self.head_bytes, max = self.rules.max_bytes, "request head too large; connection closed")
+                }
             }
         }
         Poll::Ready(Err(cut.error()))
@@ -253,7 +257,9 @@ impl GetTimingDigest for HeadGuard {
 }
 
 impl GetProxyDigest for HeadGuard {
-    fn get_proxy_digest(&self) -> Option<std::sync::Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+    fn get_proxy_digest(
+        &self,
+    ) -> Option<std::sync::Arc<pingora::protocols::raw_connect::ProxyDigest>> {
         self.inner.get_proxy_digest()
     }
 }
@@ -303,7 +309,11 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
         let mut answer = vec![0u8; 64];
         let n = client.read(&mut answer).await.unwrap();
-        assert!(answer[..n].starts_with(b"HTTP/1.1 408 "), "{:?}", String::from_utf8_lossy(&answer[..n]));
+        assert!(
+            answer[..n].starts_with(b"HTTP/1.1 408 "),
+            "{:?}",
+            String::from_utf8_lossy(&answer[..n])
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -311,7 +321,7 @@ mod tests {
         let (mut g, mut client) = guarded(RULES);
         let mut buf = [0u8; 64];
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
-        g.read(&mut buf).await.unwrap();
+        assert_eq!(g.read(&mut buf).await.unwrap(), 18);
         let stream: Stream = Box::new(g);
         head_done(Some(&stream));
         next_head(Some(&stream));
@@ -328,7 +338,7 @@ mod tests {
         let (mut g, mut client) = guarded(RULES);
         client.write_all(b"POST / HTTP/1.1\r\n\r\n").await.unwrap();
         let mut buf = [0u8; 4096];
-        g.read(&mut buf).await.unwrap();
+        assert_eq!(g.read(&mut buf).await.unwrap(), 19);
         let stream: Stream = Box::new(g);
         head_done(Some(&stream));
         let mut g = stream;
@@ -342,8 +352,8 @@ mod tests {
         let (mut g, mut client) = guarded(RULES);
         let mut buf = [0u8; 40];
         client.write_all(&[b'a'; 80]).await.unwrap();
-        g.read(&mut buf).await.unwrap();
-        g.read(&mut buf).await.unwrap();
+        assert_eq!(g.read(&mut buf).await.unwrap(), 40);
+        assert_eq!(g.read(&mut buf).await.unwrap(), 40);
         let e = g.read(&mut buf).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         let mut answer = vec![0u8; 200];

@@ -45,7 +45,8 @@ impl ConnectionFilter for AcceptFilter {
 
 /// One line per second under a flood, with the count since the last one.
 fn log_refusal(caps: &ConnectionCaps, why: Refused) {
-    if let Some(n) = caps.refusals_to_log(u64::try_from(crate::clock::now_ms() / 1000).unwrap_or(0)) {
+    if let Some(n) = caps.refusals_to_log(u64::try_from(crate::clock::now_ms() / 1000).unwrap_or(0))
+    {
         tracing::warn!(target: "limit", refused = n, reason = %why, "connections refused at accept");
     }
 }
@@ -71,7 +72,11 @@ impl<A> Served<A> {
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Served<A> {
-    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
