@@ -1,6 +1,7 @@
 //! Sign-in throttling: per account and per IP, guesses in parallel counted as
 //! in turn, known devices getting in while the account is throttled, and a
-//! flood of sign-ins not holding up the proxy.
+//! flood of sign-ins not holding up the proxy, and a bounded line for the
+//! password checks that a known device jumps.
 
 use super::{client, get_as, login, sign_in_alice, stack, stack_with};
 use crate::common::config::ConfigBuilder;
@@ -215,8 +216,14 @@ async fn a_flood_of_sign_ins_does_not_hold_up_the_proxy() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     // One password check at a time: 80 sign-ins (8 client IPs, 10 names each,
-    // so no throttle cuts them short) queue for seconds.
-    let s = stack_with(ConfigBuilder::new().auth("login_concurrency", 1)).await;
+    // so no throttle cuts them short) queue for seconds (the line is long
+    // enough for all of them here).
+    let s = stack_with(
+        ConfigBuilder::new()
+            .auth("login_concurrency", 1)
+            .auth("login_queue", 100),
+    )
+    .await;
     let cookie = sign_in_alice(&s.edge).await;
     let done = Arc::new(AtomicUsize::new(0));
     let url = s.edge.url("/auth/login");
@@ -262,4 +269,72 @@ async fn a_flood_of_sign_ins_does_not_hold_up_the_proxy() {
     for t in flood {
         assert_eq!(t.await.unwrap(), 401, "a queued sign-in was not checked");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sign_in_line_answers_503_at_once_and_a_known_device_goes_first() {
+    // One check at a time, two waiting: a flood of 60 sign-ins from 6 client
+    // IPs (distinct names, so no throttle cuts them short) overflows the line.
+    let s = stack_with(
+        ConfigBuilder::new()
+            .auth("login_concurrency", 1)
+            .auth("login_queue", 2),
+    )
+    .await;
+    let first = login(&s.edge, "alice", "correct-horse-battery", None).await;
+    assert_eq!(first.status(), 303);
+    let device = pair(&set_cookie(&first, "esprit_device").expect("a device cookie"));
+    let url = s.edge.url("/auth/login");
+    let flood: Vec<_> = (0..60u8)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let r = client_from(20 + i % 6)
+                    .post(url)
+                    .header("sec-fetch-site", "same-origin")
+                    .header("accept", "application/json")
+                    .form(&[
+                        ("username", format!("flood{i}").as_str()),
+                        ("password", "guess-guess-flood"),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                let retry = r
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string());
+                (r.status().as_u16(), retry)
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The anonymous line is full; the known device has its own, served first.
+    let known = login_on_device(&s.edge, "alice", "correct-horse-battery", &device).await;
+    assert_eq!(known.status(), 303, "a known device was refused by the flood");
+    let mut busy = 0;
+    for t in flood {
+        match t.await.unwrap() {
+            (503, retry) => {
+                assert_eq!(retry.as_deref(), Some("1"));
+                busy += 1;
+            }
+            (401, _) => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(busy > 0, "no sign-in was refused: the line is not bounded");
+    s.edge.wait_log(|v| {
+        v["target"] == "auth" && v["message"] == "sign-in refused: password checks are saturated"
+    });
+    // A refused attempt is not the client's failure: the flood's IPs were not
+    // throttled for it, so a right password from one of them still works.
+    let r = client_from(20)
+        .post(s.edge.url("/auth/login"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("username", "alice"), ("password", "correct-horse-battery")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
 }
