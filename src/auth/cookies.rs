@@ -29,9 +29,11 @@ pub fn device_name(secure: bool) -> &'static str {
     if secure { DEVICE_TLS } else { DEVICE }
 }
 
-/// The session cookie's value in `req`.
-pub fn session_value(req: &RequestHeader, secure: bool) -> Option<&str> {
-    named(req, session_name(secure)).next()
+/// The session cookie's values in `req`: usually one. A sibling host, or a
+/// cookie with a longer path, can add another of the same name, sent first;
+/// `AuthService::session_token` decides which, if any, counts.
+pub fn session_values(req: &RequestHeader, secure: bool) -> impl Iterator<Item = &str> {
+    named(req, session_name(secure)).take(4)
 }
 
 /// Every cookie called `name` in `req`.
@@ -114,8 +116,8 @@ mod tests {
             "a=1; esprit_session=plain; __Host-esprit_session=tls",
         )
         .unwrap();
-        assert_eq!(session_value(&r, false), Some("plain"));
-        assert_eq!(session_value(&r, true), Some("tls"));
+        assert_eq!(session_values(&r, false).next(), Some("plain"));
+        assert_eq!(session_values(&r, true).next(), Some("tls"));
     }
 
     #[test]

@@ -25,9 +25,38 @@ impl AuthService {
         self.users.refresh()
     }
 
+    /// The session token `req` presents. Of several session cookies only a
+    /// live session counts, so a stale or planted junk value cannot hide the
+    /// browser's own; two live sessions of different users are refused (a
+    /// planted session must not silently sign the browser in as someone
+    /// else, nor win over its own).
+    pub fn session_token<'r>(&self, req: &'r RequestHeader, secure: bool) -> Option<&'r str> {
+        let mut values = cookies::session_values(req, secure);
+        let first = values.next()?;
+        let Some(second) = values.next() else {
+            return Some(first);
+        };
+        let now = now_ms();
+        let mut chosen: Option<(&str, String)> = None;
+        for v in [first, second].into_iter().chain(values) {
+            let Some(rec) = self.sessions.peek(v, now) else {
+                continue;
+            };
+            match &chosen {
+                None => chosen = Some((v, rec.user)),
+                Some((_, user)) if *user == rec.user => {}
+                Some((_, user)) => {
+                    tracing::warn!(target: "auth", first = %user, second = %rec.user, "two live session cookies of different users; treated as signed out");
+                    return None;
+                }
+            }
+        }
+        chosen.map(|(v, _)| v)
+    }
+
     /// The identity behind `req`'s session cookie, if the session is live and its user still exists.
     pub fn identify(&self, req: &RequestHeader, secure: bool) -> Option<Identity> {
-        let token = cookies::session_value(req, secure)?;
+        let token = self.session_token(req, secure)?;
         let rec = self.sessions.resolve(token, now_ms())?;
         let users = self.users();
         let Some(u) = users.users.get(&rec.user) else {
@@ -47,7 +76,7 @@ impl AuthService {
     /// A check that stays true while the session behind `req`'s cookie lives
     /// (see [`SessionAlive`]): a peek, not a use.
     pub fn liveness(self: &Arc<Self>, req: &RequestHeader, secure: bool) -> Option<SessionAlive> {
-        let token = cookies::session_value(req, secure)?.to_string();
+        let token = self.session_token(req, secure)?.to_string();
         let auth = self.clone();
         Some(Arc::new(move || {
             auth.sessions

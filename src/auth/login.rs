@@ -80,7 +80,7 @@ impl AuthService {
                     return Ok(refuse.reply(403, e.message(), "", "csrf"));
                 }
                 let devices = cookies::all_named(req, cookies::device_name(secure));
-                let old = cookies::session_value(req, secure).map(str::to_string);
+                let old = self.session_token(req, secure).map(str::to_string);
                 let Ok(body) = read_capped(session, MAX_LOGIN_BODY).await? else {
                     return Ok(refuse.reply(
                         413,
@@ -103,7 +103,7 @@ impl AuthService {
                 if let Err(e) = csrf {
                     return Ok(Reply::json(403, &json!({ "error": e.to_string() }), "csrf"));
                 }
-                if let Some(token) = cookies::session_value(req, secure) {
+                if let Some(token) = self.session_token(req, secure) {
                     self.sessions.revoke(token);
                 }
                 let mut r = Reply::redirect(303, "/auth/login".into());

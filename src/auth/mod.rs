@@ -12,6 +12,7 @@ pub mod login;
 pub mod page;
 pub mod redirect;
 pub mod service;
+pub mod session_index;
 pub mod sessions;
 pub mod store_error;
 pub mod upkeep;

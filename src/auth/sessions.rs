@@ -35,7 +35,7 @@ const TOUCH_EVERY_MS: i64 = 60_000;
 /// a revocation by another process (`esprit-edge session revoke`) takes effect.
 const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 
-type Key = [u8; 32];
+use super::session_index::{Key, SessionIndex};
 
 /// A session as last read from the store.
 struct Cached {
@@ -55,6 +55,8 @@ pub struct Sessions {
     /// SipHash, not a SHA-256 (the process sees every token in requests
     /// anyway; only the store must not hold them).
     cache: Mutex<HashMap<String, Cached>>,
+    /// Every id in the store: an unknown cookie is refused without a query.
+    index: SessionIndex,
     idle_ms: i64,
     absolute_ms: i64,
     touch_ms: i64,
@@ -84,12 +86,16 @@ impl Sessions {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 2000;
              CREATE TABLE IF NOT EXISTS sessions (
                 id_hash BLOB PRIMARY KEY, user TEXT NOT NULL, created INTEGER NOT NULL, last_seen INTEGER NOT NULL);
-             CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);",
+             CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);
+             CREATE INDEX IF NOT EXISTS sessions_created ON sessions(created);",
         )
         .map_err(|e| StoreError::open(path, e))?;
+        let index = SessionIndex::default();
+        index.add(read_ids(&conn, i64::MIN).map_err(|e| StoreError::Db(WHAT, e))?);
         Ok(Self {
             conn: Mutex::new(conn),
             cache: Mutex::new(HashMap::new()),
+            index,
             idle_ms: i64::try_from(idle.as_millis()).unwrap_or(i64::MAX),
             absolute_ms: i64::try_from(absolute.as_millis()).unwrap_or(i64::MAX),
             touch_ms: (i64::try_from(idle.as_millis()).unwrap_or(i64::MAX) / 4).min(TOUCH_EVERY_MS),
@@ -117,6 +123,7 @@ impl Sessions {
                 params![&k[..], user, now],
             )
             .map_err(|e| StoreError::Db(WHAT, e))?;
+        self.index.add([(k, now)]);
         self.cache_put(&token, k, rec, std::time::Instant::now());
         Ok(token)
     }
@@ -162,6 +169,9 @@ impl Sessions {
             None => {
                 let k = key(token);
                 let read_at = std::time::Instant::now();
+                if !self.known(&k, read_at) {
+                    return None;
+                }
                 let conn = self.conn.lock().ok()?;
                 let r = conn
                     .query_row(
@@ -184,6 +194,8 @@ impl Sessions {
                         if let Ok(mut c) = self.cache.lock() {
                             c.remove(token);
                         }
+                        // Deleted by another process.
+                        self.index.remove([&k]);
                         return None;
                     }
                 }
@@ -211,10 +223,28 @@ impl Sessions {
         Some(rec)
     }
 
+    /// Whether `k` may be a session: in the index, or in the store's
+    /// newest rows when a top-up is due.
+    fn known(&self, k: &Key, now: std::time::Instant) -> bool {
+        if self.index.contains(k) {
+            return true;
+        }
+        let Some(from) = self.index.top_up_from(now) else {
+            return false;
+        };
+        if let Ok(conn) = self.conn.lock()
+            && let Ok(ids) = read_ids(&conn, from)
+        {
+            self.index.add(ids);
+        }
+        self.index.contains(k)
+    }
+
     fn delete(&self, token: &str, k: &Key) {
         if let Ok(mut c) = self.cache.lock() {
             c.remove(token);
         }
+        self.index.remove([k]);
         if let Ok(conn) = self.conn.lock() {
             let _ = conn.execute("DELETE FROM sessions WHERE id_hash = ?1", params![&k[..]]);
         }
@@ -230,11 +260,26 @@ impl Sessions {
         if let Ok(mut c) = self.cache.lock() {
             c.retain(|_, e| e.rec.user != user);
         }
-        self.conn
+        let n = self
+            .conn
             .lock()
             .map_err(|_| StoreError::Poisoned(WHAT))?
             .execute("DELETE FROM sessions WHERE user = ?1", params![user])
-            .map_err(|e| StoreError::Db(WHAT, e))
+            .map_err(|e| StoreError::Db(WHAT, e))?;
+        self.resync_index()?;
+        Ok(n)
+    }
+
+    /// Makes the index exactly the store's ids again (after bulk deletes).
+    fn resync_index(&self) -> Result<(), StoreError> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Poisoned(WHAT))?;
+        let ids: std::collections::HashSet<Key> = read_ids(&conn, i64::MIN)
+            .map_err(|e| StoreError::Db(WHAT, e))?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        self.index.retain(|k| ids.contains(k));
+        Ok(())
     }
 
     /// Ends the sessions whose id hash starts with `prefix` (as `list` shows it); returns how many.
@@ -257,6 +302,7 @@ impl Sessions {
             let prefix = prefix.to_ascii_lowercase();
             c.retain(|_, e| !hex(&e.key).starts_with(&prefix));
         }
+        self.resync_index()?;
         Ok(n)
     }
 
@@ -265,7 +311,8 @@ impl Sessions {
         if let Ok(mut c) = self.cache.lock() {
             c.retain(|_, e| !self.expired(&e.rec, now));
         }
-        self.conn
+        let n = self
+            .conn
             .lock()
             .map_err(|_| StoreError::Poisoned(WHAT))?
             .execute(
@@ -275,7 +322,11 @@ impl Sessions {
                     now.saturating_sub(self.absolute_ms)
                 ],
             )
-            .map_err(|e| StoreError::Db(WHAT, e))
+            .map_err(|e| StoreError::Db(WHAT, e))?;
+        if n > 0 {
+            self.resync_index()?;
+        }
+        Ok(n)
     }
 
     /// Live sessions as (id prefix for operators, record), newest first.
@@ -306,6 +357,25 @@ impl Sessions {
     }
 }
 
+/// Session ids created at or after `from` (ms), with their creation time.
+fn read_ids(conn: &Connection, from: i64) -> rusqlite::Result<Vec<(Key, i64)>> {
+    let mut st =
+        conn.prepare_cached("SELECT id_hash, created FROM sessions WHERE created >= ?1")?;
+    let rows = st.query_map(params![from], |row| {
+        let k: Vec<u8> = row.get(0)?;
+        let created: i64 = row.get(1)?;
+        Ok((k, created))
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (k, created) = r?;
+        if let Ok(k) = Key::try_from(k.as_slice()) {
+            out.push((k, created));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +389,28 @@ mod tests {
             Duration::from_secs(12 * 3600),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_session_created_by_another_process_is_found_unknown_ones_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let serving = store(dir.path());
+        // The other process of a hand-over, on the same file.
+        let other = store(dir.path());
+        let t = other.create("alice", 0).unwrap();
+        assert_eq!(serving.resolve(&t, 1).map(|r| r.user), Some("alice".into()));
+        let unknown = "ab".repeat(32);
+        assert_eq!(serving.resolve(&unknown, 1), None);
+        assert_eq!(
+            serving.index.len(),
+            1,
+            "an unknown id is not remembered as known"
+        );
+        // Revoked by the other process: gone here too once rechecked.
+        other.revoke(&t);
+        serving.cache.lock().unwrap().clear();
+        assert_eq!(serving.resolve(&t, 2), None);
+        assert!(serving.index.is_empty());
     }
 
     #[test]

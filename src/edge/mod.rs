@@ -145,7 +145,10 @@ impl Edge {
         if stage == Stage::Identity {
             who.user = ctx.identity.as_ref().map(|i| i.user.as_str());
             if who.user.is_some() {
-                who.session = crate::auth::cookies::session_value(req, ctx.facts.secure());
+                who.session = self
+                    .auth
+                    .as_ref()
+                    .and_then(|a| a.session_token(req, ctx.facts.secure()));
             }
             who.token = crate::identity::bearer(
                 req.headers
@@ -167,10 +170,10 @@ impl Edge {
     fn opener<'r>(&self, req: &'r RequestHeader, ctx: &RequestCtx) -> Opener<'r> {
         Opener {
             ip: ctx.facts.client_ip,
-            session: ctx
-                .identity
-                .as_ref()
-                .and_then(|_| crate::auth::cookies::session_value(req, ctx.facts.secure())),
+            session: match (&ctx.identity, &self.auth) {
+                (Some(_), Some(auth)) => auth.session_token(req, ctx.facts.secure()),
+                _ => None,
+            },
         }
     }
 

@@ -58,3 +58,45 @@ async fn without_a_session_each_kind_of_request_gets_the_right_refusal() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_second_session_cookie_never_wins_silently() {
+    let s = stack().await;
+    let alice = super::sign_in_alice(&s.edge).await;
+    crate::common::add_user(&s.edge, "mallory", "mallorys-password-1", &[]);
+    let mallory =
+        super::session_cookie(&super::login(&s.edge, "mallory", "mallorys-password-1", None).await);
+    let value = |c: &str| c.split_once('=').unwrap().1.to_string();
+    let edge = &s.edge;
+    let me = |cookie: String| async move {
+        let r = super::get_as(edge, "/auth/me", cookie).await;
+        let status = r.status().as_u16();
+        (status, r.json::<serde_json::Value>().await.unwrap())
+    };
+    // A junk or stale value sent first does not hide the browser's own.
+    let junk = "ab".repeat(32);
+    let (status, body) = me(format!("esprit_session={junk}; {alice}")).await;
+    assert_eq!((status, body["user"].as_str()), (200, Some("alice")));
+    // A live session of someone else planted first: neither wins.
+    let planted = format!(
+        "esprit_session={}; esprit_session={}",
+        value(&mallory),
+        value(&alice)
+    );
+    let (status, _) = me(planted.clone()).await;
+    assert_eq!(status, 401, "a planted session signed the browser in");
+    let r = super::get_as(&s.edge, "/app/x", &planted).await;
+    assert_ne!(
+        r.status(),
+        200,
+        "a gated route let two users' sessions through"
+    );
+    assert_eq!(s.app.hits(), 0);
+    s.edge.wait_log(|v| {
+        v["target"] == "auth"
+            && v["message"] == "two live session cookies of different users; treated as signed out"
+    });
+    // Each alone still works.
+    assert_eq!(me(alice.clone()).await.0, 200);
+    assert_eq!(me(mallory.clone()).await.0, 200);
+}

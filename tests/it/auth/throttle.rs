@@ -311,7 +311,11 @@ async fn a_full_sign_in_line_answers_503_at_once_and_a_known_device_goes_first()
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     // The anonymous line is full; the known device has its own, served first.
     let known = login_on_device(&s.edge, "alice", "correct-horse-battery", &device).await;
-    assert_eq!(known.status(), 303, "a known device was refused by the flood");
+    assert_eq!(
+        known.status(),
+        303,
+        "a known device was refused by the flood"
+    );
     let mut busy = 0;
     for t in flood {
         match t.await.unwrap() {
