@@ -28,6 +28,8 @@ const LAYERS: &[&[&str]] = &[
     &["edge"],
     // Assembly.
     &["server"],
+    // The fuzz harnesses, which drive every layer (assembly's checks too).
+    &["fuzzing"],
 ];
 
 /// Uses inside one layer that are allowed: leaves built on other leaves.

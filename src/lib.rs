@@ -8,7 +8,8 @@
 //! 2. `limit` (client IP, the sign-in backoff; rate rules next);
 //! 3. concerns: `auth`, `hub`, `tls`;
 //! 4. `edge`, the Pingora service;
-//! 5. `server`, which assembles it (and `main`, the CLI).
+//! 5. `server`, which assembles it (and `main`, the CLI); `fuzzing`, the
+//!    fuzz harnesses over the layers below.
 
 #![warn(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod edge;
+pub mod fuzzing;
 pub mod hub;
 pub mod identity;
 pub mod limit;
