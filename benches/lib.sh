@@ -7,6 +7,7 @@ bench_init() {
   work=$(mktemp -d "/tmp/$1.XXXXXX")
   chmod 755 "$work"   # nginx workers drop root and must read the 1 KiB file
   pids=()
+  export ESPRIT_ADMIN_LISTEN=off   # several edges at once: none takes the admin port
   trap bench_cleanup EXIT
 }
 

@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -2,6 +2,7 @@
 //! service, certificate reload, and the shutdown and upgrade settings that make
 //! `docker stop` and SIGQUIT hand-overs behave.
 
+use crate::admin::Admin;
 use crate::auth::service::AuthService;
 use crate::auth::upkeep::Upkeep;
 use crate::config::{Config, HandlerKind, RouteAction, RouteAuth};
@@ -179,7 +180,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         "esprit-edge".to_string(),
         Served::new(proxy, caps.clone(), head),
     );
-    edge.set_connection_filter(Arc::new(AcceptFilter(caps)));
+    edge.set_connection_filter(Arc::new(AcceptFilter(caps.clone())));
     // Pingora's default 64 KiB read buffer per connection is zeroed up front:
     // with thousands of idle SSE or websocket clients that is most of the
     // memory. Headers are read through a small one; large reads bypass it.
@@ -195,6 +196,12 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
                 .l4_buffer(buffers),
         );
         tracing::info!(target: "edge", listen = %addr, tls = true, "listening");
+    }
+    if let Some(addr) = config.admin.listen {
+        let mut admin = Service::new("admin".to_string(), Admin::new(caps));
+        admin.add_tcp(&addr.to_string());
+        tracing::info!(target: "edge", listen = %addr, "admin listener (metrics)");
+        server.add_service(admin);
     }
     server.add_service(background_service("SIGHUP", Hangup { certs }));
     server.add_service(edge);

@@ -44,6 +44,10 @@ pub const HEADER_TIMEOUT: Duration = secs(10);
 pub const BODY_TIMEOUT: Duration = secs(60);
 /// `server.max_header_bytes`, as nginx's `large_client_header_buffers 4 8k`.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// `admin.listen`: loopback only, so metrics are private unless the operator
+/// says otherwise.
+pub const ADMIN_LISTEN: &str = "127.0.0.1:9090";
+
 /// `server.max_headers`.
 pub const MAX_HEADERS: usize = 100;
 
@@ -109,6 +113,7 @@ pub const DOCUMENTED: &[(&str, &str, Documented)] = {
     use Documented::*;
     &[
         ("[server]", "listen", Text(LISTEN)),
+        ("[admin]", "listen", Text(ADMIN_LISTEN)),
         ("[server]", "data_dir", Text(DATA_DIR)),
         ("[server]", "grace_period", Duration(GRACE_PERIOD)),
         ("[server]", "shutdown_timeout", Duration(SHUTDOWN_TIMEOUT)),

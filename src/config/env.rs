@@ -52,6 +52,10 @@ where
                 file.hub.events_token = Some(value);
                 set.insert("hub.events_token".to_string(), var);
             }
+            "ESPRIT_ADMIN_LISTEN" => {
+                file.admin.listen = Some(value);
+                set.insert("admin.listen".to_string(), var);
+            }
             "ESPRIT_PUBLIC_ORIGIN" => {
                 file.server.public_origin = Some(value);
                 set.insert("server.public_origin".to_string(), var);

@@ -23,6 +23,15 @@ pub struct FileConfig {
     pub auth: AuthSection,
     #[serde(default)]
     pub limits: Vec<LimitSection>,
+    #[serde(default)]
+    pub admin: AdminSection,
+}
+
+/// `[admin]`: the private listener for metrics.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub listen: Option<String>,
 }
 
 /// `[[limits]]`: one rate rule.

@@ -26,6 +26,16 @@ pub struct Config {
     pub auth: Auth,
     /// Rate rules, in file order; a request must pass every rule that matches it.
     pub limits: Vec<Limit>,
+    /// The private listener for metrics.
+    pub admin: Admin,
+}
+
+/// `[admin]`: metrics on a listener of their own, never the public one
+/// (what the edge counts is for the operator, not for browsers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// Where it listens; `None` when turned off (`listen = "off"`).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// What a rate rule counts requests by.

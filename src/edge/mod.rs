@@ -190,6 +190,7 @@ impl Edge {
                     StreamRefused::PerIp(n) => ("streams-per-ip", n),
                     StreamRefused::PerSession(n) => ("streams-per-session", n),
                 };
+                telemetry::metrics::metrics().refused(rule);
                 tracing::warn!(target: "limit", rule, max = n, client = ?ctx.facts.client_ip, path = %ctx.facts.path, "stream cap reached");
                 let mut r = Reply::error(
                     429,
@@ -265,6 +266,7 @@ const STREAM_RETRY_SECS: u64 = 5;
 
 /// The 429 for a request over a rate rule.
 fn too_many(e: Exceeded, json: bool) -> Reply {
+    telemetry::metrics::metrics().refused(&e.rule);
     let mut r = Reply::error(429, "too many requests; slow down", json);
     r.retry_after = Some(e.retry_after);
     r.headers.push(("ratelimit-policy", e.policy));
@@ -540,6 +542,9 @@ impl ProxyHttp for Edge {
         connection::head::next_head(session.downstream_session.stream());
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
+        let duration = ctx.started.elapsed();
+        let route = ctx.route.as_ref().map(|r| r.label());
+        telemetry::metrics::metrics().request(route, &req.method, status, duration);
         telemetry::access(&telemetry::Access {
             client: ctx.facts.client_ip,
             method: req.method.as_str(),
@@ -550,8 +555,8 @@ impl ProxyHttp for Edge {
             },
             status,
             bytes: session.body_bytes_sent(),
-            duration: ctx.started.elapsed(),
-            route: ctx.route.as_ref().map(|r| r.label()),
+            duration,
+            route,
             upstream: ctx.proxy.as_ref().map(|p| p.upstream.as_str()),
             proto: ctx.facts.proto,
             error: e

@@ -1,5 +1,8 @@
 //! Logs: JSON lines on stdout, one access line per request, Pingora's own `log`
-//! output bridged into the same stream.
+//! output bridged into the same stream; [`metrics`], what the admin listener
+//! exposes.
+
+pub mod metrics;
 
 use std::fmt::Write as _;
 use std::io::Write as _;

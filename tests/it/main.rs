@@ -3,6 +3,7 @@
 //! They start the real `esprit-edge` binary on free loopback ports with real
 //! peers (`common`).
 
+mod admin;
 mod auth;
 mod browser;
 mod caps;

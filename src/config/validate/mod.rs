@@ -2,6 +2,7 @@
 //! cross-reference, one file per config area. All problems are collected so
 //! one `check` run shows them all. Defaults come from `config::defaults`.
 
+mod admin;
 mod auth;
 mod hub;
 mod limits;
@@ -37,6 +38,7 @@ pub(crate) fn validate(
     let hub = hub::hub(file.hub, &server.data_dir, env, problems);
     let auth = auth::auth(file.auth, &server.data_dir, problems);
     let limits = limits::limits(file.limits, problems);
+    let admin = admin::admin(file.admin, &server, tls.as_ref(), env, problems);
     Config {
         source: source.to_path_buf(),
         server,
@@ -46,6 +48,7 @@ pub(crate) fn validate(
         hub,
         auth,
         limits,
+        admin,
     }
 }
 

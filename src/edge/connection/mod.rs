@@ -36,6 +36,10 @@ impl ConnectionFilter for AcceptFilter {
         match self.0.admit(*peer, Instant::now()) {
             Ok(()) => true,
             Err(why) => {
+                crate::telemetry::metrics::metrics().refused(match why {
+                    Refused::Total(_) => "connections",
+                    Refused::PerIp(_) => "connections-per-ip",
+                });
                 log_refusal(&self.0, why);
                 false
             }

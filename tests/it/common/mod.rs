@@ -53,6 +53,9 @@ pub struct Edge {
     pub child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The admin listener's port (`ESPRIT_ADMIN_LISTEN`, set for every edge
+    /// so parallel tests never share the default 9090).
+    pub admin_port: u16,
     pub config: PathBuf,
 }
 
@@ -112,6 +115,7 @@ impl Edge {
             child: None,
             dir,
             port,
+            admin_port: free_port(),
             config,
         }
     }
@@ -134,6 +138,10 @@ impl Edge {
             .args(extra_args)
             .env_remove("ESPRIT_CONFIG")
             .env_remove("ESPRIT_LISTEN")
+            .env(
+                "ESPRIT_ADMIN_LISTEN",
+                format!("127.0.0.1:{}", self.admin_port),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);

@@ -1,0 +1,203 @@
+//! The process's metrics, in one registry that the admin listener exposes.
+//! A leaf, so every layer records into it without plumbing: the edge counts
+//! requests, `limit` its refusals. One process-wide instance, like the log:
+//! there is one edge per process, and tests read it over the admin listener.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// What a method does, as dashboards group it: reads are safe to retry.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum MethodClass {
+    /// GET, HEAD, OPTIONS.
+    Read,
+    /// Every other method.
+    Write,
+}
+
+impl MethodClass {
+    /// The class of `method`.
+    pub fn of(method: &http::Method) -> Self {
+        match *method {
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS => Self::Read,
+            _ => Self::Write,
+        }
+    }
+}
+
+/// One finished request's labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The matched route's pattern, or `none`.
+    pub route: String,
+    /// Read or write.
+    pub method: MethodClass,
+    /// The status sent (`0` when the client left first).
+    pub status: u16,
+}
+
+/// A route's label alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// The matched route's pattern, or `none`.
+    pub route: String,
+}
+
+/// A limit's name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    /// The rule (`[[limits]]` name, or a cap such as `connections-per-ip`).
+    pub rule: String,
+}
+
+/// The build, as a constant 1 with labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// Every metric the edge keeps.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RouteLabel, Histogram>,
+    refusals: Family<RuleLabel, Counter>,
+    /// Open client connections, set when the admin listener is scraped.
+    pub open_connections: Gauge,
+}
+
+/// Latency buckets in seconds: 0.5 ms to 10 s, for a proxy in front of
+/// pages and APIs (streams land in the last).
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("esprit");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route, method class and status",
+            requests.clone(),
+        );
+        let durations =
+            Family::<RouteLabel, Histogram>::new_with_constructor(|| Histogram::new(BUCKETS));
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's arrival to the end of its response, by route",
+            durations.clone(),
+        );
+        let refusals = Family::<RuleLabel, Counter>::default();
+        registry.register(
+            "limit_refusals",
+            "Requests and connections refused by a rate rule or a cap, by rule",
+            refusals.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections open or in their TLS handshake",
+            open_connections.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        registry.register("build_info", "The running build", build);
+        Self {
+            registry,
+            requests,
+            durations,
+            refusals,
+            open_connections,
+        }
+    }
+
+    /// Counts a finished request and its duration.
+    pub fn request(&self, route: Option<&str>, method: &http::Method, status: u16, took: Duration) {
+        let route = route.unwrap_or("none");
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                method: MethodClass::of(method),
+                status,
+            })
+            .inc();
+        self.durations
+            .get_or_create(&RouteLabel {
+                route: route.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts one refusal by `rule`.
+    pub fn refused(&self, rule: &str) {
+        self.refusals
+            .get_or_create(&RuleLabel {
+                rule: rule.to_string(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition of everything.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(target: "admin", error = %e, "metrics not encoded");
+        }
+        out
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_refusals_show_in_the_exposition() {
+        let m = Metrics::new();
+        m.request(
+            Some("/api/"),
+            &http::Method::POST,
+            202,
+            Duration::from_millis(3),
+        );
+        m.request(None, &http::Method::GET, 404, Duration::from_micros(100));
+        m.refused("per-ip");
+        m.refused("per-ip");
+        let text = m.encode();
+        assert!(
+            text.contains(r#"esprit_requests_total{route="/api/",method="Write",status="202"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"esprit_requests_total{route="none",method="Read",status="404"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"esprit_limit_refusals_total{rule="per-ip"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"esprit_request_duration_seconds_bucket{le="0.005",route="/api/"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("esprit_build_info{version="), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

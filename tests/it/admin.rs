@@ -1,0 +1,162 @@
+//! The admin listener: `/metrics` read as Prometheus reads it (a real
+//! parser), its values moving as requests are served and refused; nothing of
+//! it on the public listener; a config that puts it on a public port refused.
+
+use crate::common::config::{ConfigBuilder, Route};
+use crate::common::peers;
+use crate::common::{self, Edge, client};
+
+/// The samples of one scrape.
+async fn scrape(edge: &Edge) -> prometheus_parse::Scrape {
+    let r = client()
+        .get(format!("http://127.0.0.1:{}/metrics", edge.admin_port))
+        .send()
+        .await
+        .expect("admin listener");
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("a parsable exposition")
+}
+
+/// The value of `name` whose labels include every pair in `labels` (0 when absent).
+fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name)
+        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match &x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_as_requests_are_served_and_refused() {
+    let app = peers::echo("app").await;
+    let edge = Edge::start(
+        &ConfigBuilder::new()
+            .upstream("app", app.address())
+            .route(Route::prefix("/app/").upstream("app"))
+            .raw("[[limits]]\nname = \"app-ip\"\nprefix = \"/app/\"\nkey = \"ip\"\nrate = \"3/m\"\nburst = 3\n"),
+    );
+    let before = scrape(&edge).await;
+    assert_eq!(
+        value(&before, "esprit_requests_total", &[("route", "/app/")]),
+        0.0
+    );
+    assert_eq!(value(&before, "esprit_build_info", &[]), 1.0);
+    for _ in 0..3 {
+        let r = client().get(edge.url("/app/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = client().post(edge.url("/app/x")).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let r = client().get(edge.url("/nowhere")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(app.hits(), 3);
+    // The access line is written after the response: give the phase a moment.
+    let mut after = scrape(&edge).await;
+    for _ in 0..50 {
+        if value(&after, "esprit_requests_total", &[]) >= 5.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        after = scrape(&edge).await;
+    }
+    let req = |route, method, status| {
+        value(
+            &after,
+            "esprit_requests_total",
+            &[("route", route), ("method", method), ("status", status)],
+        )
+    };
+    assert_eq!(req("/app/", "Read", "200"), 3.0);
+    assert_eq!(req("/app/", "Write", "429"), 1.0);
+    assert_eq!(req("none", "Read", "404"), 1.0);
+    assert_eq!(
+        value(&after, "esprit_limit_refusals_total", &[("rule", "app-ip")]),
+        1.0
+    );
+    // The histogram counts every request of the route.
+    assert_eq!(
+        value(
+            &after,
+            "esprit_request_duration_seconds_count",
+            &[("route", "/app/")]
+        ),
+        4.0
+    );
+    assert!(value(&after, "esprit_open_connections", &[]) >= 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_listener_serves_no_metrics() {
+    let app = peers::echo("app").await;
+    let edge = Edge::start(
+        &ConfigBuilder::new()
+            .upstream("app", app.address())
+            .route(Route::prefix("/").upstream("app")),
+    );
+    let _ = client().get(edge.url("/metrics")).send().await.unwrap();
+    // /metrics on the public port is just a path: it went to the app.
+    assert_eq!(app.hits(), 1);
+    let r = client()
+        .get(format!("http://127.0.0.1:{}/api/agents", edge.admin_port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "the admin listener serves only its own paths"
+    );
+    let r = client()
+        .post(format!("http://127.0.0.1:{}/metrics", edge.admin_port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+}
+
+#[test]
+fn an_admin_listener_on_a_public_port_or_unparsable_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("edge.toml");
+    std::fs::write(
+        &conf,
+        "[server]\nlisten = \"127.0.0.1:18080\"\n[admin]\nlisten = \"0.0.0.0:18080\"\n[[routes]]\nprefix = \"/\"\nto = \"/x\"\n",
+    )
+    .unwrap();
+    let path = conf.to_str().unwrap();
+    let (status, _, err) = common::run_binary(&["check", "--config", path], &[]);
+    assert!(!status.success());
+    assert!(
+        err.contains("admin.listen") && err.contains("public listener"),
+        "{err}"
+    );
+    let (status, _, err) = common::run_binary(
+        &["check", "--config", path],
+        &[("ESPRIT_ADMIN_LISTEN", "localhost")],
+    );
+    assert!(!status.success());
+    assert!(
+        err.contains("admin.listen (from ESPRIT_ADMIN_LISTEN)") && err.contains("not an IP:port"),
+        "{err}"
+    );
+    let (status, out, err) = common::run_binary(
+        &["check", "--config", path],
+        &[("ESPRIT_ADMIN_LISTEN", "off")],
+    );
+    assert!(status.success(), "{out}{err}");
+}
