@@ -3,6 +3,7 @@
 //! `docker stop` and SIGQUIT hand-overs behave.
 
 use crate::admin::Admin;
+use crate::admin::health::{Checker, Health};
 use crate::auth::service::AuthService;
 use crate::auth::upkeep::Upkeep;
 use crate::config::{Config, HandlerKind, RouteAction, RouteAuth};
@@ -198,7 +199,12 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         tracing::info!(target: "edge", listen = %addr, tls = true, "listening");
     }
     if let Some(addr) = config.admin.listen {
-        let mut admin = Service::new("admin".to_string(), Admin::new(caps));
+        let health = Arc::new(Health::new(config.upstreams.values().cloned()));
+        server.add_service(background_service(
+            "upstream health checks",
+            Checker(health.clone()),
+        ));
+        let mut admin = Service::new("admin".to_string(), Admin::new(caps, health));
         admin.add_tcp(&addr.to_string());
         tracing::info!(target: "edge", listen = %addr, "admin listener (metrics)");
         server.add_service(admin);

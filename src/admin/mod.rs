@@ -1,11 +1,15 @@
 //! The admin listener: what the operator's tools read, on an address of its
 //! own that the public listener never serves (`[admin] listen`, loopback by
 //! default). `GET /metrics` is the Prometheus scrape (OpenMetrics text);
-//! `GET /healthz` answers as on the public listener.
+//! `GET /readyz` says whether every upstream answers its check ([`health`]);
+//! `GET /healthz` answers as on the public listener (liveness only).
+
+pub mod health;
 
 use crate::limit::connections::ConnectionCaps;
 use crate::telemetry::metrics::metrics;
 use async_trait::async_trait;
+use health::Health;
 use http::{Response, StatusCode, header};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
@@ -17,12 +21,14 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 /// Serves the admin endpoints.
 pub struct Admin {
     caps: Arc<ConnectionCaps>,
+    health: Arc<Health>,
 }
 
 impl Admin {
-    /// Reads live gauges (open connections) from `caps` at each scrape.
-    pub fn new(caps: Arc<ConnectionCaps>) -> Self {
-        Self { caps }
+    /// Reads live gauges (open connections) from `caps` at each scrape, and
+    /// readiness from `health`.
+    pub fn new(caps: Arc<ConnectionCaps>, health: Arc<Health>) -> Self {
+        Self { caps, health }
     }
 }
 
@@ -32,6 +38,7 @@ fn answer(
     method: &http::Method,
     path: &str,
     scrape: impl FnOnce() -> String,
+    ready: impl FnOnce() -> (bool, serde_json::Value),
 ) -> (StatusCode, &'static str, Vec<u8>) {
     let text = "text/plain; charset=utf-8";
     if method != http::Method::GET && method != http::Method::HEAD {
@@ -40,10 +47,19 @@ fn answer(
     match path {
         "/metrics" => (StatusCode::OK, OPENMETRICS, scrape().into_bytes()),
         "/healthz" => (StatusCode::OK, text, b"ok\n".to_vec()),
+        "/readyz" => {
+            let (ok, body) = ready();
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, "application/json", format!("{body}\n").into_bytes())
+        }
         _ => (
             StatusCode::NOT_FOUND,
             text,
-            b"not found: the admin listener serves /metrics and /healthz\n".to_vec(),
+            b"not found: the admin listener serves /metrics, /readyz and /healthz\n".to_vec(),
         ),
     }
 }
@@ -53,13 +69,18 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let head = req.method == http::Method::HEAD;
-        let (status, ct, body) = answer(&req.method, req.uri.path(), || {
-            let (open, _) = self.caps.count(std::net::IpAddr::from([0, 0, 0, 0]));
-            metrics()
-                .open_connections
-                .set(i64::try_from(open).unwrap_or(i64::MAX));
-            metrics().encode()
-        });
+        let (status, ct, body) = answer(
+            &req.method,
+            req.uri.path(),
+            || {
+                let (open, _) = self.caps.count(std::net::IpAddr::from([0, 0, 0, 0]));
+                metrics()
+                    .open_connections
+                    .set(i64::try_from(open).unwrap_or(i64::MAX));
+                metrics().encode()
+            },
+            || health::readiness(&self.health.snapshot()),
+        );
         let len = body.len();
         let mut resp = Response::builder()
             .status(status)
@@ -81,23 +102,33 @@ impl ServeHttp for Admin {
 mod tests {
     use super::*;
 
+    fn ready() -> (bool, serde_json::Value) {
+        (false, serde_json::json!({"ready": false}))
+    }
+
     #[test]
-    fn metrics_healthz_and_nothing_else() {
-        let (s, ct, body) = answer(&http::Method::GET, "/metrics", || "# EOF\n".into());
+    fn metrics_readyz_healthz_and_nothing_else() {
+        let get = http::Method::GET;
+        let (s, ct, body) = answer(&get, "/metrics", || "# EOF\n".into(), ready);
         assert_eq!(
             (s, ct, body.as_slice()),
             (StatusCode::OK, OPENMETRICS, &b"# EOF\n"[..])
         );
         assert_eq!(
-            answer(&http::Method::GET, "/healthz", String::new).0,
+            answer(&get, "/healthz", String::new, ready).0,
             StatusCode::OK
         );
+        let (s, _, body) = answer(&get, "/readyz", String::new, ready);
         assert_eq!(
-            answer(&http::Method::GET, "/api/agents", String::new).0,
+            (s, body.as_slice()),
+            (StatusCode::SERVICE_UNAVAILABLE, &b"{\"ready\":false}\n"[..])
+        );
+        assert_eq!(
+            answer(&get, "/api/agents", String::new, ready).0,
             StatusCode::NOT_FOUND
         );
         assert_eq!(
-            answer(&http::Method::POST, "/metrics", || unreachable!()).0,
+            answer(&http::Method::POST, "/metrics", || unreachable!(), ready).0,
             StatusCode::METHOD_NOT_ALLOWED
         );
     }

@@ -48,6 +48,9 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// says otherwise.
 pub const ADMIN_LISTEN: &str = "127.0.0.1:9090";
 
+/// `upstreams.NAME.health_interval`.
+pub const HEALTH_INTERVAL: Duration = secs(5);
+
 /// `server.max_headers`.
 pub const MAX_HEADERS: usize = 100;
 
@@ -114,6 +117,11 @@ pub const DOCUMENTED: &[(&str, &str, Documented)] = {
     &[
         ("[server]", "listen", Text(LISTEN)),
         ("[admin]", "listen", Text(ADMIN_LISTEN)),
+        (
+            "[upstreams.NAME]",
+            "health_interval",
+            Duration(HEALTH_INTERVAL),
+        ),
         ("[server]", "data_dir", Text(DATA_DIR)),
         ("[server]", "grace_period", Duration(GRACE_PERIOD)),
         ("[server]", "shutdown_timeout", Duration(SHUTDOWN_TIMEOUT)),

@@ -3,7 +3,7 @@
 //! remembers the variable that set it so errors can name it.
 
 use super::error::Problems;
-use super::file::{FileConfig, UpstreamSection};
+use super::file::FileConfig;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -71,8 +71,9 @@ where
                     .cloned();
                 match found {
                     Some(name) => {
-                        file.upstreams
-                            .insert(name.clone(), UpstreamSection { address: value });
+                        if let Some(u) = file.upstreams.get_mut(&name) {
+                            u.address = value;
+                        }
                         set.insert(format!("upstreams.{name}.address"), var);
                     }
                     None => {

@@ -118,6 +118,9 @@ pub struct TlsSection {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSection {
     pub address: String,
+    pub health_path: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub health_interval: Option<Duration>,
 }
 
 /// `[[routes]]`: one routing rule; which keys apply depends on `kind`.

@@ -186,6 +186,11 @@ pub struct Upstream {
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// What the readiness check asks: `GET` of this path (any status below
+    /// 500 is up), or only a TCP connect when `None`.
+    pub health_path: Option<String>,
+    /// How often it is checked.
+    pub health_interval: std::time::Duration,
 }
 
 /// How a route matches the request path.

@@ -56,6 +56,13 @@ pub struct RuleLabel {
     pub rule: String,
 }
 
+/// An upstream's name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabel {
+    /// The name in `[upstreams.NAME]`.
+    pub upstream: String,
+}
+
 /// The build, as a constant 1 with labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -68,6 +75,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<RouteLabel, Histogram>,
     refusals: Family<RuleLabel, Counter>,
+    upstream_up: Family<UpstreamLabel, Gauge>,
     /// Open client connections, set when the admin listener is scraped.
     pub open_connections: Gauge,
 }
@@ -100,6 +108,12 @@ impl Metrics {
             "Requests and connections refused by a rate rule or a cap, by rule",
             refusals.clone(),
         );
+        let upstream_up = Family::<UpstreamLabel, Gauge>::default();
+        registry.register(
+            "upstream_up",
+            "Whether the upstream passed its last health check (1) or not (0)",
+            upstream_up.clone(),
+        );
         let open_connections = Gauge::default();
         registry.register(
             "open_connections",
@@ -118,6 +132,7 @@ impl Metrics {
             requests,
             durations,
             refusals,
+            upstream_up,
             open_connections,
         }
     }
@@ -146,6 +161,15 @@ impl Metrics {
                 rule: rule.to_string(),
             })
             .inc();
+    }
+
+    /// Records an upstream's last health check.
+    pub fn upstream_up(&self, upstream: &str, up: bool) {
+        self.upstream_up
+            .get_or_create(&UpstreamLabel {
+                upstream: upstream.to_string(),
+            })
+            .set(i64::from(up));
     }
 
     /// The OpenMetrics text exposition of everything.

@@ -160,3 +160,100 @@ fn an_admin_listener_on_a_public_port_or_unparsable_is_refused() {
     );
     assert!(status.success(), "{out}{err}");
 }
+
+/// A bare HTTP upstream on `port` that answers every request 200 (or none,
+/// once dropped): the port stays the same across restarts.
+async fn health_peer(port: u16) -> tokio::task::JoinHandle<()> {
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind health peer");
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut c, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf).await;
+                let _ = c
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    })
+}
+
+/// `/readyz` status and body, polled until `want` (or 10 s).
+async fn readyz_until(edge: &Edge, want: u16) -> (u16, serde_json::Value) {
+    let url = format!("http://127.0.0.1:{}/readyz", edge.admin_port);
+    let mut last = (0, serde_json::Value::Null);
+    for _ in 0..100 {
+        let r = client().get(&url).send().await.expect("admin listener");
+        last = (r.status().as_u16(), r.json().await.expect("json"));
+        if last.0 == want {
+            return last;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_goes_503_when_an_upstream_dies_and_back_when_it_returns() {
+    let port = common::free_port();
+    let peer = health_peer(port).await;
+    let edge = Edge::start(
+        &ConfigBuilder::new()
+            .raw(&format!(
+                "[upstreams.app]\naddress = \"127.0.0.1:{port}\"\nhealth_path = \"/healthz\"\nhealth_interval = \"200ms\"\n"
+            ))
+            .route(Route::prefix("/").upstream("app")),
+    );
+    let (status, body) = readyz_until(&edge, 200).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["upstreams"]["app"]["detail"], "HTTP 200");
+    let s = scrape(&edge).await;
+    assert_eq!(value(&s, "esprit_upstream_up", &[("upstream", "app")]), 1.0);
+
+    peer.abort();
+    let (status, body) = readyz_until(&edge, 503).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["ready"], false);
+    let detail = body["upstreams"]["app"]["detail"].as_str().unwrap();
+    assert!(detail.contains("connect failed"), "{detail}");
+    let s = scrape(&edge).await;
+    assert_eq!(value(&s, "esprit_upstream_up", &[("upstream", "app")]), 0.0);
+    edge.wait_log(|v| {
+        v["target"] == "admin" && v["message"] == "upstream unhealthy" && v["upstream"] == "app"
+    });
+    // /healthz on the public listener is liveness only: still ok.
+    let r = client().get(edge.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let _back = health_peer(port).await;
+    let (status, body) = readyz_until(&edge, 200).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn bad_health_checks_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("edge.toml");
+    std::fs::write(
+        &conf,
+        "[upstreams.app]\naddress = \"127.0.0.1:9\"\nhealth_path = \"healthz now\"\nhealth_interval = \"10ms\"\n[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+    )
+    .unwrap();
+    let (status, _, err) = common::run_binary(&["check", "--config", conf.to_str().unwrap()], &[]);
+    assert!(!status.success());
+    assert!(err.contains("upstreams.app.health_path"), "{err}");
+    assert!(
+        err.contains("upstreams.app.health_interval: out of range"),
+        "{err}"
+    );
+    // An address override keeps the upstream's other keys.
+    let (status, _, err) = common::run_binary(
+        &["check", "--config", conf.to_str().unwrap()],
+        &[("ESPRIT_UPSTREAM_APP", "127.0.0.1:10")],
+    );
+    assert!(!status.success());
+    assert!(err.contains("upstreams.app.health_path"), "{err}");
+}

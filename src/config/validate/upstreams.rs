@@ -1,11 +1,13 @@
 //! `[upstreams.NAME]`: names, addresses and their environment overrides.
 
+use super::super::defaults as d;
 use super::super::env::Overrides;
 use super::super::error::Problems;
 use super::super::file::FileConfig;
 use super::super::model::Upstream;
 use super::host_port;
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 pub(super) fn upstreams(
     f: &FileConfig,
@@ -33,6 +35,22 @@ pub(super) fn upstreams(
             p.add(&key, "upstream names use only a-z, 0-9, '_' and '-'");
             continue;
         }
+        if let Some(path) = &u.health_path
+            && (!path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            p.add(
+                format!("{key}.health_path"),
+                format!("{path:?} is not a path like /healthz (no spaces or control characters)"),
+            );
+        }
+        if let Some(i) = u.health_interval
+            && !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&i)
+        {
+            p.add(
+                format!("{key}.health_interval"),
+                "out of range (100ms to 1h)",
+            );
+        }
         match host_port(&u.address) {
             Ok((host, port)) => {
                 out.insert(
@@ -41,6 +59,8 @@ pub(super) fn upstreams(
                         name: name.clone(),
                         host,
                         port,
+                        health_path: u.health_path.clone(),
+                        health_interval: u.health_interval.unwrap_or(d::HEALTH_INTERVAL),
                     },
                 );
             }

@@ -1,0 +1,195 @@
+//! Upstream health for `/readyz`: each upstream is checked on its own
+//! interval (a TCP connect, or a `GET` of its `health_path`), and the last
+//! result is kept with its reason. An upstream not checked yet is not ready:
+//! an orchestrator should not send traffic to an edge that has not seen its
+//! backends.
+
+use crate::config::Upstream;
+use crate::telemetry::metrics::metrics;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Longest a single check may take, whatever the interval.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One upstream's last check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Whether it answered as expected.
+    pub up: bool,
+    /// What was seen: `HTTP 200`, `connected`, or why it failed.
+    pub detail: String,
+}
+
+/// The last result of every upstream.
+#[derive(Default)]
+pub struct Health {
+    upstreams: Vec<Upstream>,
+    last: RwLock<BTreeMap<String, Status>>,
+}
+
+impl Health {
+    /// Health of `upstreams`, none checked yet.
+    pub fn new(upstreams: impl IntoIterator<Item = Upstream>) -> Self {
+        Self {
+            upstreams: upstreams.into_iter().collect(),
+            last: RwLock::default(),
+        }
+    }
+
+    fn record(&self, name: &str, status: Status) {
+        metrics().upstream_up(name, status.up);
+        let mut last = self.last.write().unwrap_or_else(|p| p.into_inner());
+        if last.get(name).is_none_or(|s| s.up != status.up) {
+            if status.up {
+                tracing::info!(target: "admin", upstream = name, detail = %status.detail, "upstream healthy");
+            } else {
+                tracing::warn!(target: "admin", upstream = name, detail = %status.detail, "upstream unhealthy");
+            }
+        }
+        last.insert(name.to_string(), status);
+    }
+
+    /// Every upstream's state, `None` for one not checked yet.
+    pub fn snapshot(&self) -> Vec<(String, Option<Status>)> {
+        let last = self.last.read().unwrap_or_else(|p| p.into_inner());
+        self.upstreams
+            .iter()
+            .map(|u| (u.name.clone(), last.get(&u.name).cloned()))
+            .collect()
+    }
+}
+
+/// The `/readyz` answer: ready when every upstream is up; the JSON names
+/// each upstream with what was seen.
+pub fn readiness(snapshot: &[(String, Option<Status>)]) -> (bool, serde_json::Value) {
+    let mut ready = true;
+    let mut upstreams = serde_json::Map::new();
+    for (name, status) in snapshot {
+        let (up, detail) = match status {
+            Some(s) => (s.up, s.detail.as_str()),
+            None => (false, "not checked yet"),
+        };
+        ready &= up;
+        upstreams.insert(
+            name.clone(),
+            serde_json::json!({"up": up, "detail": detail}),
+        );
+    }
+    (
+        ready,
+        serde_json::json!({"ready": ready, "upstreams": upstreams}),
+    )
+}
+
+/// Reads the status code from an HTTP/1 status line.
+fn status_code(head: &[u8]) -> Option<u16> {
+    let line = head.split(|b| *b == b'\n').next()?;
+    let mut parts = line.split(|b| *b == b' ');
+    let version = parts.next()?;
+    if !version.starts_with(b"HTTP/1.") {
+        return None;
+    }
+    std::str::from_utf8(parts.next()?).ok()?.parse().ok()
+}
+
+/// Checks one upstream once.
+async fn check(u: &Upstream) -> Status {
+    let down = |detail: String| Status { up: false, detail };
+    let connect = TcpStream::connect((u.host.as_str(), u.port));
+    let mut conn = match tokio::time::timeout(CHECK_TIMEOUT, connect).await {
+        Err(_) => return down("connect timed out".into()),
+        Ok(Err(e)) => return down(format!("connect failed: {e}")),
+        Ok(Ok(c)) => c,
+    };
+    let Some(path) = &u.health_path else {
+        return Status {
+            up: true,
+            detail: "connected".into(),
+        };
+    };
+    let ask = async {
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: esprit-edge-health\r\nConnection: close\r\n\r\n",
+            u.host, u.port
+        );
+        conn.write_all(req.as_bytes()).await?;
+        let mut head = Vec::with_capacity(256);
+        let mut buf = [0u8; 256];
+        while !head.contains(&b'\n') && head.len() < 4096 {
+            let n = conn.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Ok::<_, std::io::Error>(status_code(&head))
+    };
+    match tokio::time::timeout(CHECK_TIMEOUT, ask).await {
+        Err(_) => down(format!("GET {path} timed out")),
+        Ok(Err(e)) => down(format!("GET {path} failed: {e}")),
+        Ok(Ok(None)) => down(format!("GET {path}: not an HTTP answer")),
+        Ok(Ok(Some(code))) => Status {
+            up: code < 500,
+            detail: format!("HTTP {code}"),
+        },
+    }
+}
+
+/// The background service that keeps [`Health`] current.
+pub struct Checker(pub Arc<Health>);
+
+#[async_trait::async_trait]
+impl BackgroundService for Checker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for u in self.0.upstreams.clone() {
+            let health = self.0.clone();
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(u.health_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let status = check(&u).await;
+                    health.record(&u.name, status);
+                }
+            });
+        }
+        let _ = shutdown.changed().await;
+        tasks.abort_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_every_upstream_is_up() {
+        let up = Some(Status {
+            up: true,
+            detail: "HTTP 200".into(),
+        });
+        let (ready, body) = readiness(&[("sim".into(), up.clone())]);
+        assert!(ready);
+        assert_eq!(body["upstreams"]["sim"]["detail"], "HTTP 200");
+        let (ready, body) = readiness(&[("sim".into(), up), ("realtime".into(), None)]);
+        assert!(!ready);
+        assert_eq!(body["ready"], false);
+        assert_eq!(body["upstreams"]["realtime"]["detail"], "not checked yet");
+        assert!(readiness(&[]).0, "no upstreams: nothing to wait for");
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(status_code(b"HTTP/1.1 204 No Content\r\n"), Some(204));
+        assert_eq!(status_code(b"HTTP/1.0 503 x\r\n"), Some(503));
+        assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(status_code(b""), None);
+    }
+}
