@@ -87,6 +87,8 @@ pub struct Forwarded<'a> {
     pub user: Option<&'a str>,
     /// Their email (`X-Forwarded-Email`), when known.
     pub email: Option<&'a str>,
+    /// The request's id (`X-Request-Id`), replacing any the client sent.
+    pub request_id: &'a str,
 }
 
 /// Whether the `Cookie` value `v` holds one of the edge's own cookies.
@@ -186,6 +188,7 @@ pub fn prepare(
     if let Some(host) = fwd.host {
         req.insert_header("x-forwarded-host", host)?;
     }
+    req.insert_header(super::request_id::HEADER, fwd.request_id)?;
     let uri: http::Uri = path_and_query.parse().map_err(|e| {
         pingora::Error::because(
             pingora::ErrorType::InternalError,
@@ -208,6 +211,7 @@ mod tests {
             host: Some("hub.example.com"),
             user: None,
             email: None,
+            request_id: "0123456789abcdef01234567",
         }
     }
 

@@ -12,6 +12,7 @@ pub mod framing;
 pub mod handlers;
 pub mod path;
 pub mod request;
+pub mod request_id;
 pub mod response;
 pub mod router;
 pub mod upstream;
@@ -450,6 +451,7 @@ impl ProxyHttp for Edge {
             host: ctx.facts.authority.as_deref(),
             user: ctx.identity.as_ref().map(|i| i.user.as_str()),
             email: ctx.identity.as_ref().and_then(|i| i.email.as_deref()),
+            request_id: &ctx.facts.request_id,
         };
         let target = ctx.proxy.as_ref().map_or("", |p| p.target.as_str());
         forward::prepare(upstream_request, &fwd, ctx.facts.upgrade, target)
@@ -559,6 +561,7 @@ impl ProxyHttp for Edge {
             route,
             upstream: ctx.proxy.as_ref().map(|p| p.upstream.as_str()),
             proto: ctx.facts.proto,
+            request_id: &ctx.facts.request_id,
             error: e
                 .map(|e| e.to_string())
                 .or_else(|| ctx.reason.filter(|_| status >= 400).map(str::to_string)),

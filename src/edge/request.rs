@@ -38,6 +38,8 @@ pub struct Facts {
     pub event_stream: bool,
     /// `https` if the browser reached us over TLS (ours or a trusted proxy's).
     pub proto: &'static str,
+    /// The request's id (`X-Request-Id`): a trusted proxy's, or new.
+    pub request_id: String,
 }
 
 impl Facts {
@@ -168,6 +170,7 @@ impl Policy {
             } else {
                 "http"
             },
+            request_id: super::request_id::of(req, peer_trusted),
         }
     }
 

@@ -66,6 +66,8 @@ pub struct Access<'a> {
     pub upstream: Option<&'a str>,
     /// `http` or `https` as the browser used it.
     pub proto: &'a str,
+    /// The request's id, as passed upstream.
+    pub request_id: &'a str,
     /// Why the request failed or was refused.
     pub error: Option<String>,
 }
@@ -90,6 +92,7 @@ pub fn access(a: &Access<'_>) {
             route = a.route.unwrap_or(""),
             upstream = a.upstream.unwrap_or(""),
             proto = a.proto,
+            request_id = a.request_id,
             error = a.error.as_deref().unwrap_or(""),
         );
         return;
@@ -127,6 +130,8 @@ fn access_line(a: &Access<'_>, now: SystemTime) -> String {
     json_str(&mut out, a.upstream.unwrap_or(""));
     out.push_str(",\"proto\":");
     json_str(&mut out, a.proto);
+    out.push_str(",\"request_id\":");
+    json_str(&mut out, a.request_id);
     out.push_str(",\"error\":");
     json_str(&mut out, a.error.as_deref().unwrap_or(""));
     out.push_str(",\"target\":\"access\"}\n");
@@ -162,6 +167,7 @@ mod tests {
             route: Some("/studio/"),
             upstream: Some("sim"),
             proto: "https",
+            request_id: "abc-1",
             error: Some("line\nbreak".into()),
         };
         let line = access_line(
@@ -182,10 +188,11 @@ mod tests {
         assert_eq!(v["route"], "/studio/");
         assert_eq!(v["upstream"], "sim");
         assert_eq!(v["proto"], "https");
+        assert_eq!(v["request_id"], "abc-1");
         assert_eq!(v["error"], "line\nbreak");
         assert_eq!(v["target"], "access");
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys.len(), 13);
+        assert_eq!(keys.len(), 14);
 
         let none = Access {
             client: None,

@@ -458,16 +458,20 @@ async fn trusted_proxy_xff_is_walked_right_to_left() {
         .get(s.edge.url("/studio/"))
         .header("x-forwarded-for", "6.6.6.6, 198.51.100.7, 127.0.0.9")
         .header("x-forwarded-proto", "https")
+        .header("x-request-id", "lb-7f3a.42")
         .send()
         .await
         .unwrap();
     let echo: Value = r.json().await.unwrap();
     assert_eq!(header(&echo, "x-forwarded-for"), ["198.51.100.7"]);
     assert_eq!(header(&echo, "x-forwarded-proto"), ["https"]);
+    // The trusted proxy's request id spans both hops.
+    assert_eq!(header(&echo, "x-request-id"), ["lb-7f3a.42"]);
     let line = s
         .edge
         .wait_log(|v| v["target"] == "access" && v["path"] == "/studio/");
     assert_eq!(line["client"], "198.51.100.7");
+    assert_eq!(line["request_id"], "lb-7f3a.42");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,15 +481,22 @@ async fn untrusted_peer_cannot_claim_another_ip() {
         .client()
         .get(s.edge.url("/studio/"))
         .header("x-forwarded-for", "198.51.100.7")
+        .header("x-request-id", "chosen-by-the-client")
         .send()
         .await
         .unwrap();
     let echo: Value = r.json().await.unwrap();
     assert_eq!(header(&echo, "x-forwarded-for"), ["127.0.0.1"]);
+    // A client's own request id is replaced; the upstream and the log see the edge's.
+    let id = header(&echo, "x-request-id");
+    assert_eq!(id.len(), 1);
+    assert_ne!(id[0], "chosen-by-the-client");
+    assert_eq!(id[0].len(), 24, "{id:?}");
     let line = s
         .edge
         .wait_log(|v| v["target"] == "access" && v["path"] == "/studio/");
     assert_eq!(line["client"], "127.0.0.1");
+    assert_eq!(line["request_id"], id[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
