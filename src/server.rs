@@ -11,12 +11,14 @@ use crate::edge::Edge;
 use crate::edge::connection::head::HeadRules;
 use crate::edge::connection::{AcceptFilter, Served};
 use crate::edge::handlers::Handlers;
+use crate::edge::live::{Live, LiveConfig, needs_restart};
 use crate::hub::Hub;
 use crate::limit::connections::ConnectionCaps;
 use crate::limit::rate::{Prune, RateRules};
 use crate::tls::CertStore;
 use crate::watch::{StreamWatch, Sweeper};
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
 use pingora::prelude::{Opt, Server};
 use pingora::proxy::http_proxy;
@@ -32,6 +34,53 @@ use std::sync::Arc;
 /// reloaded (the TLS certificate) and never stops the edge.
 struct Hangup {
     certs: Option<Arc<CertStore>>,
+    reload: Reload,
+}
+
+/// What SIGHUP swaps: the edge's request handling and the rules the prune
+/// service keeps small; `running` is the config in force, for what changed.
+struct Reload {
+    running: std::sync::Mutex<Config>,
+    live: LiveConfig,
+    rules: Arc<ArcSwap<RateRules>>,
+}
+
+impl Reload {
+    /// Re-reads the config file (and the environment) and applies what a
+    /// running edge can: an invalid file is refused with every problem
+    /// logged, and the running config stays.
+    fn apply(&self) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let source = running.source.clone();
+        let new = match crate::config::load(&source)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                preflight(&c).map_err(|e| format!("{e:#}"))?;
+                Ok(c)
+            }) {
+            Ok(c) => c,
+            Err(problems) => {
+                for line in problems.lines().filter(|l| !l.trim().is_empty()) {
+                    tracing::error!(target: "edge", file = %source.display(), problem = line, "config reload refused");
+                }
+                tracing::error!(target: "edge", file = %source.display(), "SIGHUP: the new config is invalid; the running config stays");
+                crate::telemetry::metrics::metrics().reload("refused");
+                return;
+            }
+        };
+        for advice in advice(&new) {
+            tracing::warn!(target: "edge", "{advice}");
+        }
+        for what in needs_restart(&running, &new) {
+            tracing::warn!(target: "edge", "not applied by SIGHUP: {what}");
+        }
+        let rules = Arc::new(RateRules::new(&new.limits));
+        self.rules.store(rules.clone());
+        self.live.store(Arc::new(Live::new(&new, rules)));
+        tracing::info!(target: "edge", file = %source.display(), routes = new.routes.len(), limits = new.limits.len(), "config reloaded");
+        crate::telemetry::metrics::metrics().reload("applied");
+        *running = new;
+    }
 }
 
 #[async_trait::async_trait]
@@ -47,10 +96,12 @@ impl BackgroundService for Hangup {
         };
         loop {
             tokio::select! {
-                _ = hup.recv() => match &self.certs {
-                    Some(certs) => certs.reload_logged(),
-                    None => tracing::info!(target: "edge", "SIGHUP: nothing to reload (the config is read at start; change it with a restart or a SIGQUIT hand-over)"),
-                },
+                _ = hup.recv() => {
+                    if let Some(certs) = &self.certs {
+                        certs.reload_logged();
+                    }
+                    self.reload.apply();
+                }
                 _ = shutdown.changed() => return,
             }
         }
@@ -149,12 +200,12 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         None
     };
     let limits = Arc::new(RateRules::new(&config.limits));
-    if !limits.is_empty() {
-        server.add_service(background_service(
-            "rate limit upkeep",
-            Prune(limits.clone()),
-        ));
-    }
+    // Pruned even when empty: a reload may bring rules.
+    let rules = Arc::new(ArcSwap::new(limits.clone()));
+    server.add_service(background_service(
+        "rate limit upkeep",
+        Prune(rules.clone()),
+    ));
     let streams = Arc::new(StreamWatch::default());
     if let Some(auth) = &auth {
         handlers.register(HandlerKind::Auth, auth.clone());
@@ -173,10 +224,13 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         timeout: config.server.header_timeout,
         max_bytes: config.server.max_header_bytes,
     };
-    let proxy = http_proxy(
-        &server.configuration,
-        Edge::new(&config, handlers, auth, streams, limits),
-    );
+    let edge_app = Edge::new(&config, handlers, auth, streams, limits);
+    let reload = Reload {
+        running: std::sync::Mutex::new(config.clone()),
+        live: edge_app.live(),
+        rules,
+    };
+    let proxy = http_proxy(&server.configuration, edge_app);
     let mut edge = Service::new(
         "esprit-edge".to_string(),
         Served::new(proxy, caps.clone(), head),
@@ -209,7 +263,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         tracing::info!(target: "edge", listen = %addr, "admin listener (metrics)");
         server.add_service(admin);
     }
-    server.add_service(background_service("SIGHUP", Hangup { certs }));
+    server.add_service(background_service("SIGHUP", Hangup { certs, reload }));
     server.add_service(edge);
     server.run_forever()
 }

@@ -31,6 +31,8 @@ pub struct RequestCtx {
     pub stream: Option<StreamGuard>,
     /// A long stream's place under the stream caps, held until it ends.
     pub stream_place: Option<StreamPermit>,
+    /// The config this request is handled by (a reload swaps it for new ones).
+    pub live: Option<Arc<super::live::Live>>,
 }
 
 impl Default for RequestCtx {
@@ -45,6 +47,7 @@ impl Default for RequestCtx {
             proxy: None,
             stream: None,
             stream_place: None,
+            live: None,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod errors;
 pub mod forward;
 pub mod framing;
 pub mod handlers;
+pub mod live;
 pub mod path;
 pub mod request;
 pub mod request_id;
@@ -26,30 +27,27 @@ use crate::reply::handler::{Call, Handled};
 use crate::reply::{self, Reply, headers};
 use crate::telemetry;
 use crate::watch::{StreamGuard, StreamWatch};
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use context::{Proxied, RequestCtx};
 use handlers::Handlers;
+use live::{Live, LiveConfig};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
-use request::{Decision, Policy};
+use request::Decision;
 use std::sync::Arc;
-use upstream::Upstreams;
 
 /// The edge proxy: routing, forwarding and response policy for both listeners.
 pub struct Edge {
-    policy: Policy,
+    /// What a reload replaces; each request takes a snapshot into its context.
+    live: LiveConfig,
     handlers: Handlers,
     auth: Option<Arc<AuthService>>,
     streams: Arc<StreamWatch>,
-    limits: Arc<RateRules>,
     stream_caps: Arc<StreamCaps>,
-    upstreams: Upstreams,
-    hsts: bool,
-    keepalive_secs: u64,
-    body_timeout: std::time::Duration,
 }
 
 impl Edge {
@@ -65,24 +63,24 @@ impl Edge {
         limits: Arc<RateRules>,
     ) -> Self {
         Self {
-            policy: Policy::new(config),
+            live: Arc::new(ArcSwap::from_pointee(Live::new(config, limits))),
             handlers,
             auth,
             streams,
-            limits,
             stream_caps: Arc::new(StreamCaps::new(
                 config.server.max_streams_per_ip,
                 config.server.max_streams_per_session,
             )),
-            upstreams: Upstreams::new(&config.upstreams),
-            hsts: config.tls.as_ref().is_some_and(|t| t.hsts),
-            keepalive_secs: config.server.keepalive_timeout.as_secs(),
-            body_timeout: config.server.body_timeout,
         }
     }
 
+    /// The handle a reload swaps the request handling through.
+    pub fn live(&self) -> LiveConfig {
+        self.live.clone()
+    }
+
     fn hsts_for(&self, ctx: &RequestCtx) -> bool {
-        self.hsts && ctx.tls
+        ctx.live.as_ref().is_some_and(|l| l.hsts) && ctx.tls
     }
 
     /// The route's gate (DESIGN step 3): the route says how it is
@@ -136,7 +134,10 @@ impl Edge {
 
     /// Counts the request against the rate rules of `stage` (DESIGN step 2).
     fn limit(&self, stage: Stage, req: &RequestHeader, ctx: &RequestCtx) -> Result<(), Box<Reply>> {
-        if !self.limits.has(stage) {
+        let Some(live) = &ctx.live else {
+            return Ok(());
+        };
+        if !live.limits.has(stage) {
             return Ok(());
         }
         let mut who = Subject {
@@ -162,7 +163,7 @@ impl Edge {
         } else {
             &ctx.facts.path
         };
-        self.limits
+        live.limits
             .check(stage, &req.method, path, &who)
             .map_err(|e| Box::new(too_many(e, ctx.facts.json)))
     }
@@ -307,24 +308,26 @@ impl ProxyHttp for Edge {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         connection::head::head_done(session.downstream_session.stream());
+        let live = self.live.load_full();
+        ctx.live = Some(live.clone());
         if session.get_keepalive().is_some() {
             // Only where Pingora keeps the connection: it turns keep-alive off
             // for a request framed by both Content-Length and Transfer-Encoding
             // (RFC 9112 §6.1) and for HTTP/1.0 without `Connection: keep-alive`.
-            session.set_keepalive(Some(self.keepalive_secs));
+            session.set_keepalive(Some(live.keepalive_secs));
         }
         // A body that stops arriving (nginx `client_body_timeout`); an
         // upgraded stream gets its route's idle time below.
-        session.set_read_timeout(Some(self.body_timeout));
+        session.set_read_timeout(Some(live.body_timeout));
         ctx.tls = is_tls(session);
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let req = session.req_header();
-        ctx.facts = self.policy.facts(req, peer, ctx.tls);
+        ctx.facts = live.policy.facts(req, peer, ctx.tls);
         let claims = |kind, path: &str| self.handlers.claims(kind, path);
-        let decision = self.policy.decide(req, ctx.tls, &mut ctx.facts, &claims);
+        let decision = live.policy.decide(req, ctx.tls, &mut ctx.facts, &claims);
         ctx.route = decision.route().cloned();
         // Limits by IP, then the route's gate, then limits by who it is.
         let req = session.req_header();
@@ -368,7 +371,7 @@ impl ProxyHttp for Edge {
             },
             Decision::Proxy(fwd) => {
                 ctx.proxy = Some(Proxied {
-                    body_limit: request::body_limit(&self.policy, Some(&fwd.route)),
+                    body_limit: request::body_limit(&live.policy, Some(&fwd.route)),
                     upstream: fwd.upstream,
                     target: fwd.target,
                     body_seen: 0,
@@ -413,10 +416,10 @@ impl ProxyHttp for Edge {
         _session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        let (Some(route), Some(p)) = (&ctx.route, &ctx.proxy) else {
+        let (Some(route), Some(p), Some(live)) = (&ctx.route, &ctx.proxy, &ctx.live) else {
             return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
         };
-        let addr = self.upstreams.address(&p.upstream).await?;
+        let addr = live.upstreams.address(&p.upstream).await?;
         Ok(upstream::peer(addr, &route.timeouts))
     }
 

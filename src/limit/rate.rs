@@ -219,7 +219,7 @@ fn redacted(key: &str) -> String {
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 /// The background service that prunes the rules' keys.
-pub struct Prune(pub Arc<RateRules>);
+pub struct Prune(pub Arc<arc_swap::ArcSwap<RateRules>>);
 
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for Prune {
@@ -228,7 +228,7 @@ impl pingora::services::background::BackgroundService for Prune {
         loop {
             tokio::select! {
                 _ = every.tick() => {
-                    let rules = self.0.clone();
+                    let rules = self.0.load_full();
                     let _ = tokio::task::spawn_blocking(move || rules.prune()).await;
                 }
                 _ = shutdown.changed() => return,

@@ -63,6 +63,13 @@ pub struct UpstreamLabel {
     pub upstream: String,
 }
 
+/// How something ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `applied`, `refused`, ...
+    pub outcome: String,
+}
+
 /// The build, as a constant 1 with labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -76,6 +83,7 @@ pub struct Metrics {
     durations: Family<RouteLabel, Histogram>,
     refusals: Family<RuleLabel, Counter>,
     upstream_up: Family<UpstreamLabel, Gauge>,
+    reloads: Family<OutcomeLabel, Counter>,
     /// Open client connections, set when the admin listener is scraped.
     pub open_connections: Gauge,
 }
@@ -114,6 +122,12 @@ impl Metrics {
             "Whether the upstream passed its last health check (1) or not (0)",
             upstream_up.clone(),
         );
+        let reloads = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP), by outcome: applied or refused",
+            reloads.clone(),
+        );
         let open_connections = Gauge::default();
         registry.register(
             "open_connections",
@@ -133,6 +147,7 @@ impl Metrics {
             durations,
             refusals,
             upstream_up,
+            reloads,
             open_connections,
         }
     }
@@ -159,6 +174,15 @@ impl Metrics {
         self.refusals
             .get_or_create(&RuleLabel {
                 rule: rule.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a config reload by how it ended.
+    pub fn reload(&self, outcome: &str) {
+        self.reloads
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
             })
             .inc();
     }

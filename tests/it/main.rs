@@ -12,6 +12,7 @@ mod config_cli;
 mod hub;
 mod lifecycle;
 mod limits;
+mod reload;
 mod routing;
 mod streams;
 mod tls;

@@ -108,6 +108,11 @@ impl Route {
         self.with("read_timeout", timeout)
     }
 
+    /// The route's `csp`.
+    pub fn csp(self, csp: &str) -> Route {
+        self.with("csp", csp)
+    }
+
     /// `max_body_bytes` for this route.
     pub fn max_body_bytes(self, bytes: i64) -> Route {
         self.with("max_body_bytes", bytes)
