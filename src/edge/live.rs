@@ -6,8 +6,9 @@
 
 use super::request::Policy;
 use super::upstream::Upstreams;
-use crate::config::Config;
+use crate::config::{Config, Route};
 use crate::limit::rate::RateRules;
+use crate::telemetry::metrics::{RouteMetrics, metrics};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,16 @@ pub struct Live {
     pub keepalive_secs: u64,
     /// Longest silence while a request body arrives.
     pub body_timeout: Duration,
+    /// Each route's metric series, by its index; the last is "no route".
+    pub route_metrics: Vec<RouteMetrics>,
+}
+
+impl Live {
+    /// The metric series of `route` (or of "no route").
+    pub fn metrics_of(&self, route: Option<&Route>) -> &RouteMetrics {
+        let last = self.route_metrics.len() - 1;
+        &self.route_metrics[route.map_or(last, |r| r.index.min(last))]
+    }
 }
 
 impl Live {
@@ -38,6 +49,12 @@ impl Live {
             hsts: config.tls.as_ref().is_some_and(|t| t.hsts),
             keepalive_secs: config.server.keepalive_timeout.as_secs(),
             body_timeout: config.server.body_timeout,
+            route_metrics: config
+                .routes
+                .iter()
+                .map(|r| metrics().route(Some(r.label())))
+                .chain(std::iter::once(metrics().route(None)))
+                .collect(),
         }
     }
 }

@@ -549,7 +549,12 @@ impl ProxyHttp for Edge {
         let req = session.req_header();
         let duration = ctx.started.elapsed();
         let route = ctx.route.as_ref().map(|r| r.label());
-        telemetry::metrics::metrics().request(route, &req.method, status, duration);
+        if let Some(live) = &ctx.live {
+            live.metrics_of(ctx.route.as_deref())
+                .request(&req.method, status, duration);
+        } else {
+            telemetry::metrics::metrics().request(route, &req.method, status, duration);
+        }
         telemetry::access(&telemetry::Access {
             client: ctx.facts.client_ip,
             method: req.method.as_str(),

@@ -37,7 +37,14 @@ pub fn generate() -> String {
         u64::from_le_bytes(b)
     });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{:016x}{:08x}", prefix, n as u32)
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 24];
+    let digits = (u128::from(prefix) << 32) | u128::from(n as u32);
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = HEX[((digits >> (4 * (23 - i))) & 0xf) as usize];
+    }
+    // Hex digits are ASCII.
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The request's id: a trusted proxy's, when it sent one that is safe, else new.
@@ -85,6 +92,15 @@ mod tests {
         ] {
             assert!(fresh(of(&req(bad), true)), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn generated_ids_are_the_prefix_then_the_counter_in_hex() {
+        let a = generate();
+        let b = generate();
+        let n = |s: &str| u32::from_str_radix(&s[16..], 16).unwrap();
+        assert!(n(&b) > n(&a), "{a} {b}");
+        assert!(u64::from_str_radix(&a[..16], 16).is_ok());
     }
 
     #[test]

@@ -9,16 +9,16 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// What a method does, as dashboards group it: reads are safe to retry.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum MethodClass {
     /// GET, HEAD, OPTIONS.
-    Read,
+    Read = 0,
     /// Every other method.
-    Write,
+    Write = 1,
 }
 
 impl MethodClass {
@@ -35,7 +35,7 @@ impl MethodClass {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The matched route's pattern, or `none`.
-    pub route: String,
+    pub route: Arc<String>,
     /// Read or write.
     pub method: MethodClass,
     /// The status sent (`0` when the client left first).
@@ -46,7 +46,43 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
     /// The matched route's pattern, or `none`.
-    pub route: String,
+    pub route: Arc<String>,
+}
+
+/// Status codes a route's counters are kept for without a lookup.
+const CODES: usize = 600;
+
+/// One route's series, resolved once (when the config is loaded), so a
+/// request costs a few atomic adds and no label hashing or allocation: the
+/// hot path must not pay for being observed.
+pub struct RouteMetrics {
+    route: Arc<String>,
+    requests: Family<RequestLabels, Counter>,
+    duration: Histogram,
+    /// `[method class][status]`, each made on first use (so the exposition
+    /// shows only statuses that happened).
+    counters: [Box<[OnceLock<Counter>]>; 2],
+}
+
+impl RouteMetrics {
+    /// Counts a finished request on this route and its duration.
+    pub fn request(&self, method: &http::Method, status: u16, took: Duration) {
+        let class = MethodClass::of(method);
+        let make = || {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: self.route.clone(),
+                    method: class,
+                    status,
+                })
+                .clone()
+        };
+        match self.counters[class as usize].get(usize::from(status)) {
+            Some(slot) => slot.get_or_init(make).inc(),
+            None => make().inc(),
+        };
+        self.duration.observe(took.as_secs_f64());
+    }
 }
 
 /// A limit's name.
@@ -152,21 +188,28 @@ impl Metrics {
         }
     }
 
-    /// Counts a finished request and its duration.
-    pub fn request(&self, route: Option<&str>, method: &http::Method, status: u16, took: Duration) {
-        let route = route.unwrap_or("none");
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.to_string(),
-                method: MethodClass::of(method),
-                status,
-            })
-            .inc();
-        self.durations
+    /// The series of the route labelled `route` (`None`: no route matched).
+    pub fn route(&self, route: Option<&str>) -> RouteMetrics {
+        let route = Arc::new(route.unwrap_or("none").to_string());
+        let duration = self
+            .durations
             .get_or_create(&RouteLabel {
-                route: route.to_string(),
+                route: route.clone(),
             })
-            .observe(took.as_secs_f64());
+            .clone();
+        let slots = || (0..CODES).map(|_| OnceLock::new()).collect::<Box<[_]>>();
+        RouteMetrics {
+            route,
+            requests: self.requests.clone(),
+            duration,
+            counters: [slots(), slots()],
+        }
+    }
+
+    /// Counts a finished request and its duration (off the hot path: the
+    /// edge uses the route's resolved [`RouteMetrics`]).
+    pub fn request(&self, route: Option<&str>, method: &http::Method, status: u16, took: Duration) {
+        self.route(route).request(method, status, took);
     }
 
     /// Counts one refusal by `rule`.
