@@ -1,8 +1,9 @@
-//! Upstream health for `/readyz`: each upstream is checked on its own
-//! interval (a TCP connect, or a `GET` of its `health_path`), and the last
-//! result is kept with its reason. An upstream not checked yet is not ready:
-//! an orchestrator should not send traffic to an edge that has not seen its
-//! backends.
+//! Upstream health for `/readyz`: each upstream with a check configured is
+//! checked on its own interval (a TCP connect, or a `GET` of its
+//! `health_path`), and the last result is kept with its reason. One not
+//! checked yet is not ready: an orchestrator should not send traffic to an
+//! edge that has not seen its backends. Upstreams without a check are
+//! listed and never hold readiness back.
 
 use crate::config::Upstream;
 use crate::telemetry::metrics::metrics;
@@ -60,7 +61,16 @@ impl Health {
         let last = self.last.read().unwrap_or_else(|p| p.into_inner());
         self.upstreams
             .iter()
-            .map(|u| (u.name.clone(), last.get(&u.name).cloned()))
+            .map(|u| {
+                let status = match u.health_checked {
+                    true => last.get(&u.name).cloned(),
+                    false => Some(Status {
+                        up: true,
+                        detail: "not checked (no health_path or health_interval)".into(),
+                    }),
+                };
+                (u.name.clone(), status)
+            })
             .collect()
     }
 }
@@ -148,7 +158,13 @@ pub struct Checker(pub Arc<Health>);
 impl BackgroundService for Checker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut tasks = tokio::task::JoinSet::new();
-        for u in self.0.upstreams.clone() {
+        for u in self
+            .0
+            .upstreams
+            .iter()
+            .filter(|u| u.health_checked)
+            .cloned()
+        {
             let health = self.0.clone();
             tasks.spawn(async move {
                 let mut tick = tokio::time::interval(u.health_interval);

@@ -191,6 +191,10 @@ pub struct Upstream {
     pub health_path: Option<String>,
     /// How often it is checked.
     pub health_interval: std::time::Duration,
+    /// Whether it is checked at all: health checks are opt-in (a
+    /// `health_path` or a `health_interval`), as in HAProxy or Envoy, so
+    /// nothing connects to an upstream the operator did not ask about.
+    pub health_checked: bool,
 }
 
 /// How a route matches the request path.

@@ -61,6 +61,7 @@ pub(super) fn upstreams(
                         port,
                         health_path: u.health_path.clone(),
                         health_interval: u.health_interval.unwrap_or(d::HEALTH_INTERVAL),
+                        health_checked: u.health_path.is_some() || u.health_interval.is_some(),
                     },
                 );
             }
