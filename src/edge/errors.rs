@@ -12,6 +12,27 @@ pub struct Failure {
     pub message: &'static str,
 }
 
+/// What kind of upstream failure `etype` is, for the metrics (`None`: not
+/// the upstream's).
+pub fn upstream_failure(
+    etype: &ErrorType,
+    source: &ErrorSource,
+) -> Option<crate::telemetry::metrics::UpstreamFailure> {
+    use crate::telemetry::metrics::UpstreamFailure::*;
+    use ErrorType::*;
+    if *source == ErrorSource::Downstream {
+        return None;
+    }
+    Some(match etype {
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => Timeout,
+        ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError
+        | TLSHandshakeFailure | InvalidCert | HandshakeError => Connect,
+        HTTPStatus(_) => return None,
+        _ if *source == ErrorSource::Upstream => Response,
+        _ => return None,
+    })
+}
+
 /// Maps a proxy error to a status and a message safe to show a client.
 pub fn classify(etype: &ErrorType, source: &ErrorSource) -> Failure {
     use ErrorType::*;

@@ -10,6 +10,7 @@ use crate::config::{Config, Route};
 use crate::limit::rate::RateRules;
 use crate::telemetry::metrics::{RouteMetrics, metrics};
 use arc_swap::ArcSwap;
+use prometheus_client::metrics::histogram::Histogram;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ pub struct Live {
     pub body_timeout: Duration,
     /// Each route's metric series, by its index; the last is "no route".
     pub route_metrics: Vec<RouteMetrics>,
+    /// Each upstream's time-to-first-byte histogram.
+    pub first_byte: std::collections::HashMap<String, Histogram>,
 }
 
 impl Live {
@@ -54,6 +57,11 @@ impl Live {
                 .iter()
                 .map(|r| metrics().route(Some(r.label())))
                 .chain(std::iter::once(metrics().route(None)))
+                .collect(),
+            first_byte: config
+                .upstreams
+                .keys()
+                .map(|name| (name.clone(), metrics().upstream_ttfb(name)))
                 .collect(),
         }
     }

@@ -485,6 +485,11 @@ impl ProxyHttp for Edge {
                     .count(self.opener(session.req_header(), ctx)),
             );
         }
+        if let (Some(live), Some(p)) = (&ctx.live, &ctx.proxy)
+            && let Some(h) = live.first_byte.get(&p.upstream)
+        {
+            h.observe(ctx.started.elapsed().as_secs_f64());
+        }
         let dropped = response::drop_edge_cookies(upstream_response)?;
         if dropped > 0 {
             let route = ctx.route.as_ref().map_or("", |r| r.label());
@@ -505,6 +510,11 @@ impl ProxyHttp for Edge {
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
         let failure = errors::classify(e.etype(), e.esource());
+        if let (Some(kind), Some(p)) =
+            (errors::upstream_failure(e.etype(), e.esource()), &ctx.proxy)
+        {
+            telemetry::metrics::metrics().upstream_failure(&p.upstream, kind);
+        }
         ctx.reason = Some(failure.message);
         let route = ctx.route.as_ref().map(|r| r.label()).unwrap_or("");
         let upstream = ctx.proxy.as_ref().map_or("", |p| p.upstream.as_str());

@@ -99,6 +99,26 @@ pub struct UpstreamLabel {
     pub upstream: String,
 }
 
+/// What went wrong with an upstream.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum UpstreamFailure {
+    /// Refused, unreachable, or the TLS handshake failed.
+    Connect,
+    /// Connecting, reading or writing took too long.
+    Timeout,
+    /// It answered something the edge could not use.
+    Response,
+}
+
+/// An upstream and what went wrong.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamFailureLabels {
+    /// The name in `[upstreams.NAME]`.
+    pub upstream: String,
+    /// What went wrong.
+    pub kind: UpstreamFailure,
+}
+
 /// How something ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -120,6 +140,8 @@ pub struct Metrics {
     refusals: Family<RuleLabel, Counter>,
     upstream_up: Family<UpstreamLabel, Gauge>,
     reloads: Family<OutcomeLabel, Counter>,
+    upstream_failures: Family<UpstreamFailureLabels, Counter>,
+    upstream_ttfb: Family<UpstreamLabel, Histogram>,
     /// Open client connections, set when the admin listener is scraped.
     pub open_connections: Gauge,
 }
@@ -164,6 +186,19 @@ impl Metrics {
             "Config reloads (SIGHUP), by outcome: applied or refused",
             reloads.clone(),
         );
+        let upstream_failures = Family::<UpstreamFailureLabels, Counter>::default();
+        registry.register(
+            "upstream_failures",
+            "Proxied requests that failed at the upstream, by upstream and kind (connect, timeout, response)",
+            upstream_failures.clone(),
+        );
+        let upstream_ttfb =
+            Family::<UpstreamLabel, Histogram>::new_with_constructor(|| Histogram::new(BUCKETS));
+        registry.register(
+            "upstream_first_byte_seconds",
+            "From a request's arrival to its upstream's response header, by upstream",
+            upstream_ttfb.clone(),
+        );
         let open_connections = Gauge::default();
         registry.register(
             "open_connections",
@@ -184,6 +219,8 @@ impl Metrics {
             refusals,
             upstream_up,
             reloads,
+            upstream_failures,
+            upstream_ttfb,
             open_connections,
         }
     }
@@ -219,6 +256,26 @@ impl Metrics {
                 rule: rule.to_string(),
             })
             .inc();
+    }
+
+    /// Counts a proxied request that failed at `upstream`.
+    pub fn upstream_failure(&self, upstream: &str, kind: UpstreamFailure) {
+        self.upstream_failures
+            .get_or_create(&UpstreamFailureLabels {
+                upstream: upstream.to_string(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// The time-to-first-byte histogram of `upstream`, resolved once per
+    /// config so the hot path only observes.
+    pub fn upstream_ttfb(&self, upstream: &str) -> Histogram {
+        self.upstream_ttfb
+            .get_or_create(&UpstreamLabel {
+                upstream: upstream.to_string(),
+            })
+            .clone()
     }
 
     /// Counts a config reload by how it ended.

@@ -267,3 +267,54 @@ fn bad_health_checks_are_refused_naming_the_key() {
     assert!(!status.success());
     assert!(err.contains("upstreams.app.health_path"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_and_first_byte_times_are_counted_per_upstream() {
+    let app = peers::echo("app").await;
+    let edge = Edge::start(
+        &ConfigBuilder::new()
+            .upstream("app", app.address())
+            .upstream("dead", peers::dead_address())
+            .route(Route::prefix("/app/").upstream("app"))
+            .route(
+                Route::prefix("/slow/")
+                    .upstream("app")
+                    .read_timeout("300ms"),
+            )
+            .route(Route::prefix("/dead/").upstream("dead")),
+    );
+    let status = |path: &'static str| {
+        let url = edge.url(path);
+        async move { client().get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("/app/x").await, 200);
+    assert_eq!(status("/dead/x").await, 502);
+    assert_eq!(status("/slow/x?mode=slow&ms=3000").await, 504);
+    let failures = |s: &prometheus_parse::Scrape, upstream, kind| {
+        value(
+            s,
+            "esprit_upstream_failures_total",
+            &[("upstream", upstream), ("kind", kind)],
+        )
+    };
+    let mut s = scrape(&edge).await;
+    for _ in 0..50 {
+        if failures(&s, "dead", "Connect") >= 1.0 && failures(&s, "app", "Timeout") >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        s = scrape(&edge).await;
+    }
+    assert_eq!(failures(&s, "dead", "Connect"), 1.0);
+    assert_eq!(failures(&s, "app", "Timeout"), 1.0);
+    assert_eq!(failures(&s, "app", "Connect"), 0.0);
+    assert_eq!(
+        value(
+            &s,
+            "esprit_upstream_first_byte_seconds_count",
+            &[("upstream", "app")]
+        ),
+        1.0,
+        "one response header came from app (the slow one never did)"
+    );
+}
