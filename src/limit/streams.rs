@@ -96,6 +96,7 @@ impl StreamCaps {
         for k in &keys {
             *open.entry(k.clone()).or_insert(0) += 1;
         }
+        crate::telemetry::metrics::metrics().open_streams.inc();
         StreamPermit {
             caps: self.clone(),
             keys,
@@ -116,6 +117,7 @@ pub struct StreamPermit {
 
 impl Drop for StreamPermit {
     fn drop(&mut self) {
+        crate::telemetry::metrics::metrics().open_streams.dec();
         let mut open = self.caps.lock();
         for k in self.keys.drain(..) {
             if let Some(n) = open.get_mut(&k) {

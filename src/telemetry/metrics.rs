@@ -144,6 +144,9 @@ pub struct Metrics {
     upstream_ttfb: Family<UpstreamLabel, Histogram>,
     /// Open client connections, set when the admin listener is scraped.
     pub open_connections: Gauge,
+    /// Open long streams (websockets, hub and proxied SSE), kept by the
+    /// stream caps' permits.
+    pub open_streams: Gauge,
 }
 
 /// Latency buckets in seconds: 0.5 ms to 10 s, for a proxy in front of
@@ -199,6 +202,12 @@ impl Metrics {
             "From a request's arrival to its upstream's response header, by upstream",
             upstream_ttfb.clone(),
         );
+        let open_streams = Gauge::default();
+        registry.register(
+            "open_streams",
+            "Websockets and SSE streams (hub or proxied) open now",
+            open_streams.clone(),
+        );
         let open_connections = Gauge::default();
         registry.register(
             "open_connections",
@@ -222,6 +231,7 @@ impl Metrics {
             upstream_failures,
             upstream_ttfb,
             open_connections,
+            open_streams,
         }
     }
 
