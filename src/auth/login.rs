@@ -35,7 +35,24 @@ impl Handler for AuthService {
     }
 
     async fn serve(&self, session: &mut Session, call: Call<'_>) -> pingora::Result<Handled> {
-        self.answer(session, &call).await.map(Handled::Reply)
+        let sign_in =
+            call.path == "/auth/login" && session.req_header().method == http::Method::POST;
+        let reply = self.answer(session, &call).await?;
+        if sign_in {
+            crate::telemetry::metrics::metrics().sign_in(sign_in_outcome(reply.status));
+        }
+        Ok(Handled::Reply(reply))
+    }
+}
+
+/// A sign-in's outcome, as the metrics count it, from the status it got.
+fn sign_in_outcome(status: u16) -> &'static str {
+    match status {
+        303 | 200 => "signed_in",
+        401 => "wrong_credentials",
+        429 => "throttled",
+        503 => "busy",
+        _ => "refused",
     }
 }
 

@@ -140,6 +140,7 @@ pub struct Metrics {
     refusals: Family<RuleLabel, Counter>,
     upstream_up: Family<UpstreamLabel, Gauge>,
     reloads: Family<OutcomeLabel, Counter>,
+    sign_ins: Family<OutcomeLabel, Counter>,
     upstream_failures: Family<UpstreamFailureLabels, Counter>,
     upstream_ttfb: Family<UpstreamLabel, Histogram>,
     /// Open client connections, set when the admin listener is scraped.
@@ -189,6 +190,12 @@ impl Metrics {
             "Config reloads (SIGHUP), by outcome: applied or refused",
             reloads.clone(),
         );
+        let sign_ins = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "sign_ins",
+            "Sign-in attempts (POST /auth/login), by outcome: signed_in, wrong_credentials, throttled, busy, refused",
+            sign_ins.clone(),
+        );
         let upstream_failures = Family::<UpstreamFailureLabels, Counter>::default();
         registry.register(
             "upstream_failures",
@@ -228,6 +235,7 @@ impl Metrics {
             refusals,
             upstream_up,
             reloads,
+            sign_ins,
             upstream_failures,
             upstream_ttfb,
             open_connections,
@@ -286,6 +294,15 @@ impl Metrics {
                 upstream: upstream.to_string(),
             })
             .clone()
+    }
+
+    /// Counts a sign-in attempt by how it ended.
+    pub fn sign_in(&self, outcome: &str) {
+        self.sign_ins
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// Counts a config reload by how it ended.
