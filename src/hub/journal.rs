@@ -77,6 +77,10 @@ impl Journal {
             .send(Job { event, reply })
             .await
             .map_err(|_| StoreError::WriterStopped)?;
-        rx.await.map_err(|_| StoreError::WriterStopped)?
+        let stored = rx.await.map_err(|_| StoreError::WriterStopped)?;
+        if stored.is_ok() {
+            crate::telemetry::metrics::metrics().hub_events.inc();
+        }
+        stored
     }
 }

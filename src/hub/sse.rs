@@ -32,6 +32,7 @@ const WRITE_STALL: Duration = Duration::from_secs(30);
 /// The error that drops a subscriber's connection: the client's fault, so it
 /// is logged as a client that went away, not an edge failure.
 fn too_slow() -> Box<Error> {
+    crate::telemetry::metrics::metrics().hub_dropped.inc();
     Error::explain(ErrorType::WriteTimedout, "SSE subscriber too slow; dropped").into_down()
 }
 
@@ -160,6 +161,7 @@ pub async fn serve(
                 if ev.id > last {
                     last = ev.id;
                     write(session, ev.frame.clone(), &sub, last).await?;
+                    crate::telemetry::metrics::metrics().hub_delivered.inc();
                 }
             }
             Step::Live(Next::Lagged) => {

@@ -148,6 +148,12 @@ pub struct Metrics {
     /// Open long streams (websockets, hub and proxied SSE), kept by the
     /// stream caps' permits.
     pub open_streams: Gauge,
+    /// Hub events stored (each is acknowledged only once stored).
+    pub hub_events: Counter,
+    /// Live hub events written to a subscriber.
+    pub hub_delivered: Counter,
+    /// Hub subscribers cut off for falling a queue behind.
+    pub hub_dropped: Counter,
 }
 
 /// Latency buckets in seconds: 0.5 ms to 10 s, for a proxy in front of
@@ -215,6 +221,24 @@ impl Metrics {
             "Websockets and SSE streams (hub or proxied) open now",
             open_streams.clone(),
         );
+        let hub_events = Counter::default();
+        registry.register(
+            "hub_events",
+            "Hub events stored (POST /api/events, and runs' started and error events)",
+            hub_events.clone(),
+        );
+        let hub_delivered = Counter::default();
+        registry.register(
+            "hub_deliveries",
+            "Live hub events written to an SSE subscriber",
+            hub_delivered.clone(),
+        );
+        let hub_dropped = Counter::default();
+        registry.register(
+            "hub_slow_subscribers_dropped",
+            "Hub SSE subscribers cut off for falling a queue behind (they replay on reconnect)",
+            hub_dropped.clone(),
+        );
         let open_connections = Gauge::default();
         registry.register(
             "open_connections",
@@ -240,6 +264,9 @@ impl Metrics {
             upstream_ttfb,
             open_connections,
             open_streams,
+            hub_events,
+            hub_delivered,
+            hub_dropped,
         }
     }
 
