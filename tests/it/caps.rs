@@ -361,13 +361,10 @@ async fn streams_over_the_per_ip_cap_get_429_and_free_as_they_close() {
         200
     );
     // The admin listener sees the three streams and the two refusals.
-    assert_eq!(metric(&edge, "esprit_open_streams").await, 3.0);
+    assert_eq!(edge.metric("esprit_open_streams").await, 3.0);
     assert_eq!(
-        metric(
-            &edge,
-            "esprit_limit_refusals_total{rule=\"streams-per-ip\"}"
-        )
-        .await,
+        edge.metric("esprit_limit_refusals_total{rule=\"streams-per-ip\"}")
+            .await,
         2.0
     );
     drop(a);
@@ -427,19 +424,4 @@ async fn a_session_over_its_stream_cap_gets_429_other_sessions_do_not() {
     let d = sse(&edge, "/api/stream?npc=a", Some(&other)).await;
     assert_eq!(d.status(), 200);
     drop((a, b, d));
-}
-
-/// One sample's value from the admin listener's `/metrics` (0 when absent).
-async fn metric(edge: &Edge, series: &str) -> f64 {
-    let text = client()
-        .get(format!("http://127.0.0.1:{}/metrics", edge.admin_port))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }

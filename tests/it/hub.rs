@@ -552,23 +552,13 @@ async fn a_slow_consumer_is_cut_off_while_others_keep_up() {
     assert_eq!(ids(&again.take(599, WAIT).await), posted[1..]);
     // The admin listener saw it all: 600 stored, one subscriber dropped, and
     // at least the fast one's 600 live deliveries.
-    let metrics = client()
-        .get(format!("http://127.0.0.1:{}/metrics", edge.admin_port))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
-    };
-    assert_eq!(value("esprit_hub_events_total"), 600.0, "{metrics}");
-    assert_eq!(value("esprit_hub_slow_subscribers_dropped_total"), 1.0);
-    assert!(value("esprit_hub_deliveries_total") >= 600.0, "{metrics}");
+    assert_eq!(edge.metric("esprit_hub_events_total").await, 600.0);
+    assert_eq!(
+        edge.metric("esprit_hub_slow_subscribers_dropped_total")
+            .await,
+        1.0
+    );
+    assert!(edge.metric("esprit_hub_deliveries_total").await >= 600.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -134,14 +134,7 @@ async fn wrong_password_and_unknown_user_look_the_same() {
         .unwrap();
     assert_eq!(ok.status(), 303);
     // The admin listener counts them by outcome, not by who.
-    let metrics = client()
-        .get(format!("http://127.0.0.1:{}/metrics", s.edge.admin_port))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.edge.metrics().await;
     assert!(
         metrics.contains("esprit_sign_ins_total{outcome=\"wrong_credentials\"} 3\n"),
         "{metrics}"

@@ -184,6 +184,28 @@ impl Edge {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(format!("http://127.0.0.1:{}/metrics", self.admin_port))
+            .send()
+            .await
+            .expect("admin listener")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The value of one series (`name` or `name{labels}`) in the admin
+    /// listener's `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
