@@ -559,12 +559,11 @@ impl ProxyHttp for Edge {
         let req = session.req_header();
         let duration = ctx.started.elapsed();
         let route = ctx.route.as_ref().map(|r| r.label());
-        if let Some(live) = &ctx.live {
-            live.metrics_of(ctx.route.as_deref())
-                .request(&req.method, status, duration);
-        } else {
-            telemetry::metrics::metrics().request(route, &req.method, status, duration);
-        }
+        // A request refused before request_filter (a bad or slow head) took
+        // no snapshot: it counts under the current config's "no route".
+        let live = ctx.live.clone().unwrap_or_else(|| self.live.load_full());
+        live.metrics_of(ctx.route.as_deref())
+            .request(&req.method, status, duration);
         telemetry::access(&telemetry::Access {
             client: ctx.facts.client_ip,
             method: req.method.as_str(),

@@ -165,6 +165,11 @@ impl ConnectionCaps {
         }
     }
 
+    /// Open and pending connections in all.
+    pub fn total(&self) -> usize {
+        self.lock().total
+    }
+
     /// Open and pending connections: in all, and from `ip`'s block.
     pub fn count(&self, ip: IpAddr) -> (usize, usize) {
         let s = self.lock();

@@ -288,12 +288,6 @@ impl Metrics {
         }
     }
 
-    /// Counts a finished request and its duration (off the hot path: the
-    /// edge uses the route's resolved [`RouteMetrics`]).
-    pub fn request(&self, route: Option<&str>, method: &http::Method, status: u16, took: Duration) {
-        self.route(route).request(method, status, took);
-    }
-
     /// Counts one refusal by `rule`.
     pub fn refused(&self, rule: &str) {
         self.refusals
@@ -373,13 +367,10 @@ mod tests {
     #[test]
     fn requests_and_refusals_show_in_the_exposition() {
         let m = Metrics::new();
-        m.request(
-            Some("/api/"),
-            &http::Method::POST,
-            202,
-            Duration::from_millis(3),
-        );
-        m.request(None, &http::Method::GET, 404, Duration::from_micros(100));
+        m.route(Some("/api/"))
+            .request(&http::Method::POST, 202, Duration::from_millis(3));
+        m.route(None)
+            .request(&http::Method::GET, 404, Duration::from_micros(100));
         m.refused("per-ip");
         m.refused("per-ip");
         let text = m.encode();
