@@ -133,6 +133,10 @@ pub fn decide(data: &[u8]) {
             Decision::Handle(route, _) => {
                 assert!(matches!(route.action, config::RouteAction::Handler { .. }));
             }
+            Decision::Static(route, rel) => {
+                assert!(matches!(route.action, config::RouteAction::Static { .. }));
+                assert!(rel.starts_with('/') && !rel.split('/').any(|s| s == ".." || s == "."));
+            }
             Decision::Reply(r, _) => assert!((100..600).contains(&r.status)),
         }
     }

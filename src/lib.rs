@@ -25,6 +25,7 @@ pub mod limit;
 pub mod private_file;
 pub mod reply;
 pub mod server;
+pub mod static_files;
 pub mod telemetry;
 pub mod tls;
 pub mod watch;

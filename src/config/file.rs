@@ -146,6 +146,8 @@ pub struct RouteSection {
     pub csp: Option<String>,
     pub max_body_bytes: Option<u64>,
     pub auth: Option<String>,
+    pub root: Option<PathBuf>,
+    pub spa: Option<bool>,
 }
 
 /// `[auth]`: users, sessions and the login.

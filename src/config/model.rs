@@ -224,6 +224,15 @@ pub enum RouteAction {
         /// 301, 302, 303, 307 or 308.
         status: u16,
     },
+    /// Files from a directory (`kind = "static"`), the path under the route
+    /// naming the file.
+    Static {
+        /// The directory served.
+        root: PathBuf,
+        /// A miss on an extension-less path answers the root's `index.html`
+        /// (a single-page app's client routes).
+        spa: bool,
+    },
     /// Answered in-process by the handler registered for `kind`; paths under
     /// the route it does not claim go to `fallback`.
     Handler {
@@ -348,7 +357,7 @@ impl Route {
         match &self.action {
             RouteAction::Proxy { upstream, .. } => Some(upstream),
             RouteAction::Handler { fallback, .. } => fallback.as_deref(),
-            RouteAction::Redirect { .. } => None,
+            RouteAction::Redirect { .. } | RouteAction::Static { .. } => None,
         }
     }
 }

@@ -364,6 +364,26 @@ impl ProxyHttp for Edge {
                 }
                 reply
             }
+            Decision::Static(route, rel) => {
+                let RouteAction::Static { root, spa } = &route.action else {
+                    return Error::e_explain(
+                        ErrorType::InternalError,
+                        "static decision on another route",
+                    );
+                };
+                let site = crate::static_files::Site {
+                    root,
+                    spa: *spa,
+                    security: headers::SecurityHeaders {
+                        csp: route.csp.as_deref(),
+                        hsts: self.hsts_for(ctx),
+                    },
+                };
+                match crate::static_files::serve(session, &site, &rel, ctx.facts.json).await? {
+                    Some(reply) => reply,
+                    None => return Ok(true),
+                }
+            }
             Decision::Handle(_, kind) => match self.handle(session, ctx, kind).await? {
                 Some(reply) => reply,
                 // The handler wrote the response itself (SSE).

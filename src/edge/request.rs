@@ -69,6 +69,8 @@ pub enum Decision {
     Proxy(Forward),
     /// Answer in-process with the handler registered for the kind.
     Handle(Arc<Route>, HandlerKind),
+    /// Serve a file of the route's directory; the path under the route names it.
+    Static(Arc<Route>, String),
 }
 
 /// Whether the in-process handler of a kind answers a path (it claims its
@@ -272,6 +274,9 @@ impl Policy {
                     target,
                 })
             }
+            RouteAction::Static { .. } => {
+                Decision::Static(route.clone(), router::stripped(&route.path, path))
+            }
             RouteAction::Handler { kind, fallback } => {
                 if claims(*kind, path) {
                     return Decision::Handle(route.clone(), *kind);
@@ -298,7 +303,7 @@ impl Decision {
         match self {
             Decision::Reply(_, r) => r.as_ref(),
             Decision::Proxy(f) => Some(&f.route),
-            Decision::Handle(r, _) => Some(r),
+            Decision::Handle(r, _) | Decision::Static(r, _) => Some(r),
         }
     }
 }

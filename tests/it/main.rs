@@ -14,6 +14,7 @@ mod lifecycle;
 mod limits;
 mod reload;
 mod routing;
+mod static_files;
 mod streams;
 mod tls;
 mod users_cli;

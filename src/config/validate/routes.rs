@@ -17,6 +17,7 @@ const REDIRECT_STATUSES: [u16; 5] = [301, 302, 303, 307, 308];
 enum Kind {
     Proxy,
     Redirect,
+    Static,
     Handler(HandlerKind),
 }
 
@@ -25,6 +26,7 @@ impl Kind {
         match name {
             "proxy" => Some(Kind::Proxy),
             "redirect" => Some(Kind::Redirect),
+            "static" => Some(Kind::Static),
             other => HandlerKind::ALL
                 .into_iter()
                 .find(|k| k.name() == other)
@@ -36,6 +38,7 @@ impl Kind {
         match self {
             Kind::Proxy => "proxy",
             Kind::Redirect => "redirect",
+            Kind::Static => "static",
             Kind::Handler(k) => k.name(),
         }
     }
@@ -43,6 +46,7 @@ impl Kind {
 
 const PROXY: Kind = Kind::Proxy;
 const REDIRECT: Kind = Kind::Redirect;
+const STATIC: Kind = Kind::Static;
 const HUB: Kind = Kind::Handler(HandlerKind::Hub);
 
 /// A key that only some kinds take: its name, those kinds, and whether a
@@ -75,6 +79,16 @@ const KEYS: &[KeyRule] = &[
         key: "status",
         kinds: &[REDIRECT],
         set: |r| r.status.is_some(),
+    },
+    KeyRule {
+        key: "root",
+        kinds: &[STATIC],
+        set: |r| r.root.is_some(),
+    },
+    KeyRule {
+        key: "spa",
+        kinds: &[STATIC],
+        set: |r| r.spa.is_some(),
     },
     KeyRule {
         key: "fallback",
@@ -210,7 +224,7 @@ fn route(
             action(key, kind, &r, upstreams, p)
         }
         None => {
-            let names: Vec<&str> = [PROXY, REDIRECT]
+            let names: Vec<&str> = [PROXY, REDIRECT, STATIC]
                 .into_iter()
                 .chain(HandlerKind::ALL.into_iter().map(Kind::Handler))
                 .map(Kind::name)
@@ -336,6 +350,27 @@ fn action(
                     None
                 }
             }
+        }
+        Kind::Static => {
+            let Some(root) = &r.root else {
+                p.add(
+                    key,
+                    "kind = \"static\" needs `root` (the directory to serve)",
+                );
+                return None;
+            };
+            match std::fs::metadata(root) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => p.add(
+                    format!("{key}.root"),
+                    format!("{} is not a directory", root.display()),
+                ),
+                Err(e) => p.add(format!("{key}.root"), format!("{}: {e}", root.display())),
+            }
+            Some(RouteAction::Static {
+                root: root.clone(),
+                spa: r.spa.unwrap_or(true),
+            })
         }
         Kind::Handler(kind) => {
             if let Some(f) = &r.fallback {

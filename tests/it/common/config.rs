@@ -108,6 +108,17 @@ impl Route {
         self.with("read_timeout", timeout)
     }
 
+    /// Files from the directory `root` (`kind = "static"`).
+    pub fn files(self, root: &std::path::Path) -> Route {
+        self.with("kind", "static")
+            .with("root", root.display().to_string())
+    }
+
+    /// Any other key of the route.
+    pub fn set(self, key: &str, value: impl Into<Value>) -> Route {
+        self.with(key, value)
+    }
+
     /// The route's `csp`.
     pub fn csp(self, csp: &str) -> Route {
         self.with("csp", csp)
