@@ -70,8 +70,10 @@ COPY conf/esprit-edge.toml /etc/esprit-edge/esprit-edge.toml
 # hub events); it overrides server.data_dir of any mounted config too.
 # ESPRIT_LISTEN is deliberately not set here, so a mounted config's
 # server.listen is not silently overridden.
+# The shipped config turns the first-run demo flow on; production does not.
 ENV ESPRIT_CONFIG=/etc/esprit-edge/esprit-edge.toml \
-    ESPRIT_DATA_DIR=/var/lib/esprit-edge
+    ESPRIT_DATA_DIR=/var/lib/esprit-edge \
+    ESPRIT_DEMO=off
 
 # Relative paths in the config resolve from here: the shipped [tls] example
 # (cert = "certs/edge.crt") lands in the certs volume.

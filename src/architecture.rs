@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     // Who is asking and how much: client IP, backoff, rate rules, caps.
     &["limit"],
     // Concerns: each may use the layers below, none another concern.
-    &["admin", "auth", "hub", "static_files", "tls"],
+    &["admin", "auth", "console", "hub", "static_files", "tls"],
     // The Pingora service.
     &["edge"],
     // Assembly.

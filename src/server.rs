@@ -189,6 +189,9 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         server.add_service(background_service("hub maintenance", hub.maintenance()));
         handlers.register(HandlerKind::Hub, hub);
     }
+    if serves(HandlerKind::Console) {
+        handlers.register(HandlerKind::Console, Arc::new(crate::console::Console));
+    }
     let wants_auth =
         serves(HandlerKind::Auth) || config.routes.iter().any(|r| r.auth == RouteAuth::Session);
     let auth = if wants_auth {

@@ -89,7 +89,7 @@ impl AuthService {
         match (path, method.as_str()) {
             ("/auth/login", "GET" | "HEAD") => Ok(Reply::html(
                 200,
-                page::login(rd.as_deref(), None, ""),
+                page::login(rd.as_deref(), None, "", self.users_now().users.is_empty()),
                 "login page",
             )),
             ("/auth/login", "POST") => {
@@ -314,7 +314,7 @@ impl Refusal<'_> {
         } else {
             Reply::html(
                 status,
-                page::login(self.rd, Some(message), username),
+                page::login(self.rd, Some(message), username, false),
                 reason,
             )
         }

@@ -3,8 +3,10 @@
 
 use crate::reply::html::escape;
 
-/// The page, posting back to `/auth/login` with `rd`; `error` shown above the form.
-pub fn login(rd: Option<&str>, error: Option<&str>, username: &str) -> String {
+/// The page, posting back to `/auth/login` with `rd`; `error` shown above
+/// the form; `no_users`: the users file is empty, so the page says how to
+/// add the first account (a first run, where nobody could sign in otherwise).
+pub fn login(rd: Option<&str>, error: Option<&str>, username: &str, no_users: bool) -> String {
     let action = match rd {
         Some(rd) => format!(
             "/auth/login?rd={}",
@@ -22,6 +24,14 @@ pub fn login(rd: Option<&str>, error: Option<&str>, username: &str) -> String {
         .unwrap_or_default();
     // After a failure the inputs point at the message, and the cursor goes
     // where the person will type next (the password, when the name is kept).
+    let first_run = if no_users {
+        format!(
+            "<div class=\"hint\" id=\"no-users\" role=\"status\"><strong>No account exists yet.</strong> On the machine running the edge, add one (it takes effect at once):<code>printf '%s' 'a long password' | {} </code></div>",
+            escape(&super::service::FIRST_USER_HINT.replace("NAME", "alice"))
+        )
+    } else {
+        String::new()
+    };
     let invalid = if error.is_some() {
         " aria-invalid=\"true\" aria-describedby=\"error\""
     } else {
@@ -50,6 +60,8 @@ input{{width:100%;padding:.6rem .7rem;border:1px solid #cbd5e1;border-radius:8px
 input:focus{{outline:3px solid #2563eb;outline-offset:1px;border-color:#2563eb}}
 button{{margin-top:1.4rem;width:100%;padding:.7rem;border:0;border-radius:8px;background:#2563eb;color:#fff;font:inherit;font-weight:600;cursor:pointer}}
 button:hover{{background:#1d4ed8}}
+.hint{{background:#eff6ff;color:#1e3a8a;border:1px solid #bfdbfe;border-radius:8px;padding:.6rem .8rem;margin:0 0 1rem;font-size:.9rem}}
+.hint code{{display:block;margin-top:.4rem;font-size:.8rem;word-break:break-all}}
 .error{{background:#fef2f2;color:#991b1b;border:1px solid #fecaca;border-radius:8px;padding:.6rem .8rem;margin:0 0 1rem}}
 </style>
 </head>
@@ -57,7 +69,7 @@ button:hover{{background:#1d4ed8}}
 <main>
 <h1>Sign in to Esprit-Hub</h1>
 <p class="sub">Agents, Studio and the hub need an account.</p>
-{alert}<form method="post" action="{action}">
+{first_run}{alert}<form method="post" action="{action}">
 <label for="username">User name</label>
 <input id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" maxlength="64" required{focus_user}{invalid} value="{user}">
 <label for="password">Password</label>
@@ -83,6 +95,7 @@ mod tests {
             Some("/studio/?a=\"><script>"),
             Some("<b>no</b>"),
             "\"><img src=x>",
+            false,
         );
         assert!(!page.contains("<script>"));
         assert!(!page.contains("<img"));
@@ -93,15 +106,24 @@ mod tests {
 
     #[test]
     fn a_failure_is_announced_and_tied_to_the_inputs() {
-        let fresh = login(None, None, "");
+        let fresh = login(None, None, "", false);
         assert!(!fresh.contains("aria-invalid"));
+        assert!(!fresh.contains("no-users"));
         assert!(fresh.contains("name=\"username\" autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" maxlength=\"64\" required autofocus"));
-        let failed = login(None, Some("Wrong user name or password."), "alice");
+        let failed = login(None, Some("Wrong user name or password."), "alice", false);
         assert!(failed.contains("id=\"error\" role=\"alert\""));
         assert_eq!(failed.matches("aria-describedby=\"error\"").count(), 2);
         assert!(
             failed.contains("maxlength=\"1024\" required autofocus"),
             "focus on the password"
         );
+    }
+
+    #[test]
+    fn a_first_run_says_how_to_add_a_user() {
+        let page = login(None, None, "", true);
+        assert!(page.contains("id=\"no-users\""));
+        assert!(page.contains("esprit-edge user add alice --password-stdin"));
+        assert!(!page.contains("<script"));
     }
 }

@@ -61,6 +61,9 @@ fn report_users(path: &Path, what: Reload<'_, Users>) {
     }
 }
 
+/// How to add the first user, for the log and the sign-in page.
+pub const FIRST_USER_HINT: &str = "esprit-edge user add NAME --password-stdin";
+
 impl AuthService {
     /// Opens the session store and reads the users file.
     pub fn open(config: &config::Config) -> Result<Arc<Self>, OpenError> {
@@ -68,6 +71,14 @@ impl AuthService {
         let sessions = Sessions::open(&cfg.sessions, cfg.idle_timeout, cfg.absolute_timeout)?;
         let devices = Devices::open(&cfg.sessions, super::cookies::DEVICE_TTL)?;
         let loaded = Users::load(&cfg.users_file).map_err(OpenError::Users)?;
+        if loaded.users.is_empty() {
+            tracing::warn!(
+                target: "auth",
+                file = %cfg.users_file.display(),
+                hint = FIRST_USER_HINT,
+                "no users yet: nobody can sign in until one is added (no restart needed)"
+            );
+        }
         let mut noise = [0u8; 24];
         getrandom::fill(&mut noise).map_err(|e| OpenError::Random(e.to_string()))?;
         let dummy_hash = users::hash_password(&format!("{noise:?}")).map_err(OpenError::Users)?;

@@ -52,6 +52,17 @@ where
                 file.hub.events_token = Some(value);
                 set.insert("hub.events_token".to_string(), var);
             }
+            "ESPRIT_DEMO" => {
+                match value.to_ascii_lowercase().as_str() {
+                    "on" | "true" | "1" => file.hub.demo = Some(true),
+                    "off" | "false" | "0" => file.hub.demo = Some(false),
+                    _ => problems.add(
+                        "hub.demo (from ESPRIT_DEMO)",
+                        format!("{value:?} is not on or off"),
+                    ),
+                }
+                set.insert("hub.demo".to_string(), var);
+            }
             "ESPRIT_ADMIN_LISTEN" => {
                 file.admin.listen = Some(value);
                 set.insert("admin.listen".to_string(), var);

@@ -66,6 +66,7 @@ pub struct HubSection {
     #[serde(default, with = "humantime_serde")]
     pub retention_age: Option<Duration>,
     pub retention_per_channel: Option<usize>,
+    pub demo: Option<bool>,
 }
 
 /// `[server]`: listener, identity and process settings.

@@ -111,6 +111,9 @@ pub struct Hub {
     pub retention_age: Duration,
     /// At most this many events are kept per channel.
     pub retention_per_channel: usize,
+    /// Where the built-in demo flow (`"webhookUrl": "builtin:demo"`) posts
+    /// its events, through the real events API; `None` when `hub.demo` is off.
+    pub demo_events: Option<String>,
 }
 
 /// Process-wide settings.
@@ -252,17 +255,20 @@ pub enum HandlerKind {
     Hub,
     /// The sign-in (`kind = "auth"`): login page, logout, `/auth/me`.
     Auth,
+    /// The built-in console (`kind = "console"`): agents, runs, live log.
+    Console,
 }
 
 impl HandlerKind {
     /// Every kind, in the order the config documents them.
-    pub const ALL: [HandlerKind; 2] = [HandlerKind::Hub, HandlerKind::Auth];
+    pub const ALL: [HandlerKind; 3] = [HandlerKind::Hub, HandlerKind::Auth, HandlerKind::Console];
 
     /// The config name.
     pub fn name(self) -> &'static str {
         match self {
             HandlerKind::Hub => "hub",
             HandlerKind::Auth => "auth",
+            HandlerKind::Console => "console",
         }
     }
 
@@ -271,6 +277,7 @@ impl HandlerKind {
         match self {
             HandlerKind::Hub => "the hub is not running",
             HandlerKind::Auth => "sign-in is not available",
+            HandlerKind::Console => "the console is not available",
         }
     }
 

@@ -62,9 +62,51 @@ pub fn classify(etype: &ErrorType, source: &ErrorSource) -> Failure {
     Failure { status, message }
 }
 
+/// The page a browser navigation gets when its upstream cannot answer
+/// (a first run with nothing else started, a service down): what is
+/// missing, by the upstream's name (never its address), and where the
+/// edge's own console is when one is configured, instead of a bare 502.
+pub fn unavailable_page(failure: &Failure, upstream: &str, console: Option<&str>) -> String {
+    use crate::reply::html::escape;
+    let console = match console {
+        Some(path) => format!(
+            "<p>The edge's own console still works: <a href=\"{0}\">{0}</a> lists the agents and runs them.</p>",
+            escape(path)
+        ),
+        None => String::new(),
+    };
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{status} · not answering</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#0f172a}}code{{background:#e2e8f0;padding:0 .25rem;border-radius:4px}}h1{{font-size:1.3rem}}</style>
+</head><body><main>
+<h1 id="unavailable">The app behind this page is not answering</h1>
+<p>The edge forwards this path to the upstream <code>{upstream}</code>, which did not answer: {message} ({status}).</p>
+<p>If you run the stack, start that service (or point <code>ESPRIT_UPSTREAM_{var}</code> at it); its health shows on the admin listener's <code>/readyz</code>.</p>
+{console}</main></body></html>
+"#,
+        status = failure.status,
+        upstream = escape(upstream),
+        message = escape(failure.message),
+        var = escape(&upstream.to_ascii_uppercase().replace('-', "_")),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unavailable_page_names_the_upstream_and_links_the_console() {
+        let f = classify(&ErrorType::ConnectRefused, &ErrorSource::Upstream);
+        let page = unavailable_page(&f, "skyoffice", Some("/console/"));
+        assert!(page.contains("<code>skyoffice</code>"));
+        assert!(page.contains("ESPRIT_UPSTREAM_SKYOFFICE"));
+        assert!(page.contains("href=\"/console/\""));
+        assert!(!unavailable_page(&f, "sim", None).contains("console"));
+        assert!(!unavailable_page(&f, "<x>", None).contains("<x>"));
+    }
 
     #[test]
     fn statuses() {

@@ -32,6 +32,8 @@ pub struct Live {
     pub route_metrics: Vec<RouteMetrics>,
     /// Each upstream's time-to-first-byte histogram.
     pub first_byte: std::collections::HashMap<String, Histogram>,
+    /// Where the built-in console is, for pages that point a person to it.
+    pub console: Option<String>,
 }
 
 impl Live {
@@ -63,6 +65,19 @@ impl Live {
                 .keys()
                 .map(|name| (name.clone(), metrics().upstream_ttfb(name)))
                 .collect(),
+            console: config
+                .routes
+                .iter()
+                .find_map(|r| match (&r.action, &r.path) {
+                    (
+                        crate::config::RouteAction::Handler {
+                            kind: crate::config::HandlerKind::Console,
+                            ..
+                        },
+                        crate::config::PathMatch::Prefix(p),
+                    ) if p.ends_with('/') => Some(p.clone()),
+                    _ => None,
+                }),
         }
     }
 }

@@ -545,7 +545,29 @@ impl ProxyHttp for Edge {
             tracing::warn!(target: "edge", route, upstream, status = failure.status, error = %e, "{}", failure.message);
         }
         if failure.status > 0 && session.response_written().is_none() {
-            let reply = Reply::error(failure.status, failure.message, ctx.facts.json);
+            let navigation = !ctx.facts.json
+                && *e.esource() != pingora::ErrorSource::Downstream
+                && matches!(failure.status, 502 | 504)
+                && {
+                    let req = session.req_header();
+                    let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
+                    req.method == http::Method::GET
+                        && crate::auth::gate::is_navigation(
+                            header("sec-fetch-mode"),
+                            header("accept"),
+                        )
+                };
+            let reply = match (&ctx.proxy, navigation) {
+                (Some(p), true) => {
+                    let console = ctx.live.as_ref().and_then(|l| l.console.as_deref());
+                    Reply::html(
+                        failure.status,
+                        errors::unavailable_page(&failure, &p.upstream, console),
+                        failure.message,
+                    )
+                }
+                _ => Reply::error(failure.status, failure.message, ctx.facts.json),
+            };
             if let Err(we) = reply::send(session, &reply, self.hsts_for(ctx)).await {
                 tracing::debug!(target: "edge", error = %we, "could not write the error response");
             }

@@ -47,9 +47,18 @@ pub fn parse(text: &str) -> Result<Vec<Agent>, String> {
         };
         let webhook = reqwest::Url::parse(&e.webhook_url)
             .map_err(|err| format!("{at}: webhookUrl: {err}"))?;
-        if !matches!(webhook.scheme(), "http" | "https") || webhook.host_str().is_none() {
+        if webhook.scheme() == "builtin" {
+            if webhook.as_str() != super::demo::WEBHOOK {
+                return Err(format!(
+                    "{at}: webhookUrl {:?} is no built-in flow (the one there is: {:?})",
+                    webhook.as_str(),
+                    super::demo::WEBHOOK
+                ));
+            }
+        } else if !matches!(webhook.scheme(), "http" | "https") || webhook.host_str().is_none() {
             return Err(format!(
-                "{at}: webhookUrl must be an http(s) URL with a host"
+                "{at}: webhookUrl must be an http(s) URL with a host, or {:?}",
+                super::demo::WEBHOOK
             ));
         }
         if out.iter().any(|a| a.agent == e.agent) {
@@ -64,6 +73,13 @@ pub fn parse(text: &str) -> Result<Vec<Agent>, String> {
         });
     }
     Ok(out)
+}
+
+impl Agent {
+    /// Whether the built-in demo flow runs this agent, not a Sim webhook.
+    pub fn is_demo(&self) -> bool {
+        self.webhook.scheme() == "builtin"
+    }
 }
 
 /// Reads and checks the agents file.
@@ -135,6 +151,14 @@ impl Agents {
         self.file.current().iter().any(|a| a.npc == *npc)
     }
 
+    /// Whether `npc` is the channel of an agent the demo flow runs.
+    pub fn is_demo_npc(&self, npc: &Npc) -> bool {
+        self.file
+            .current()
+            .iter()
+            .any(|a| a.npc == *npc && a.is_demo())
+    }
+
     /// What `GET /api/agents` shows: never the webhook URLs.
     pub fn public_list(&self) -> serde_json::Value {
         let list: Vec<serde_json::Value> = self
@@ -143,6 +167,9 @@ impl Agents {
             .iter()
             .map(|a| {
                 let mut v = serde_json::json!({ "agent": a.agent, "npc": a.npc });
+                if a.is_demo() {
+                    v["demo"] = true.into();
+                }
                 if let Some(n) = &a.name {
                     v["name"] = n.clone().into();
                 }

@@ -62,6 +62,15 @@ pub fn endpoint(method: &http::Method, path: &str) -> Endpoint {
     if ok { ep } else { Endpoint::WrongMethod(want) }
 }
 
+/// What a token lets `POST /api/events` post for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The hub's shared token: any channel.
+    Any,
+    /// The demo flow's own token: only the channels of demo agents.
+    Demo,
+}
+
 /// A JSON error `{"error": why}`.
 pub fn error(status: u16, why: impl Into<String>) -> Reply {
     Reply::json(status, &json!({ "error": why.into() }), "hub error")
@@ -93,6 +102,12 @@ impl Hub {
         let Some(agent) = self.agents.find(agent_id) else {
             return error(404, format!("no agent named {agent_id:?}"));
         };
+        if agent.is_demo() && self.demo.is_none() {
+            return error(
+                503,
+                "this agent runs the built-in demo flow, which is off (hub.demo, ESPRIT_DEMO)",
+            );
+        }
         let req = match object(body) {
             Ok(m) => m,
             Err(r) => return *r,
@@ -121,6 +136,14 @@ impl Hub {
         if let Err(e) = self.journal.append(started).await {
             return error(503, format!("cannot record the run: {e}"));
         }
+        if let (true, Some(demo)) = (agent.is_demo(), &self.demo) {
+            demo.start(super::demo::DemoRun {
+                run_id: run_id.clone(),
+                npc,
+                payload,
+            });
+            return Reply::json(202, &json!({ "ok": true, "runId": run_id }), "run started");
+        }
         let call = json!({ "runId": run_id, "agent": agent.agent, "npc": npc, "payload": payload });
         match self.webhooks.post(&agent.webhook, &call).await {
             Ok(_) => Reply::json(202, &json!({ "ok": true, "runId": run_id }), "run started"),
@@ -146,8 +169,14 @@ impl Hub {
         }
     }
 
-    /// Checks `Authorization` for `POST /api/events`; `Err` is the reply.
-    pub fn check_events_token(&self, authorization: Option<&str>) -> Result<(), Box<Reply>> {
+    /// Checks `Authorization` for `POST /api/events`: what it may post
+    /// for, or the reply that refuses it.
+    pub fn events_scope(&self, authorization: Option<&str>) -> Result<Scope, Box<Reply>> {
+        if let (Some(demo), Some(got)) = (&self.demo, crate::identity::bearer(authorization))
+            && demo.is_token(got)
+        {
+            return Ok(Scope::Demo);
+        }
         let Some(want) = &self.cfg.events_token else {
             return Err(Box::new(error(
                 503,
@@ -166,7 +195,7 @@ impl Hub {
             Sha256::digest(want.as_bytes()),
         );
         if bool::from(got.as_slice().ct_eq(want.as_slice())) {
-            Ok(())
+            Ok(Scope::Any)
         } else {
             let mut r = error(401, "wrong bearer token");
             r.www_authenticate = true;
@@ -175,7 +204,7 @@ impl Hub {
     }
 
     /// `POST /api/events` (token already checked): validate, store, ack.
-    pub async fn post_event(&self, body: &[u8]) -> Reply {
+    pub async fn post_event(&self, body: &[u8], scope: Scope) -> Reply {
         let req = match object(body) {
             Ok(m) => m,
             Err(r) => return *r,
@@ -212,6 +241,12 @@ impl Hub {
             },
             Some(_) => return error(400, "runId must be 1-64 of A-Z a-z 0-9 _ -"),
         };
+        if scope == Scope::Demo && !self.agents.is_demo_npc(&npc) {
+            return error(
+                403,
+                "the demo flow's token posts only for the channels of demo agents",
+            );
+        }
         if let Err(e) = self.channels.admit(&npc, self.agents.has_npc(&npc)) {
             return error(429, e.to_string());
         }

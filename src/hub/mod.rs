@@ -6,6 +6,7 @@
 pub mod agents;
 pub mod api;
 pub mod channels;
+pub mod demo;
 pub mod event;
 pub mod fanout;
 pub mod ids;
@@ -59,6 +60,7 @@ pub struct Hub {
     webhooks: Webhooks,
     respond_lock: tokio::sync::Mutex<()>,
     channels: channels::ChannelSet,
+    demo: Option<demo::DemoFlow>,
 }
 
 /// Why the hub could not start.
@@ -73,6 +75,9 @@ pub enum OpenError {
     /// The webhook HTTP client.
     #[error("cannot build the webhook client: {0}")]
     Webhooks(reqwest::Error),
+    /// The built-in demo flow.
+    #[error("cannot start the demo flow: {0}")]
+    Demo(String),
 }
 
 impl Hub {
@@ -92,6 +97,12 @@ impl Hub {
             webhooks: Webhooks::new(cfg.webhook_timeout).map_err(OpenError::Webhooks)?,
             channels: channels::ChannelSet::new(known, cfg.max_channels),
             respond_lock: tokio::sync::Mutex::new(()),
+            demo: cfg
+                .demo_events
+                .as_deref()
+                .map(demo::DemoFlow::new)
+                .transpose()
+                .map_err(OpenError::Demo)?,
         }))
     }
 
@@ -140,7 +151,7 @@ impl Handler for Hub {
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        self.check_events_token(authorization)
+        self.events_scope(authorization).map(|_| ())
     }
 
     /// Answers one request for a path [`claims`] said is the hub's.
@@ -158,13 +169,17 @@ impl Handler for Hub {
         let last_event_id = header(http::HeaderName::from_static("last-event-id"));
         // The endpoint's own contract, whatever route it is served on (a
         // token route has checked it already; an open or session route has not).
-        if ep == Endpoint::Events
-            && let Err(reply) = self.check_events_token(authorization.as_deref())
-        {
-            // Refused before its body is read: don't reuse the connection.
-            session.set_keepalive(None);
-            return Ok(Handled::Reply(*reply));
-        }
+        let scope = match ep {
+            Endpoint::Events => match self.events_scope(authorization.as_deref()) {
+                Ok(scope) => scope,
+                Err(reply) => {
+                    // Refused before its body is read: don't reuse the connection.
+                    session.set_keepalive(None);
+                    return Ok(Handled::Reply(*reply));
+                }
+            },
+            _ => api::Scope::Any,
+        };
         let body = if ep.takes_body() {
             match read_capped(session, self.cfg.max_event_bytes).await? {
                 Ok(b) => b,
@@ -181,7 +196,7 @@ impl Handler for Hub {
         let reply = match ep {
             Endpoint::Agents => self.agents_reply(),
             Endpoint::Run(agent) => self.run(&agent, &body).await,
-            Endpoint::Events => self.post_event(&body).await,
+            Endpoint::Events => self.post_event(&body, scope).await,
             Endpoint::Runs => self.runs_reply(query.as_deref()).await,
             Endpoint::RunEvents(id) => self.run_events_reply(&id).await,
             Endpoint::Respond(id) => self.respond(&id, &body).await,

@@ -4,10 +4,10 @@ use super::super::defaults as d;
 use super::super::env::Overrides;
 use super::super::error::Problems;
 use super::super::file::HubSection;
-use super::super::model::Hub;
-use std::path::Path;
+use super::super::model::{Hub, Server};
 
-pub(super) fn hub(h: HubSection, data_dir: &Path, env: &Overrides, p: &mut Problems) -> Hub {
+pub(super) fn hub(h: HubSection, server: &Server, env: &Overrides, p: &mut Problems) -> Hub {
+    let data_dir = server.data_dir.as_path();
     let events_token = h.events_token.filter(|t| !t.is_empty());
     if let Some(t) = &events_token
         && (t.len() < 16 || t.bytes().any(|b| !b.is_ascii_graphic()))
@@ -32,7 +32,14 @@ pub(super) fn hub(h: HubSection, data_dir: &Path, env: &Overrides, p: &mut Probl
         max_event_bytes: h.max_event_bytes.unwrap_or(d::MAX_EVENT_BYTES),
         retention_age: h.retention_age.unwrap_or(d::RETENTION_AGE),
         retention_per_channel: h.retention_per_channel.unwrap_or(d::RETENTION_PER_CHANNEL),
+        demo_events: h.demo.unwrap_or(false).then(|| demo_events(server)),
     };
+    if hub.demo_events.is_some() && server.redirect_https {
+        p.add(
+            env.label("hub.demo"),
+            "the demo flow posts its events to the plain listener, which server.redirect_https turns into redirects: turn one of them off",
+        );
+    }
     for (key, d) in [
         ("hub.webhook_timeout", hub.webhook_timeout),
         ("hub.heartbeat", hub.heartbeat),
@@ -61,4 +68,17 @@ pub(super) fn hub(h: HubSection, data_dir: &Path, env: &Overrides, p: &mut Probl
         p.add("hub.replay_recent", "out of range (0 to 10000)");
     }
     hub
+}
+
+/// Where the demo flow posts: the plain listener's `/api/events`, over
+/// loopback when it listens on every address.
+fn demo_events(server: &Server) -> String {
+    let mut addr = server.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}/api/events")
 }

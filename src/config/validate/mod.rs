@@ -35,7 +35,7 @@ pub(crate) fn validate(
         );
     }
     let routes = routes::routes(file.routes, &upstreams, problems);
-    let hub = hub::hub(file.hub, &server.data_dir, env, problems);
+    let hub = hub::hub(file.hub, &server, env, problems);
     let auth = auth::auth(file.auth, &server.data_dir, problems);
     let limits = limits::limits(file.limits, problems);
     let admin = admin::admin(file.admin, &server, tls.as_ref(), env, problems);
