@@ -2,7 +2,7 @@
 //! binary that lists the agents, runs one with a click, and shows each
 //! agent's live status and log from `/api/stream` and its recent runs from
 //! `/api/runs`. It is what a first run shows when nothing else of the stack
-//! is running, and an operator's view of the hub afterwards. Three files,
+//! is running, and an operator's view of the hub afterwards. Four files,
 //! no external asset, and a CSP that allows only them and same-origin fetches.
 
 use crate::reply::Reply;
@@ -17,6 +17,7 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 const INDEX: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/console.js");
 const STYLE: &str = include_str!("assets/console.css");
+const ICON: &str = include_str!("assets/favicon.svg");
 
 /// The console's files by the last segment of the path (so the route may
 /// sit under any prefix that ends in `/`): content type and body.
@@ -25,6 +26,7 @@ fn asset(path: &str) -> Option<(&'static str, &'static str)> {
         "" | "index.html" => Some(("text/html; charset=utf-8", INDEX)),
         "console.js" => Some(("text/javascript; charset=utf-8", SCRIPT)),
         "console.css" => Some(("text/css; charset=utf-8", STYLE)),
+        "favicon.svg" => Some(("image/svg+xml", ICON)),
         _ => None,
     }
 }
@@ -94,6 +96,7 @@ mod tests {
             "inline code would need 'unsafe-inline'"
         );
         for file in [INDEX, SCRIPT, STYLE] {
+            // (The icon's only URL is its XML namespace.)
             assert!(
                 !file.contains("http://") && !file.contains("https://"),
                 "external asset"

@@ -26,13 +26,17 @@ const PAGE: &str = "/studio/some/page?x=1";
 /// Where the edge sends a browser without a session to get `PAGE`.
 const LOGIN: &str = "/auth/login?rd=%2Fstudio%2Fsome%2Fpage%3Fx%3D1";
 
+/// One Chromium at a time, across the suites that drive one: two starting
+/// together on a loaded 2-core machine can eat the scripts' own time limits.
+pub static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The browser binary (`CHROMIUM` overrides Debian's).
-fn chromium() -> PathBuf {
+pub fn chromium() -> PathBuf {
     PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()))
 }
 
 /// Fails the test, with how to fix it, when the browser or its driver is missing.
-fn require_browser() {
+pub fn require_browser() {
     let chromium = chromium();
     assert!(
         chromium.exists(),
@@ -72,9 +76,6 @@ async fn stack() -> Stack {
 /// (stopping once the browser leaves the login page); returns its JSON report.
 async fn browse(url: &str, user: &str, passwords: &[&str]) -> Value {
     require_browser();
-    // One Chromium at a time: two starting together on a loaded 2-core
-    // machine can eat the script's own time limits.
-    static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _turn = ONE_BROWSER.lock().await;
     let script = common::peers_dir().join("browser-login.js");
     let run = tokio::process::Command::new("node")

@@ -9,6 +9,7 @@ mod browser;
 mod caps;
 mod common;
 mod config_cli;
+mod console;
 mod hub;
 mod lifecycle;
 mod limits;

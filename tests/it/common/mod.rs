@@ -367,10 +367,15 @@ pub fn add_user(edge: &Edge, name: &str, password: &str, extra: &[&str]) {
 /// `Cookie` header value for the session.
 pub async fn sign_in(edge: &Edge) -> String {
     add_user(edge, "tester", "tester-password-1", &[]);
+    sign_in_as(edge, "tester", "tester-password-1").await
+}
+
+/// Signs in over HTTP as an existing user; returns the session cookie (`name=value`).
+pub async fn sign_in_as(edge: &Edge, user: &str, password: &str) -> String {
     let r = client()
         .post(edge.url("/auth/login"))
         .header("sec-fetch-site", "same-origin")
-        .form(&[("username", "tester"), ("password", "tester-password-1")])
+        .form(&[("username", user), ("password", password)])
         .send()
         .await
         .expect("login");
