@@ -148,6 +148,7 @@ pub struct RouteSection {
     pub max_body_bytes: Option<u64>,
     pub auth: Option<String>,
     pub root: Option<PathBuf>,
+    pub compress: Option<bool>,
     pub spa: Option<bool>,
 }
 

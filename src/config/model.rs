@@ -319,6 +319,9 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     /// Whether only a live session gets through.
     pub auth: RouteAuth,
+    /// Compress proxied responses on the fly (gzip, brotli or zstd, as the
+    /// client takes them); never event streams or upgraded connections.
+    pub compress: bool,
 }
 
 /// A route's access rule.

@@ -4,6 +4,7 @@
 //! answers in-process, `forward` rewrites what goes upstream,
 //! `reply::headers` secures what comes back, `errors` says what failed.
 
+pub mod compression;
 pub mod connection;
 pub mod context;
 pub mod errors;
@@ -306,8 +307,15 @@ impl ProxyHttp for Edge {
         RequestCtx::default()
     }
 
+    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        compression::install(modules);
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         connection::head::head_done(session.downstream_session.stream());
+        // Off for everything the edge answers itself; a proxied request on a
+        // compressing route turns it back on below.
+        compression::set(session, false);
         let live = self.live.load_full();
         ctx.live = Some(live.clone());
         if session.get_keepalive().is_some() {
@@ -390,6 +398,12 @@ impl ProxyHttp for Edge {
                 None => return Ok(true),
             },
             Decision::Proxy(fwd) => {
+                let compress = compression::wanted(
+                    fwd.route.compress,
+                    ctx.facts.upgrade,
+                    ctx.facts.event_stream,
+                );
+                compression::set(session, compress);
                 ctx.proxy = Some(Proxied {
                     body_limit: request::body_limit(&live.policy, Some(&fwd.route)),
                     upstream: fwd.upstream,
@@ -497,6 +511,10 @@ impl ProxyHttp for Edge {
                 .liveness(session.req_header(), ctx.facts.secure())
                 .map(StreamGuard::new);
             self.watch_socket(session, ctx);
+        }
+        if headers::is_event_stream(upstream_response) {
+            // An event stream the client did not announce: never compressed.
+            compression::set(session, false);
         }
         if ctx.stream_place.is_none() && headers::is_event_stream(upstream_response) {
             // A stream the client did not announce still takes its place.

@@ -111,6 +111,7 @@ mod tests {
             stream: false,
             csp: None,
             max_body_bytes: None,
+            compress: false,
             auth: crate::config::RouteAuth::None,
         }
     }

@@ -8,6 +8,7 @@ mod auth;
 mod browser;
 mod caps;
 mod common;
+mod compression;
 mod config_cli;
 mod console;
 mod hub;

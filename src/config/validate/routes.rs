@@ -101,6 +101,11 @@ const KEYS: &[KeyRule] = &[
         set: |r| r.stream.is_some(),
     },
     KeyRule {
+        key: "compress",
+        kinds: &[PROXY, HUB],
+        set: |r| r.compress.is_some(),
+    },
+    KeyRule {
         key: "connect_timeout",
         kinds: &[PROXY, HUB],
         set: |r| r.connect_timeout.is_some(),
@@ -276,6 +281,7 @@ fn route(
         stream,
         csp: r.csp,
         max_body_bytes: r.max_body_bytes,
+        compress: r.compress.unwrap_or(false),
         auth,
     })
 }
