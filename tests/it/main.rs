@@ -11,6 +11,7 @@ mod common;
 mod compression;
 mod config_cli;
 mod console;
+mod handover;
 mod hub;
 mod lifecycle;
 mod limits;
