@@ -183,10 +183,17 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
             .any(|r| matches!(r.action, RouteAction::Handler { kind: k, .. } if k == kind))
     };
     let mut handlers = Handlers::default();
+    // What /readyz asks besides the upstreams.
+    let mut stores: Vec<crate::admin::health::Store> = Vec::new();
     if serves(HandlerKind::Hub) {
         let hub = Hub::open(&config.hub)
             .map_err(|e| anyhow::anyhow!("{}: hub: {e}", config.source.display()))?;
         server.add_service(background_service("hub maintenance", hub.maintenance()));
+        let probe = hub.clone();
+        stores.push(crate::admin::health::Store {
+            name: "hub".into(),
+            probe: Arc::new(move || probe.store_ready()),
+        });
         handlers.register(HandlerKind::Hub, hub);
     }
     if serves(HandlerKind::Console) {
@@ -211,6 +218,11 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     ));
     let streams = Arc::new(StreamWatch::default());
     if let Some(auth) = &auth {
+        let probe = auth.clone();
+        stores.push(crate::admin::health::Store {
+            name: "sessions".into(),
+            probe: Arc::new(move || probe.store_ready()),
+        });
         handlers.register(HandlerKind::Auth, auth.clone());
         server.add_service(background_service(
             "session stream watch",
@@ -261,7 +273,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
             "upstream health checks",
             Checker(health.clone()),
         ));
-        let mut admin = Service::new("admin".to_string(), Admin::new(caps, health));
+        let mut admin = Service::new("admin".to_string(), Admin::new(caps, health, stores));
         admin.add_tcp(&addr.to_string());
         tracing::info!(target: "edge", listen = %addr, "admin listener (metrics)");
         server.add_service(admin);

@@ -75,9 +75,59 @@ impl Health {
     }
 }
 
-/// The `/readyz` answer: ready when every upstream is up; the JSON names
-/// each upstream with what was seen.
-pub fn readiness(snapshot: &[(String, Option<Status>)]) -> (bool, serde_json::Value) {
+/// A store's readiness probe: a cheap read through the store's own
+/// connection, `Err` with what failed. It runs on a blocking thread.
+pub type Probe = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// A store `/readyz` asks, by name (`hub`, `sessions`).
+#[derive(Clone)]
+pub struct Store {
+    /// As it appears in the answer.
+    pub name: String,
+    /// The check.
+    pub probe: Probe,
+}
+
+/// Probes every store now (each on a blocking thread, bounded by the check
+/// timeout): a store is asked when readiness is asked, so the answer is never
+/// staler than the request.
+pub async fn check_stores(stores: &[Store]) -> Vec<(String, Status)> {
+    let mut out = Vec::with_capacity(stores.len());
+    for s in stores {
+        let probe = s.probe.clone();
+        let run = tokio::task::spawn_blocking(move || probe());
+        let status = match tokio::time::timeout(CHECK_TIMEOUT, run).await {
+            Err(_) => Status {
+                up: false,
+                detail: "did not answer in time".into(),
+            },
+            Ok(Err(e)) => Status {
+                up: false,
+                detail: format!("probe failed: {e}"),
+            },
+            Ok(Ok(Err(why))) => Status {
+                up: false,
+                detail: why,
+            },
+            Ok(Ok(Ok(()))) => Status {
+                up: true,
+                detail: "readable".into(),
+            },
+        };
+        if !status.up {
+            tracing::warn!(target: "admin", store = %s.name, detail = %status.detail, "store not ready");
+        }
+        out.push((s.name.clone(), status));
+    }
+    out
+}
+
+/// The `/readyz` answer: ready when every upstream and every store is up;
+/// the JSON names each with what was seen.
+pub fn readiness(
+    snapshot: &[(String, Option<Status>)],
+    stores: &[(String, Status)],
+) -> (bool, serde_json::Value) {
     let mut ready = true;
     let mut upstreams = serde_json::Map::new();
     for (name, status) in snapshot {
@@ -91,9 +141,17 @@ pub fn readiness(snapshot: &[(String, Option<Status>)]) -> (bool, serde_json::Va
             serde_json::json!({"up": up, "detail": detail}),
         );
     }
+    let mut by_name = serde_json::Map::new();
+    for (name, s) in stores {
+        ready &= s.up;
+        by_name.insert(
+            name.clone(),
+            serde_json::json!({"up": s.up, "detail": s.detail}),
+        );
+    }
     (
         ready,
-        serde_json::json!({"ready": ready, "upstreams": upstreams}),
+        serde_json::json!({"ready": ready, "upstreams": upstreams, "stores": by_name}),
     )
 }
 
@@ -191,14 +249,49 @@ mod tests {
             up: true,
             detail: "HTTP 200".into(),
         });
-        let (ready, body) = readiness(&[("sim".into(), up.clone())]);
+        let (ready, body) = readiness(&[("sim".into(), up.clone())], &[]);
         assert!(ready);
         assert_eq!(body["upstreams"]["sim"]["detail"], "HTTP 200");
-        let (ready, body) = readiness(&[("sim".into(), up), ("realtime".into(), None)]);
+        let (ready, body) = readiness(
+            &[("sim".into(), up.clone()), ("realtime".into(), None)],
+            &[],
+        );
         assert!(!ready);
         assert_eq!(body["ready"], false);
         assert_eq!(body["upstreams"]["realtime"]["detail"], "not checked yet");
-        assert!(readiness(&[]).0, "no upstreams: nothing to wait for");
+        assert!(readiness(&[], &[]).0, "no upstreams: nothing to wait for");
+        let broken = Status {
+            up: false,
+            detail: "cannot read".into(),
+        };
+        let (ready, body) = readiness(&[("sim".into(), up)], &[("hub".into(), broken)]);
+        assert!(!ready, "a broken store holds readiness back");
+        assert_eq!(body["stores"]["hub"]["detail"], "cannot read");
+    }
+
+    #[tokio::test]
+    async fn stores_are_probed_when_asked() {
+        let ok: Probe = Arc::new(|| Ok(()));
+        let bad: Probe = Arc::new(|| Err("disk I/O error".into()));
+        let got = check_stores(&[
+            Store {
+                name: "hub".into(),
+                probe: ok,
+            },
+            Store {
+                name: "sessions".into(),
+                probe: bad,
+            },
+        ])
+        .await;
+        assert!(got[0].1.up);
+        assert_eq!(
+            got[1].1,
+            Status {
+                up: false,
+                detail: "disk I/O error".into()
+            }
+        );
     }
 
     #[test]

@@ -22,13 +22,18 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 pub struct Admin {
     caps: Arc<ConnectionCaps>,
     health: Arc<Health>,
+    stores: Vec<health::Store>,
 }
 
 impl Admin {
     /// Reads live gauges (open connections) from `caps` at each scrape, and
-    /// readiness from `health`.
-    pub fn new(caps: Arc<ConnectionCaps>, health: Arc<Health>) -> Self {
-        Self { caps, health }
+    /// readiness from `health` and the `stores`' probes.
+    pub fn new(caps: Arc<ConnectionCaps>, health: Arc<Health>, stores: Vec<health::Store>) -> Self {
+        Self {
+            caps,
+            health,
+            stores,
+        }
     }
 }
 
@@ -67,6 +72,10 @@ fn answer(
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let stores = match session.req_header().uri.path() {
+            "/readyz" => health::check_stores(&self.stores).await,
+            _ => Vec::new(),
+        };
         let req = session.req_header();
         let head = req.method == http::Method::HEAD;
         let (status, ct, body) = answer(
@@ -79,7 +88,7 @@ impl ServeHttp for Admin {
                     .set(i64::try_from(open).unwrap_or(i64::MAX));
                 metrics().encode()
             },
-            || health::readiness(&self.health.snapshot()),
+            || health::readiness(&self.health.snapshot(), &stores),
         );
         let len = body.len();
         Response::builder()

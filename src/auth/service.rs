@@ -65,6 +65,11 @@ fn report_users(path: &Path, what: Reload<'_, Users>) {
 pub const FIRST_USER_HINT: &str = "esprit-edge user add NAME --password-stdin";
 
 impl AuthService {
+    /// For `/readyz`: whether the session store answers.
+    pub fn store_ready(&self) -> Result<(), String> {
+        self.sessions.ping().map_err(|e| e.to_string())
+    }
+
     /// Opens the session store and reads the users file.
     pub fn open(config: &config::Config) -> Result<Arc<Self>, OpenError> {
         let cfg = config.auth.clone();

@@ -51,6 +51,8 @@ const CACHE_SWEEP_AT: usize = 10_000;
 /// The session store.
 pub struct Sessions {
     conn: Mutex<Connection>,
+    /// The file, for the readiness probe's own connection.
+    path: std::path::PathBuf,
     /// Keyed by the cookie token itself, so the gate's usual lookup costs a
     /// SipHash, not a SHA-256 (the process sees every token in requests
     /// anyway; only the store must not hold them).
@@ -93,6 +95,7 @@ impl Sessions {
         let index = SessionIndex::default();
         index.add(read_ids(&conn, i64::MIN).map_err(|e| StoreError::Db(WHAT, e))?);
         Ok(Self {
+            path: path.to_path_buf(),
             conn: Mutex::new(conn),
             cache: Mutex::new(HashMap::new()),
             index,
@@ -304,6 +307,20 @@ impl Sessions {
         }
         self.resync_index()?;
         Ok(n)
+    }
+
+    /// Whether the store answers a read (for `/readyz`): an unreadable or
+    /// corrupt file, or a stuck connection, fails it.
+    /// A fresh read-only connection, so a file replaced or damaged on disk
+    /// shows even while the serving connection's cache hides it.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        let c = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::Db(WHAT, e))?;
+        c.query_row("SELECT count(*) FROM sessions WHERE 0", [], |_| Ok(()))
+            .map_err(|e| StoreError::Db(WHAT, e))
     }
 
     /// Deletes expired sessions (nobody may present them again); returns how many.

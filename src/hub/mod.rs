@@ -118,6 +118,11 @@ impl Hub {
             .map_err(|e| StoreError::ReaderFailed(e.to_string()))?
     }
 
+    /// For `/readyz`: whether the event store answers a read.
+    pub fn store_ready(&self) -> Result<(), String> {
+        self.store.ping().map_err(|e| e.to_string())
+    }
+
     /// The background work: agents-file watch and retention.
     pub fn maintenance(self: &Arc<Self>) -> Maintenance {
         Maintenance(self.clone())

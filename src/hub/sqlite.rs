@@ -124,6 +124,18 @@ fn placeholders(n: usize) -> String {
 }
 
 impl EventStore for SqliteStore {
+    /// A fresh read-only connection, not a pooled one: a pooled reader's
+    /// cache can hide a file that was replaced or damaged on disk.
+    fn ping(&self) -> Result<(), StoreError> {
+        let c = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| err("cannot open a reader on", &self.path, e))?;
+        c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |_| Ok(()))
+            .map_err(|e| err("cannot read", &self.path, e))
+    }
+
     fn last_id(&self) -> Result<u64, StoreError> {
         self.read(|c| {
             c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| {

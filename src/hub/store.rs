@@ -72,6 +72,11 @@ pub enum StoreError {
 pub trait EventStore: Send + Sync {
     /// The newest stored id (0 when empty).
     fn last_id(&self) -> Result<u64, StoreError>;
+    /// Whether the store answers as a new reader would find it now (for
+    /// `/readyz`); a backend without a cheaper check reads the newest id.
+    fn ping(&self) -> Result<(), StoreError> {
+        self.last_id().map(|_| ())
+    }
     /// Stores `batch` in one durable commit; returns the events with their ids, in order.
     fn append(&self, batch: &[NewEvent]) -> Result<Vec<Event>, StoreError>;
     /// Events after `after_id` on `channels`, oldest first, at most `limit`.

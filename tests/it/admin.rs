@@ -318,3 +318,37 @@ async fn upstream_failures_and_first_byte_times_are_counted_per_upstream() {
         "one response header came from app (the slow one never did)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_asks_the_stores_and_goes_503_when_one_breaks() {
+    let edge = Edge::start(
+        &ConfigBuilder::new()
+            .route(Route::prefix("/api/").hub())
+            .route(Route::prefix("/auth/").sign_in()),
+    );
+    let (status, body) = readyz_until(&edge, 200).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["stores"]["hub"]["up"], true, "{body}");
+    assert_eq!(body["stores"]["sessions"]["up"], true, "{body}");
+
+    // The event store's files vanish under the running edge (a data volume
+    // unmounted or wiped): its open connections still work from their open
+    // files, but a new reader would not; readiness says so, liveness stays.
+    let store = edge.dir.path().join("data/hub.sqlite3");
+    let store = if store.exists() {
+        store
+    } else {
+        edge.dir.path().join("hub.sqlite3")
+    };
+    assert!(store.exists(), "no hub store at {}", store.display());
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
+    }
+    let (status, body) = readyz_until(&edge, 503).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["stores"]["hub"]["up"], false, "{body}");
+    assert_eq!(body["stores"]["sessions"]["up"], true, "{body}");
+    edge.wait_log(|v| v["message"] == "store not ready" && v["store"] == "hub");
+    let r = client().get(edge.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
