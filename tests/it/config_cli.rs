@@ -48,7 +48,7 @@ fn shipped_config_checks_ok() {
         &[],
     );
     assert!(status.success(), "{err}");
-    assert!(out.contains("ok (17 routes, 3 upstreams)"), "{out}");
+    assert!(out.contains("ok (19 routes, 3 upstreams)"), "{out}");
 }
 
 #[test]
