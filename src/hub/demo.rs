@@ -114,3 +114,58 @@ fn check(r: reqwest::Result<reqwest::Response>) -> Result<(), String> {
         Err(e) => Err(e.without_url().to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Hub;
+    use super::super::api::Scope;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn its_token_posts_for_demo_channels_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("agents.json"),
+            r#"[{"agent":"demo","npc":"demo","webhookUrl":"builtin:demo"},
+                {"agent":"sim","npc":"other","webhookUrl":"http://sim:3000/api/webhooks/trigger/x"}]"#,
+        )
+        .unwrap();
+        let config = dir.path().join("edge.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = {:?}\n[hub]\ndemo = true\n[[routes]]\nprefix = \"/api/\"\nkind = \"hub\"\n",
+                dir.path().display().to_string()
+            ),
+        )
+        .unwrap();
+        let cfg = crate::config::load_with_env(&config, Vec::new()).unwrap();
+        assert_eq!(
+            cfg.hub.demo_events.as_deref(),
+            Some("http://127.0.0.1:8080/api/events")
+        );
+        let hub = Hub::open(&cfg.hub).unwrap();
+        let token = hub.demo.as_ref().unwrap().token.clone();
+        let bearer = format!("Bearer {token}");
+        assert_eq!(hub.events_scope(Some(&bearer)).unwrap(), Scope::Demo);
+        // Not the demo token, and no shared token configured: events are off.
+        assert_eq!(
+            hub.events_scope(Some("Bearer not-the-token-at-all"))
+                .unwrap_err()
+                .status,
+            503
+        );
+        let other = hub
+            .post_event(br#"{"npc":"other","type":"step"}"#, Scope::Demo)
+            .await;
+        assert_eq!(other.status, 403);
+        let own = hub
+            .post_event(br#"{"npc":"demo","type":"step"}"#, Scope::Demo)
+            .await;
+        assert_eq!(own.status, 202);
+        // The shared token's scope posts anywhere, as before.
+        let any = hub
+            .post_event(br#"{"npc":"other","type":"step"}"#, Scope::Any)
+            .await;
+        assert_eq!(any.status, 202);
+    }
+}
