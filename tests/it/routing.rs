@@ -6,9 +6,6 @@ use crate::common::config::{ConfigBuilder, Route};
 use crate::common::peers::{self, Peer};
 use crate::common::{Edge, client};
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 
 struct Stack {
     edge: Edge,
@@ -76,17 +73,7 @@ fn raw(port: u16, request: &str) -> (u16, String) {
 
 /// Sends raw bytes and returns (status, head, body).
 fn raw_response(port: u16, request: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let (status, text) = common::raw_exchange(port, request);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     (status, head.to_string(), body.to_string())
 }

@@ -3,11 +3,8 @@
 //! HEAD, the SPA fallback, and every way out of the root refused.
 
 use crate::common::config::{ConfigBuilder, Route};
-use crate::common::{Edge, client, run_binary};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use crate::common::{Edge, client, raw_exchange as raw, run_binary};
 use std::path::Path;
-use std::time::Duration;
 
 const CSP: &str = "default-src 'self'";
 
@@ -43,21 +40,6 @@ fn start() -> Edge {
         },
         &[],
     )
-}
-
-fn raw(port: u16, request: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
 }
 
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
