@@ -25,8 +25,11 @@ pub fn wanted(route_compresses: bool, upgrade: bool, event_stream: bool) -> bool
 }
 
 /// Turns the module on or off for this request's response; a no-op once
-/// the response header is written.
+/// the response header is written (the module's phase cannot change then).
 pub fn set(session: &mut Session, on: bool) {
+    if session.response_written().is_some() {
+        return;
+    }
     if let Some(c) = session
         .downstream_modules_ctx
         .get_mut::<ResponseCompression>()

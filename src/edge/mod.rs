@@ -563,6 +563,8 @@ impl ProxyHttp for Edge {
             tracing::warn!(target: "edge", route, upstream, status = failure.status, error = %e, "{}", failure.message);
         }
         if failure.status > 0 && session.response_written().is_none() {
+            // The edge's own answer now, not the upstream's: never compressed.
+            compression::set(session, false);
             let navigation = !ctx.facts.json
                 && *e.esource() != pingora::ErrorSource::Downstream
                 && matches!(failure.status, 502 | 504)

@@ -14,10 +14,11 @@ async fn start() -> (Edge, peers::Peer) {
     let edge = Edge::start(
         &ConfigBuilder::new()
             .upstream("app", app.address())
+            .route(Route::prefix("/z/").upstream("app").set("compress", true))
+            .upstream("dead", peers::dead_address())
             .route(
-                Route::prefix("/z/")
-                    .upstream("app")
-                    .stream()
+                Route::prefix("/dead/")
+                    .upstream("dead")
                     .set("compress", true),
             )
             .route(Route::prefix("/plain/").upstream("app")),
@@ -66,6 +67,21 @@ async fn proxied_answers_are_gzipped_when_the_client_takes_it() {
 }
 
 #[tokio::test]
+async fn the_edges_own_error_page_is_not_compressed() {
+    let (edge, _app) = start().await;
+    let r = client()
+        .get(edge.url("/dead/page"))
+        .header("accept", "text/html")
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(r.headers().get("content-encoding").is_none());
+    assert!(r.text().await.unwrap().contains("is not answering"));
+}
+
+#[tokio::test]
 async fn event_streams_are_never_compressed() {
     let (edge, _app) = start().await;
     for announced in [true, false] {
@@ -94,4 +110,27 @@ async fn event_streams_are_never_compressed() {
             "announced: {announced}"
         );
     }
+}
+
+#[test]
+fn compress_is_refused_on_a_stream_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    let text = ConfigBuilder::new()
+        .upstream("app", "127.0.0.1:9")
+        .route(
+            Route::prefix("/")
+                .upstream("app")
+                .stream()
+                .set("compress", true),
+        )
+        .to_toml();
+    std::fs::write(&config, text).unwrap();
+    let (status, _out, err) =
+        crate::common::run_binary(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert!(!status.success());
+    assert!(
+        err.contains("routes[0].compress") && err.contains("stream = true"),
+        "{err}"
+    );
 }

@@ -268,6 +268,12 @@ fn route(
             "is not a valid header value (no newlines or control characters)",
         );
     }
+    if r.compress == Some(true) && stream {
+        p.add(
+            format!("{key}.compress"),
+            "cannot go with stream = true: a compressor holds back what a streamed answer sends until its buffer fills",
+        );
+    }
     let auth = route_auth(key, &r, action.as_ref(), &kind_name, p);
     if p.len() != before {
         return None;
