@@ -387,7 +387,10 @@ impl ProxyHttp for Edge {
                         hsts: self.hsts_for(ctx),
                     },
                 };
-                match crate::static_files::serve(session, &site, &rel, ctx.facts.json).await? {
+                let path = ctx.facts.path.clone();
+                match crate::static_files::serve(session, &site, &rel, &path, ctx.facts.json)
+                    .await?
+                {
                     Some(reply) => reply,
                     None => return Ok(true),
                 }

@@ -40,6 +40,12 @@ pub struct Site<'a> {
 /// What [`plan`] needs of the request: owned, so it can go to a blocking thread.
 #[derive(Debug, Clone, Default)]
 pub struct Ask {
+    /// The normalised request path and its query, for a redirect to the
+    /// directory's slash (never the raw target: `//host` must not become a
+    /// `Location`).
+    pub path: String,
+    /// The query, carried over by that redirect.
+    pub query: Option<String>,
     /// `HEAD`: the same header, no body.
     pub head: bool,
     /// `Accept-Encoding`.
@@ -55,8 +61,9 @@ pub struct Ask {
 }
 
 impl Ask {
-    /// The parts of `req` that decide a static answer.
-    pub fn of(req: &RequestHeader) -> Self {
+    /// The parts of `req` that decide a static answer; `path` is the
+    /// normalised path.
+    pub fn of(req: &RequestHeader, path: &str) -> Self {
         let get = |name: http::header::HeaderName| {
             req.headers
                 .get(name)
@@ -64,6 +71,8 @@ impl Ask {
                 .map(str::to_string)
         };
         Self {
+            path: path.to_string(),
+            query: req.uri.query().map(str::to_string),
             head: req.method == http::Method::HEAD,
             accept_encoding: get(http::header::ACCEPT_ENCODING),
             if_none_match: get(http::header::IF_NONE_MATCH),
@@ -100,8 +109,18 @@ pub struct Body {
 /// is the error reply to send instead (404, 416, 503).
 pub fn plan(root: &Path, spa: bool, rel: &str, ask: &Ask, json: bool) -> Result<Plan, Box<Reply>> {
     use http::header as h;
-    let found =
-        resolve::resolve(root, rel, spa, INDEX).map_err(|m| Box::new(miss(m, rel, json)))?;
+    let found = match resolve::resolve(root, rel, spa, INDEX) {
+        Ok(f) => f,
+        Err(Miss::NeedsSlash) => {
+            let q = ask
+                .query
+                .as_deref()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            return Err(Box::new(Reply::redirect(301, format!("{}/{q}", ask.path))));
+        }
+        Err(m) => return Err(Box::new(miss(m, rel, json))),
+    };
     let name = found
         .path
         .file_name()
@@ -131,7 +150,7 @@ pub fn plan(root: &Path, spa: bool, rel: &str, ask: &Ask, json: bool) -> Result<
     let etag = validators::etag(len, modified, encoding);
     let mut headers = vec![
         (h::ETAG, etag.clone()),
-        (h::LAST_MODIFIED, httpdate::fmt_http_date(modified)),
+        (h::LAST_MODIFIED, validators::last_modified(modified)),
         (
             h::CACHE_CONTROL,
             if found.fallback {
@@ -204,11 +223,13 @@ pub fn plan(root: &Path, spa: bool, rel: &str, ask: &Ask, json: bool) -> Result<
     })
 }
 
-/// Serves `rel` from `site`; `Ok(Some(reply))` is an error for the edge to send.
+/// Serves `rel` (the part of the normalised `path` under the route) from
+/// `site`; `Ok(Some(reply))` is an error or redirect for the edge to send.
 pub async fn serve(
     session: &mut Session,
     site: &Site<'_>,
     rel: &str,
+    path: &str,
     json: bool,
 ) -> pingora::Result<Option<Reply>> {
     let req = session.req_header();
@@ -217,7 +238,7 @@ pub async fn serve(
         r.allow = Some("GET, HEAD");
         return Ok(Some(r));
     }
-    let ask = Ask::of(req);
+    let ask = Ask::of(req, path);
     let (root, spa, rel_owned) = (site.root.to_path_buf(), site.spa, rel.to_string());
     let planned = tokio::task::spawn_blocking(move || plan(&root, spa, &rel_owned, &ask, json))
         .await
@@ -334,6 +355,7 @@ fn miss(m: Miss, rel: &str, json: bool) -> Reply {
             tracing::warn!(target: "static", path = rel, "refused: a symlink leads out of the static root");
             Reply::error(404, "no such file", json)
         }
+        Miss::NeedsSlash => Reply::redirect(301, format!("{rel}/")),
         Miss::Root(why) => {
             tracing::error!(target: "static", error = %why, "the static root is gone or unreadable");
             Reply::error(503, "static files unavailable", json)

@@ -28,6 +28,9 @@ pub enum Miss {
     Escapes,
     /// The root itself is gone or unreadable: 503, the operator must act.
     Root(String),
+    /// A directory asked for without its trailing `/`: 301 to the path with
+    /// it (as nginx does), so the index's relative links resolve inside it.
+    NeedsSlash,
 }
 
 /// Finds the file `rel` (a normalised path starting with `/`, percent
@@ -61,6 +64,9 @@ fn find(root: &Path, rel: &str, index: &str) -> Result<Resolved, Miss> {
         path.push(OsStr::from_bytes(&name));
     }
     if path.is_dir() {
+        if !dir_asked && !rel.is_empty() {
+            return Err(Miss::NeedsSlash);
+        }
         path.push(index);
         dir_asked = false;
     }
@@ -159,6 +165,10 @@ mod tests {
         );
         // A directory without an index is never listed.
         assert!(resolve(&root, "/assets/", false, "index.html").is_err());
+        assert_eq!(
+            resolve(&root, "/assets", true, "index.html").unwrap_err(),
+            Miss::NeedsSlash
+        );
         assert_eq!(
             resolve(&root, "/missing.js", false, "index.html").unwrap_err(),
             Miss::NotFound

@@ -4,6 +4,18 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// `Last-Modified`: the file's time, or the epoch for one outside what an
+/// HTTP date can say (before 1970, after 9999), which would not format.
+pub fn last_modified(modified: SystemTime) -> String {
+    let max = UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799);
+    let t = if modified < UNIX_EPOCH || modified > max {
+        UNIX_EPOCH
+    } else {
+        modified
+    };
+    httpdate::fmt_http_date(t)
+}
+
 /// A strong entity tag from what changes when the file does: size and
 /// modification time (nanoseconds), plus the representation, so the `.br`
 /// and the plain file never share one.
@@ -62,15 +74,28 @@ pub fn cache_control(file_name: &str) -> &'static str {
     }
 }
 
-/// `name-<hash>.ext` or `name.<hash>.ext`: a hash of 8 or more characters
-/// of `[A-Za-z0-9_]`, with a digit or both cases in it (so `index-settings.js`
-/// is not taken for one). HTML is never immutable.
+/// `name-<hash>.ext` or `name.<hash>.ext`. Two shapes: Vite/Rollup's 8
+/// characters of base64url (which may hold `-` and `_`: `index-C-1Rz6Ep.js`)
+/// right after the name's last separator, or a longer `[A-Za-z0-9_]` run
+/// (webpack's hex). Either with a digit or both cases in it, so
+/// `index-settings.js` is not taken for one. HTML is never immutable.
 fn has_content_hash(file_name: &str) -> bool {
     let Some((stem, ext)) = file_name.rsplit_once('.') else {
         return false;
     };
     if ext.eq_ignore_ascii_case("html") || ext.eq_ignore_ascii_case("htm") {
         return false;
+    }
+    let hashy = |h: &[u8], extra: &[u8]| {
+        h.iter()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+            && (h.iter().any(u8::is_ascii_digit)
+                || (h.iter().any(u8::is_ascii_uppercase) && h.iter().any(u8::is_ascii_lowercase)))
+    };
+    let b = stem.as_bytes();
+    // Vite: exactly 8 base64url characters after a `-` or `.`.
+    if b.len() > 9 && matches!(b[b.len() - 9], b'-' | b'.') && hashy(&b[b.len() - 8..], b"-_") {
+        return true;
     }
     let Some(hash) = stem
         .rsplit(['-', '.'])
@@ -79,11 +104,7 @@ fn has_content_hash(file_name: &str) -> bool {
     else {
         return false;
     };
-    let b = hash.as_bytes();
-    b.len() >= 8
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-        && (b.iter().any(u8::is_ascii_digit)
-            || (b.iter().any(u8::is_ascii_uppercase) && b.iter().any(u8::is_ascii_lowercase)))
+    hash.len() >= 8 && hashy(hash.as_bytes(), b"_")
 }
 
 /// An entity tag without its weakness mark, for the weak comparison.
@@ -140,6 +161,17 @@ mod tests {
     }
 
     #[test]
+    fn dates_out_of_range_do_not_panic() {
+        let epoch = "Thu, 01 Jan 1970 00:00:00 GMT";
+        assert_eq!(last_modified(UNIX_EPOCH - Duration::from_secs(10)), epoch);
+        assert_eq!(last_modified(t(300_000_000_000)), epoch);
+        assert_eq!(
+            last_modified(t(1_700_000_000)),
+            httpdate::fmt_http_date(t(1_700_000_000))
+        );
+    }
+
+    #[test]
     fn if_range() {
         let m = t(1_700_000_000);
         let tag = etag(10, m, None);
@@ -162,6 +194,9 @@ mod tests {
             "vendor.3f9a1c2e.css",
             "logo-a1b2c3d4.svg",
             "chunk-DiwrgTda.js",
+            "index-C-1Rz6Ep.js",
+            "vendor-react-_x9Qk2Lm.js",
+            "main.3f9a1c2e5b7d4a60.js",
         ] {
             assert_eq!(
                 cache_control(name),

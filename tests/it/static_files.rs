@@ -227,6 +227,17 @@ async fn spa_fallback_and_misses() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    // A directory without its slash: 301 to it, query kept (as nginx).
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(edge.url("/assets?x=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(header(&r, "location"), "/assets/?x=1");
     let r = c.post(edge.url("/")).body("x").send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(header(&r, "allow"), "GET, HEAD");
