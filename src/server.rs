@@ -43,6 +43,8 @@ struct Reload {
     running: std::sync::Mutex<Config>,
     live: LiveConfig,
     rules: Arc<ArcSwap<RateRules>>,
+    /// The admin listener's upstream health, when it runs.
+    health: Option<Arc<Health>>,
 }
 
 impl Reload {
@@ -77,6 +79,9 @@ impl Reload {
         let rules = Arc::new(RateRules::new(&new.limits));
         self.rules.store(rules.clone());
         self.live.store(Arc::new(Live::new(&new, rules)));
+        if let Some(h) = &self.health {
+            h.replace(new.upstreams.values().cloned());
+        }
         tracing::info!(target: "edge", file = %source.display(), routes = new.routes.len(), limits = new.limits.len(), "config reloaded");
         crate::telemetry::metrics::metrics().reload("applied");
         *running = new;
@@ -240,10 +245,15 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         max_bytes: config.server.max_header_bytes,
     };
     let edge_app = Edge::new(&config, handlers, auth, streams, limits);
+    let health = config
+        .admin
+        .listen
+        .map(|_| Arc::new(Health::new(config.upstreams.values().cloned())));
     let reload = Reload {
         running: std::sync::Mutex::new(config.clone()),
         live: edge_app.live(),
         rules,
+        health: health.clone(),
     };
     let proxy = http_proxy(&server.configuration, edge_app);
     let mut edge = Service::new(
@@ -267,8 +277,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         );
         tracing::info!(target: "edge", listen = %addr, tls = true, "listening");
     }
-    if let Some(addr) = config.admin.listen {
-        let health = Arc::new(Health::new(config.upstreams.values().cloned()));
+    if let (Some(addr), Some(health)) = (config.admin.listen, health) {
         server.add_service(background_service(
             "upstream health checks",
             Checker(health.clone()),

@@ -28,19 +28,46 @@ pub struct Status {
 }
 
 /// The last result of every upstream.
-#[derive(Default)]
 pub struct Health {
-    upstreams: Vec<Upstream>,
+    upstreams: RwLock<Vec<Upstream>>,
     last: RwLock<BTreeMap<String, Status>>,
+    /// Bumped by [`Health::replace`]: the checker starts over on the new list.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Health {
     /// Health of `upstreams`, none checked yet.
     pub fn new(upstreams: impl IntoIterator<Item = Upstream>) -> Self {
         Self {
-            upstreams: upstreams.into_iter().collect(),
+            upstreams: RwLock::new(upstreams.into_iter().collect()),
             last: RwLock::default(),
+            generation: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// A reloaded config's upstreams: a removed one is forgotten, one whose
+    /// address or check changed starts again as not checked, and the
+    /// checker moves to the new list at once.
+    pub fn replace(&self, upstreams: impl IntoIterator<Item = Upstream>) {
+        let new: Vec<Upstream> = upstreams.into_iter().collect();
+        {
+            let mut list = self.upstreams.write().unwrap_or_else(|p| p.into_inner());
+            let mut last = self.last.write().unwrap_or_else(|p| p.into_inner());
+            last.retain(|name, _| {
+                let before = list.iter().find(|u| &u.name == name);
+                let after = new.iter().find(|u| &u.name == name);
+                matches!((before, after), (Some(b), Some(a)) if a == b)
+            });
+            *list = new;
+        }
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn current(&self) -> Vec<Upstream> {
+        self.upstreams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn record(&self, name: &str, status: Status) {
@@ -59,7 +86,7 @@ impl Health {
     /// Every upstream's state, `None` for one not checked yet.
     pub fn snapshot(&self) -> Vec<(String, Option<Status>)> {
         let last = self.last.read().unwrap_or_else(|p| p.into_inner());
-        self.upstreams
+        self.current()
             .iter()
             .map(|u| {
                 let status = match u.health_checked {
@@ -215,27 +242,33 @@ pub struct Checker(pub Arc<Health>);
 #[async_trait::async_trait]
 impl BackgroundService for Checker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for u in self
-            .0
-            .upstreams
-            .iter()
-            .filter(|u| u.health_checked)
-            .cloned()
-        {
-            let health = self.0.clone();
-            tasks.spawn(async move {
-                let mut tick = tokio::time::interval(u.health_interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let status = check(&u).await;
-                    health.record(&u.name, status);
+        let mut reloaded = self.0.generation.subscribe();
+        loop {
+            let mut tasks = tokio::task::JoinSet::new();
+            for u in self.0.current().into_iter().filter(|u| u.health_checked) {
+                let health = self.0.clone();
+                tasks.spawn(async move {
+                    let mut tick = tokio::time::interval(u.health_interval);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tick.tick().await;
+                        let status = check(&u).await;
+                        // A check that began before a reload must not speak for the new list.
+                        if health.current().iter().any(|now| *now == u) {
+                            health.record(&u.name, status);
+                        }
+                    }
+                });
+            }
+            reloaded.borrow_and_update();
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    tasks.abort_all();
+                    return;
                 }
-            });
+                _ = reloaded.changed() => tasks.abort_all(),
+            }
         }
-        let _ = shutdown.changed().await;
-        tasks.abort_all();
     }
 }
 
@@ -267,6 +300,38 @@ mod tests {
         let (ready, body) = readiness(&[("sim".into(), up)], &[("hub".into(), broken)]);
         assert!(!ready, "a broken store holds readiness back");
         assert_eq!(body["stores"]["hub"]["detail"], "cannot read");
+    }
+
+    fn upstream(name: &str, port: u16) -> Upstream {
+        Upstream {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port,
+            health_path: None,
+            health_interval: Duration::from_secs(5),
+            health_checked: true,
+        }
+    }
+
+    #[test]
+    fn a_reload_forgets_removed_and_changed_upstreams() {
+        let h = Health::new([upstream("a", 1), upstream("b", 2), upstream("c", 3)]);
+        for n in ["a", "b", "c"] {
+            h.record(
+                n,
+                Status {
+                    up: false,
+                    detail: "down".into(),
+                },
+            );
+        }
+        h.replace([upstream("a", 1), upstream("b", 20), upstream("d", 4)]);
+        let snap = h.snapshot();
+        let names: Vec<&str> = snap.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "b", "d"], "c is gone");
+        assert!(snap[0].1.is_some(), "a kept its result");
+        assert!(snap[1].1.is_none(), "b moved: not checked yet");
+        assert!(snap[2].1.is_none());
     }
 
     #[tokio::test]

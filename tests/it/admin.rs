@@ -352,3 +352,39 @@ async fn readyz_asks_the_stores_and_goes_503_when_one_breaks() {
     let r = client().get(edge.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_a_reloaded_config() {
+    let port = common::free_port();
+    let peer = health_peer(port).await;
+    let checked = |address: String| {
+        ConfigBuilder::new()
+            .raw(&format!(
+                "[upstreams.app]\naddress = \"{address}\"\nhealth_path = \"/healthz\"\nhealth_interval = \"200ms\"\n"
+            ))
+            .route(Route::prefix("/").upstream("app"))
+    };
+    let down = checked(peers::dead_address());
+    let edge = Edge::start(&down);
+    let (status, body) = readyz_until(&edge, 503).await;
+    assert_eq!(status, 503, "{body}");
+
+    // The operator points the upstream at where it really runs and reloads.
+    let up = checked(format!("127.0.0.1:{port}"));
+    std::fs::write(&edge.config, up.render(edge.dir.path(), edge.port)).unwrap();
+    edge.signal("HUP");
+    let (status, body) = readyz_until(&edge, 200).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["upstreams"]["app"]["detail"], "HTTP 200");
+
+    // Removing an upstream that is down no longer holds readiness back.
+    peer.abort();
+    let gone = ConfigBuilder::new()
+        .upstream("other", format!("127.0.0.1:{port}"))
+        .route(Route::prefix("/").upstream("other"));
+    std::fs::write(&edge.config, gone.render(edge.dir.path(), edge.port)).unwrap();
+    edge.signal("HUP");
+    let (status, body) = readyz_until(&edge, 200).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["upstreams"].get("app").is_none(), "{body}");
+}
