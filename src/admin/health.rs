@@ -254,7 +254,7 @@ impl BackgroundService for Checker {
                         tick.tick().await;
                         let status = check(&u).await;
                         // A check that began before a reload must not speak for the new list.
-                        if health.current().iter().any(|now| *now == u) {
+                        if health.current().contains(&u) {
                             health.record(&u.name, status);
                         }
                     }
