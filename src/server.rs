@@ -126,6 +126,28 @@ pub fn preflight(config: &Config) -> anyhow::Result<()> {
         crate::tls::load(&tls.cert, &tls.key)
             .with_context(|| format!("{}: tls", config.source.display()))?;
     }
+    if config.hub.demo_events.is_some() {
+        // The demo flow posts over HTTP with its own bearer token: that
+        // request must reach the hub, never an upstream or a session gate.
+        let router = crate::edge::router::Router::new(&config.routes);
+        let events = crate::hub::EVENTS_PATH;
+        let reaches_hub = router.find(None, events).is_some_and(|r| {
+            r.auth == RouteAuth::Token
+                && matches!(
+                    r.action,
+                    RouteAction::Handler {
+                        kind: HandlerKind::Hub,
+                        ..
+                    }
+                )
+        });
+        if !reaches_hub {
+            anyhow::bail!(
+                "{}: hub.demo: the demo flow posts to {events}, which no route answers with kind = \"hub\" and auth = \"token\" (add that route, or turn the demo off)",
+                config.source.display()
+            );
+        }
+    }
     Ok(())
 }
 

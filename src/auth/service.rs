@@ -77,10 +77,18 @@ impl AuthService {
         let devices = Devices::open(&cfg.sessions, super::cookies::DEVICE_TTL)?;
         let loaded = Users::load(&cfg.users_file).map_err(OpenError::Users)?;
         if loaded.users.is_empty() {
+            // The command as this very binary and config would run it.
+            let exe = std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "esprit-edge".into());
             tracing::warn!(
                 target: "auth",
                 file = %cfg.users_file.display(),
-                hint = FIRST_USER_HINT,
+                hint = %format!(
+                    "{exe} --config {} {}",
+                    config.source.display(),
+                    FIRST_USER_HINT.trim_start_matches("esprit-edge ")
+                ),
                 "no users yet: nobody can sign in until one is added (no restart needed)"
             );
         }

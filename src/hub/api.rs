@@ -114,6 +114,8 @@ impl Hub {
         };
         let payload = req.get("payload").cloned().unwrap_or(Value::Null);
         let npc = match req.get("npc") {
+            // The demo flow's token posts for demo channels only: its runs stay on its own.
+            _ if agent.is_demo() => Some(agent.npc.clone()),
             None | Some(Value::Null) => Some(agent.npc.clone()),
             Some(Value::String(n)) => Npc::parse(n),
             Some(_) => None,

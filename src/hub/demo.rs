@@ -99,11 +99,23 @@ impl DemoFlow {
                 }
             }
             tokio::time::sleep(STEP).await;
-            let done = json!({ "result": format!("Demo finished. You sent: {}", run.payload) });
+            let done =
+                json!({ "result": format!("Demo finished. You sent: {}", echo(&run.payload)) });
             if let Err(why) = check(post("done", done).await) {
                 tracing::warn!(target: "hub", run_id = %run.run_id, error = %why, "the demo flow could not post its event");
             }
         });
+    }
+}
+
+/// What the demo says back of the payload: its JSON, cut to a length that
+/// always fits an event.
+fn echo(payload: &Value) -> String {
+    const MAX: usize = 200;
+    let text = payload.to_string();
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
     }
 }
 
@@ -167,5 +179,26 @@ mod tests {
             .post_event(br#"{"npc":"other","type":"step"}"#, Scope::Any)
             .await;
         assert_eq!(any.status, 202);
+        // A run of the demo agent stays on its own channel whatever it asks
+        // for, and nothing it answers or stores carries the token.
+        let run = hub
+            .run("demo", br#"{"npc":"other","payload":{"q":1}}"#)
+            .await;
+        assert_eq!(run.status, 202);
+        let body = String::from_utf8_lossy(&run.body).into_owned();
+        assert!(!body.contains(&token), "{body}");
+        let runs = hub.runs_reply(Some("npc=demo")).await;
+        let runs = String::from_utf8_lossy(&runs.body).into_owned();
+        assert!(runs.contains("\"npc\":\"demo\""), "{runs}");
+        assert!(!runs.contains(&token));
+        let other = hub.runs_reply(Some("npc=other")).await;
+        assert!(!String::from_utf8_lossy(&other.body).contains("\"agent\":\"demo\""));
+    }
+
+    #[test]
+    fn the_echo_is_cut() {
+        assert_eq!(super::echo(&serde_json::json!({"a": 1})), r#"{"a":1}"#);
+        let long = super::echo(&serde_json::json!("x".repeat(1000)));
+        assert_eq!(long.chars().count(), 201);
     }
 }
