@@ -184,7 +184,12 @@ impl Edge {
     /// for as long as it is open; over a cap it gets 429.
     fn hold_stream(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), Box<Reply>> {
         match self.stream_caps.acquire(self.opener(req, ctx)) {
-            Ok(place) => {
+            Ok(mut place) => {
+                place.counted_as(if ctx.facts.upgrade {
+                    "websocket"
+                } else {
+                    "sse"
+                });
                 ctx.stream_place = Some(place);
                 Ok(())
             }
@@ -521,10 +526,11 @@ impl ProxyHttp for Edge {
         }
         if ctx.stream_place.is_none() && headers::is_event_stream(upstream_response) {
             // A stream the client did not announce still takes its place.
-            ctx.stream_place = Some(
-                self.stream_caps
-                    .count(self.opener(session.req_header(), ctx)),
-            );
+            let mut place = self
+                .stream_caps
+                .count(self.opener(session.req_header(), ctx));
+            place.counted_as("sse");
+            ctx.stream_place = Some(place);
         }
         if let (Some(live), Some(p)) = (&ctx.live, &ctx.proxy)
             && let Some(h) = live.first_byte.get(&p.upstream)

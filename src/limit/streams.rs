@@ -96,8 +96,8 @@ impl StreamCaps {
         for k in &keys {
             *open.entry(k.clone()).or_insert(0) += 1;
         }
-        crate::telemetry::metrics::metrics().open_streams.inc();
         StreamPermit {
+            gauge: None,
             caps: self.clone(),
             keys,
         }
@@ -113,11 +113,27 @@ impl StreamCaps {
 pub struct StreamPermit {
     caps: Arc<StreamCaps>,
     keys: Vec<Key>,
+    /// The open-streams gauge it is counted in, once its kind is known.
+    gauge: Option<prometheus_client::metrics::gauge::Gauge>,
+}
+
+impl StreamPermit {
+    /// Counts the stream in `esprit_open_streams{kind}` (`sse` or
+    /// `websocket`) until the permit is dropped; once.
+    pub fn counted_as(&mut self, kind: &'static str) {
+        if self.gauge.is_none() {
+            let g = crate::telemetry::metrics::metrics().open_streams(kind);
+            g.inc();
+            self.gauge = Some(g);
+        }
+    }
 }
 
 impl Drop for StreamPermit {
     fn drop(&mut self) {
-        crate::telemetry::metrics::metrics().open_streams.dec();
+        if let Some(g) = &self.gauge {
+            g.dec();
+        }
         let mut open = self.caps.lock();
         for k in self.keys.drain(..) {
             if let Some(n) = open.get_mut(&k) {

@@ -85,6 +85,13 @@ impl RouteMetrics {
     }
 }
 
+/// What kind of long stream: `sse` or `websocket`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamKindLabel {
+    /// `sse` (hub or proxied) or `websocket`.
+    pub kind: &'static str,
+}
+
 /// A limit's name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabel {
@@ -145,9 +152,9 @@ pub struct Metrics {
     upstream_ttfb: Family<UpstreamLabel, Histogram>,
     /// Open client connections, set when the admin listener is scraped.
     pub open_connections: Gauge,
-    /// Open long streams (websockets, hub and proxied SSE), kept by the
-    /// stream caps' permits.
-    pub open_streams: Gauge,
+    /// Open long streams by kind (websockets, hub and proxied SSE), kept
+    /// by the stream caps' permits.
+    open_streams: Family<StreamKindLabel, Gauge>,
     /// Hub events stored (each is acknowledged only once stored).
     pub hub_events: Counter,
     /// Live hub events written to a subscriber.
@@ -215,10 +222,10 @@ impl Metrics {
             "From a request's arrival to its upstream's response header, by upstream",
             upstream_ttfb.clone(),
         );
-        let open_streams = Gauge::default();
+        let open_streams = Family::<StreamKindLabel, Gauge>::default();
         registry.register(
             "open_streams",
-            "Websockets and SSE streams (hub or proxied) open now",
+            "Long streams open now, by kind: sse (hub or proxied) and websocket",
             open_streams.clone(),
         );
         let hub_events = Counter::default();
@@ -286,6 +293,13 @@ impl Metrics {
             duration,
             counters: [slots(), slots()],
         }
+    }
+
+    /// The open-streams gauge of `kind` (`sse` or `websocket`).
+    pub fn open_streams(&self, kind: &'static str) -> Gauge {
+        self.open_streams
+            .get_or_create(&StreamKindLabel { kind })
+            .clone()
     }
 
     /// Counts one refusal by `rule`.

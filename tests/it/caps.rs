@@ -361,7 +361,11 @@ async fn streams_over_the_per_ip_cap_get_429_and_free_as_they_close() {
         200
     );
     // The admin listener sees the three streams and the two refusals.
-    assert_eq!(edge.metric("esprit_open_streams").await, 3.0);
+    assert_eq!(edge.metric("esprit_open_streams{kind=\"sse\"}").await, 2.0);
+    assert_eq!(
+        edge.metric("esprit_open_streams{kind=\"websocket\"}").await,
+        1.0
+    );
     assert_eq!(
         edge.metric("esprit_limit_refusals_total{rule=\"streams-per-ip\"}")
             .await,
