@@ -319,6 +319,9 @@ impl Sessions {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| StoreError::Db(WHAT, e))?;
+        // A writer's checkpoint may hold a lock for a moment: not "not ready".
+        c.busy_timeout(Duration::from_millis(500))
+            .map_err(|e| StoreError::Db(WHAT, e))?;
         c.query_row("SELECT count(*) FROM sessions WHERE 0", [], |_| Ok(()))
             .map_err(|e| StoreError::Db(WHAT, e))
     }

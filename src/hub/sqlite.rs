@@ -132,6 +132,9 @@ impl EventStore for SqliteStore {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| err("cannot open a reader on", &self.path, e))?;
+        // A writer's checkpoint may hold a lock for a moment: not "not ready".
+        c.busy_timeout(std::time::Duration::from_millis(500))
+            .map_err(|e| err("cannot open a reader on", &self.path, e))?;
         c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |_| Ok(()))
             .map_err(|e| err("cannot read", &self.path, e))
     }
