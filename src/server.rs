@@ -45,6 +45,9 @@ struct Reload {
     rules: Arc<ArcSwap<RateRules>>,
     /// The admin listener's upstream health, when it runs.
     health: Option<Arc<Health>>,
+    /// The hub and the sign-in, when they run: their reloadable settings.
+    hub: Option<Arc<Hub>>,
+    auth: Option<Arc<AuthService>>,
 }
 
 impl Reload {
@@ -81,6 +84,16 @@ impl Reload {
         self.live.store(Arc::new(Live::new(&new, rules)));
         if let Some(h) = &self.health {
             h.replace(new.upstreams.values().cloned());
+        }
+        let mut fixed = Vec::new();
+        if let Some(hub) = &self.hub {
+            fixed.extend(hub.apply(&new.hub));
+        }
+        if let Some(auth) = &self.auth {
+            fixed.extend(auth.apply(&new.auth));
+        }
+        for key in fixed {
+            tracing::warn!(target: "edge", key, "not applied by SIGHUP: {key} takes a restart or hand-over; the running value stays");
         }
         tracing::info!(target: "edge", file = %source.display(), routes = new.routes.len(), limits = new.limits.len(), "config reloaded");
         crate::telemetry::metrics::metrics().reload("applied");
@@ -212,6 +225,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let mut handlers = Handlers::default();
     // What /readyz asks besides the upstreams.
     let mut stores: Vec<crate::admin::health::Store> = Vec::new();
+    let mut running_hub = None;
     if serves(HandlerKind::Hub) {
         let hub = Hub::open(&config.hub)
             .map_err(|e| anyhow::anyhow!("{}: hub: {e}", config.source.display()))?;
@@ -221,6 +235,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
             name: "hub".into(),
             probe: Arc::new(move || probe.store_ready()),
         });
+        running_hub = Some(hub.clone());
         handlers.register(HandlerKind::Hub, hub);
     }
     if serves(HandlerKind::Console) {
@@ -266,6 +281,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         timeout: config.server.header_timeout,
         max_bytes: config.server.max_header_bytes,
     };
+    let running_auth = auth.clone();
     let edge_app = Edge::new(&config, handlers, auth, streams, limits);
     let health = config
         .admin
@@ -276,6 +292,8 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         live: edge_app.live(),
         rules,
         health: health.clone(),
+        hub: running_hub,
+        auth: running_auth,
     };
     let proxy = http_proxy(&server.configuration, edge_app);
     let mut edge = Service::new(

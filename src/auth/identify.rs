@@ -63,8 +63,7 @@ impl AuthService {
             self.sessions.revoke(token);
             return None;
         };
-        let idle = i64::try_from(self.cfg.idle_timeout.as_millis()).unwrap_or(i64::MAX);
-        let absolute = i64::try_from(self.cfg.absolute_timeout.as_millis()).unwrap_or(i64::MAX);
+        let (idle, absolute) = self.sessions.timeouts_ms();
         Some(Identity {
             user: rec.user,
             name: u.display_name.clone(),

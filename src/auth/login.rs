@@ -273,7 +273,7 @@ impl AuthService {
         let mut r = Reply::redirect(303, refuse.rd.unwrap_or("/").to_string());
         r.set_cookies.push(cookies::session(
             &token,
-            self.cfg.absolute_timeout.as_secs(),
+            u64::try_from(self.sessions.timeouts_ms().1 / 1000).unwrap_or(0),
             secure,
         ));
         for d in &a.devices {

@@ -65,6 +65,26 @@ fn report_users(path: &Path, what: Reload<'_, Users>) {
 pub const FIRST_USER_HINT: &str = "esprit-edge user add NAME --password-stdin";
 
 impl AuthService {
+    /// A reloaded config's `[auth]`: the idle and absolute timeouts apply
+    /// from each session's next use; returns the settings that need a
+    /// restart (files, the login queue), which keep their running values.
+    pub fn apply(&self, new: &config::Auth) -> Vec<&'static str> {
+        let old = &self.cfg;
+        self.sessions
+            .set_timeouts(new.idle_timeout, new.absolute_timeout);
+        let mut fixed = Vec::new();
+        if new.users_file != old.users_file {
+            fixed.push("auth.users_file");
+        }
+        if new.sessions != old.sessions {
+            fixed.push("auth.sessions");
+        }
+        if (new.login_concurrency, new.login_queue) != (old.login_concurrency, old.login_queue) {
+            fixed.push("auth.login_concurrency / auth.login_queue");
+        }
+        fixed
+    }
+
     /// For `/readyz`: whether the session store answers.
     pub fn store_ready(&self) -> Result<(), String> {
         self.sessions.ping().map_err(|e| e.to_string())

@@ -59,8 +59,9 @@ pub struct Sessions {
     cache: Mutex<HashMap<String, Cached>>,
     /// Every id in the store: an unknown cookie is refused without a query.
     index: SessionIndex,
-    idle_ms: i64,
-    absolute_ms: i64,
+    /// Idle and absolute timeouts in ms; a reload may change them.
+    idle_ms: std::sync::atomic::AtomicI64,
+    absolute_ms: std::sync::atomic::AtomicI64,
     touch_ms: i64,
     recheck: std::time::Duration,
 }
@@ -99,8 +100,8 @@ impl Sessions {
             conn: Mutex::new(conn),
             cache: Mutex::new(HashMap::new()),
             index,
-            idle_ms: i64::try_from(idle.as_millis()).unwrap_or(i64::MAX),
-            absolute_ms: i64::try_from(absolute.as_millis()).unwrap_or(i64::MAX),
+            idle_ms: std::sync::atomic::AtomicI64::new(ms(idle)),
+            absolute_ms: std::sync::atomic::AtomicI64::new(ms(absolute)),
             touch_ms: (i64::try_from(idle.as_millis()).unwrap_or(i64::MAX) / 4).min(TOUCH_EVERY_MS),
             recheck: RECHECK_EVERY,
         })
@@ -132,7 +133,8 @@ impl Sessions {
     }
 
     fn expired(&self, r: &SessionRecord, now: i64) -> bool {
-        now - r.last_seen > self.idle_ms || now - r.created > self.absolute_ms
+        let (idle, absolute) = self.timeouts_ms();
+        now - r.last_seen > idle || now - r.created > absolute
     }
 
     fn cache_put(&self, token: &str, key: Key, rec: SessionRecord, read_at: std::time::Instant) {
@@ -309,6 +311,20 @@ impl Sessions {
         Ok(n)
     }
 
+    /// The idle and absolute timeouts, in ms.
+    pub fn timeouts_ms(&self) -> (i64, i64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.idle_ms.load(Relaxed), self.absolute_ms.load(Relaxed))
+    }
+
+    /// New timeouts from a reloaded config: every session is judged by them
+    /// from its next use on.
+    pub fn set_timeouts(&self, idle: Duration, absolute: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.idle_ms.store(ms(idle), Relaxed);
+        self.absolute_ms.store(ms(absolute), Relaxed);
+    }
+
     /// Whether the store answers a read (for `/readyz`): an unreadable or
     /// corrupt file, or a stuck connection, fails it.
     /// A fresh read-only connection, so a file replaced or damaged on disk
@@ -338,8 +354,8 @@ impl Sessions {
             .execute(
                 "DELETE FROM sessions WHERE last_seen < ?1 OR created < ?2",
                 params![
-                    now.saturating_sub(self.idle_ms),
-                    now.saturating_sub(self.absolute_ms)
+                    now.saturating_sub(self.timeouts_ms().0),
+                    now.saturating_sub(self.timeouts_ms().1)
                 ],
             )
             .map_err(|e| StoreError::Db(WHAT, e))?;
@@ -394,6 +410,11 @@ fn read_ids(conn: &Connection, from: i64) -> rusqlite::Result<Vec<(Key, i64)>> {
         }
     }
     Ok(out)
+}
+
+/// A duration in ms, as the store keeps times.
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -147,7 +147,8 @@ impl Hub {
             return Reply::json(202, &json!({ "ok": true, "runId": run_id }), "run started");
         }
         let call = json!({ "runId": run_id, "agent": agent.agent, "npc": npc, "payload": payload });
-        match self.webhooks.post(&agent.webhook, &call).await {
+        let webhooks = self.webhooks.load_full();
+        match webhooks.post(&agent.webhook, &call).await {
             Ok(_) => Reply::json(202, &json!({ "ok": true, "runId": run_id }), "run started"),
             Err(reason) => {
                 tracing::warn!(target: "hub", agent = %agent.agent, run_id = %run_id, error = %reason, "run webhook failed");
@@ -179,7 +180,8 @@ impl Hub {
         {
             return Ok(Scope::Demo);
         }
-        let Some(want) = &self.cfg.events_token else {
+        let cfg = self.cfg.load();
+        let Some(want) = &cfg.events_token else {
             return Err(Box::new(error(
                 503,
                 "POST /api/events is disabled: set hub.events_token or ESPRIT_EVENTS_TOKEN",
@@ -339,7 +341,8 @@ impl Hub {
         let Some(npc) = Npc::parse(&waiting.npc) else {
             return error(500, "the stored run has an invalid npc");
         };
-        if let Err(reason) = self.webhooks.post(&url, &answer).await {
+        let webhooks = self.webhooks.load_full();
+        if let Err(reason) = webhooks.post(&url, &answer).await {
             return error(502, reason);
         }
         let step = NewEvent {

@@ -52,12 +52,15 @@ pub fn claims(path: &str) -> bool {
 
 /// The running hub.
 pub struct Hub {
-    cfg: config::Hub,
+    /// The settings a reload may replace (token, replay, heartbeat, limits,
+    /// retention); the store, the agents file, the queue size and the
+    /// channel cap are fixed at start.
+    cfg: arc_swap::ArcSwap<config::Hub>,
     agents: Arc<Agents>,
     store: Arc<dyn EventStore>,
     journal: Journal,
     fanout: Arc<Fanout>,
-    webhooks: Webhooks,
+    webhooks: arc_swap::ArcSwap<Webhooks>,
     respond_lock: tokio::sync::Mutex<()>,
     channels: channels::ChannelSet,
     demo: Option<demo::DemoFlow>,
@@ -89,12 +92,14 @@ impl Hub {
         let journal = Journal::start(store.clone(), fanout.clone()).map_err(OpenError::Journal)?;
         let known = store.channels()?;
         Ok(Arc::new(Self {
-            cfg: cfg.clone(),
+            cfg: arc_swap::ArcSwap::from_pointee(cfg.clone()),
             agents: Arc::new(Agents::open(&cfg.agents_file)),
             store,
             journal,
             fanout,
-            webhooks: Webhooks::new(cfg.webhook_timeout).map_err(OpenError::Webhooks)?,
+            webhooks: arc_swap::ArcSwap::from_pointee(
+                Webhooks::new(cfg.webhook_timeout).map_err(OpenError::Webhooks)?,
+            ),
             channels: channels::ChannelSet::new(known, cfg.max_channels),
             respond_lock: tokio::sync::Mutex::new(()),
             demo: cfg
@@ -116,6 +121,44 @@ impl Hub {
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
             .map_err(|e| StoreError::ReaderFailed(e.to_string()))?
+    }
+
+    /// A reloaded config's `[hub]`: the token, replay, heartbeat, body cap,
+    /// retention and webhook timeout apply to new requests; returns the
+    /// settings that need a restart, which keep their running values.
+    pub fn apply(&self, new: &config::Hub) -> Vec<&'static str> {
+        let old = self.cfg.load_full();
+        let mut fixed = Vec::new();
+        let mut next = new.clone();
+        if new.store != old.store {
+            fixed.push("hub.store");
+        }
+        if new.agents_file != old.agents_file {
+            fixed.push("hub.agents_file");
+        }
+        if new.subscriber_queue != old.subscriber_queue {
+            fixed.push("hub.subscriber_queue");
+        }
+        if new.max_channels != old.max_channels {
+            fixed.push("hub.max_channels");
+        }
+        if new.demo_events != old.demo_events {
+            fixed.push("hub.demo");
+        }
+        (next.store, next.agents_file) = (old.store.clone(), old.agents_file.clone());
+        (next.subscriber_queue, next.max_channels) = (old.subscriber_queue, old.max_channels);
+        next.demo_events = old.demo_events.clone();
+        if new.webhook_timeout != old.webhook_timeout {
+            match Webhooks::new(new.webhook_timeout) {
+                Ok(w) => self.webhooks.store(Arc::new(w)),
+                Err(e) => {
+                    tracing::error!(target: "hub", error = %e, "cannot rebuild the webhook client; the old timeout stays");
+                    next.webhook_timeout = old.webhook_timeout;
+                }
+            }
+        }
+        self.cfg.store(Arc::new(next));
+        fixed
     }
 
     /// For `/readyz`: whether the event store answers a read.
@@ -186,7 +229,8 @@ impl Handler for Hub {
             _ => api::Scope::Any,
         };
         let body = if ep.takes_body() {
-            match read_capped(session, self.cfg.max_event_bytes).await? {
+            let max = self.cfg.load().max_event_bytes;
+            match read_capped(session, max).await? {
                 Ok(b) => b,
                 Err(too_large) => {
                     return Ok(Handled::Reply(error(
@@ -243,8 +287,9 @@ impl BackgroundService for Maintenance {
                     let _ = tokio::task::spawn_blocking(move || agents.reload_if_changed()).await;
                 }
                 _ = prune.tick() => {
-                    let before = crate::clock::now_ms() - i64::try_from(hub.cfg.retention_age.as_millis()).unwrap_or(i64::MAX);
-                    let keep = hub.cfg.retention_per_channel;
+                    let cfg = hub.cfg.load_full();
+                    let before = crate::clock::now_ms() - i64::try_from(cfg.retention_age.as_millis()).unwrap_or(i64::MAX);
+                    let keep = cfg.retention_per_channel;
                     match hub.read(move |s| s.prune(before, keep)).await {
                         Ok(0) => {}
                         Ok(n) => {

@@ -73,7 +73,10 @@ pub async fn serve(
     let head = session.req_header().method == http::Method::HEAD;
     let mut sub = hub.fanout.subscribe(&channels);
     let ch = channels.clone();
-    let (recent, max) = (hub.cfg.replay_recent, hub.cfg.replay_max);
+    let (recent, max) = {
+        let cfg = hub.cfg.load();
+        (cfg.replay_recent, cfg.replay_max)
+    };
     // A Last-Event-ID beyond the newest stored id (the store was reset) would
     // hide every live event: treat that client as new. One further behind
     // than `replay_max` events resumes at the newest `replay_max`, told so.
@@ -145,7 +148,7 @@ pub async fn serve(
             .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
     }
 
-    let mut beat = tokio::time::interval(hub.cfg.heartbeat);
+    let mut beat = tokio::time::interval(hub.cfg.load().heartbeat);
     beat.reset();
     let mut recheck = tokio::time::interval(watch::RECHECK);
     recheck.reset();

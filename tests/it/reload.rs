@@ -140,3 +140,85 @@ async fn sighup_applies_a_new_config_and_refuses_a_broken_one_keeping_open_strea
     let r = client().get(edge.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// `[hub]` and `[auth]` on SIGHUP: a new events token and new session
+/// timeouts apply at once (rotating the token needs no restart); a new store
+/// path cannot, and the log says so while the running store stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_hub_and_auth_settings() {
+    const OLD: &str = "test-only-old-token-0123";
+    const NEW: &str = "test-only-new-token-4567";
+    let config = |token: &str, idle: &str| {
+        ConfigBuilder::new()
+            .hub("events_token", token)
+            .auth("idle_timeout", idle)
+            .route(Route::prefix("/api/").hub().session())
+            .route(Route::exact("/api/events").hub().token())
+            .route(Route::prefix("/auth/").sign_in())
+    };
+    let edge = Edge::start(&config(OLD, "1h"));
+    let post = |token: &'static str| {
+        let url = edge.url("/api/events");
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(token)
+                .json(&serde_json::json!({"npc": "n", "type": "step"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(post(OLD).await, 202);
+    assert_eq!(post(NEW).await, 401);
+    let cookie = crate::common::sign_in(&edge).await;
+    let me = |cookie: String| {
+        let url = edge.url("/auth/me");
+        async move {
+            let v: Value = crate::common::client_with_cookie(&cookie)
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v
+        }
+    };
+    let before = me(cookie.clone()).await["expires"].as_i64().unwrap();
+
+    let after = config(NEW, "5m").hub(
+        "store",
+        edge.dir
+            .path()
+            .join("elsewhere.sqlite3")
+            .display()
+            .to_string(),
+    );
+    std::fs::write(&edge.config, after.render(edge.dir.path(), edge.port)).unwrap();
+    edge.signal("HUP");
+    edge.wait_log(|v| v["message"] == "config reloaded");
+    let line = edge.wait_log(|v| v["key"] == "hub.store");
+    assert!(
+        line["message"]
+            .as_str()
+            .unwrap()
+            .contains("not applied by SIGHUP"),
+        "{line}"
+    );
+    assert_eq!(post(NEW).await, 202, "the new token works at once");
+    assert_eq!(post(OLD).await, 401, "the old one no longer does");
+    // The session's expiry now follows the 5-minute idle timeout.
+    let now_expires = me(cookie).await["expires"].as_i64().unwrap();
+    assert!(
+        now_expires < before - 50 * 60 * 1000,
+        "{before} -> {now_expires}"
+    );
+    assert!(
+        !edge.dir.path().join("elsewhere.sqlite3").exists(),
+        "the running store stays"
+    );
+}
