@@ -329,5 +329,8 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     }
     server.add_service(background_service("SIGHUP", Hangup { certs, reload }));
     server.add_service(edge);
-    server.run_forever()
+    // `run`, not `run_forever`: that one ends in `process::exit`, which
+    // would skip the log's final flush in `main`.
+    server.run(pingora::server::RunArgs::default());
+    Ok(())
 }
