@@ -329,10 +329,16 @@ async fn handover_moves_the_edge_to_a_new_listen_address() {
         count(&b, |o| matches!(o, Outcome::Answered(..))),
     );
     // Slow requests: accepted ones all finish, also those in flight when the
-    // old address closed; the rest were refused at connect, never cut.
+    // old address closed; the rest were refused at connect, never cut. One
+    // exception the kernel makes: a connection still in the old listener's
+    // backlog (connected, never accepted) at the instant the listener closes
+    // is reset. Only a request that began around that instant may fail so.
+    let margin = std::time::Duration::from_millis(100);
+    let at_close = |s: &&Sample| s.start + margin >= last_a && s.start <= closed_at + margin;
     let bad: Vec<_> = slow
         .iter()
         .filter(|s| !matches!(s.outcome, Outcome::Answered(200, _) | Outcome::Refused))
+        .filter(|s| !(matches!(s.outcome, Outcome::Failed(_)) && at_close(s)))
         .collect();
     assert!(bad.is_empty(), "slow requests were cut: {bad:?}");
     assert!(
