@@ -285,7 +285,7 @@ async fn the_demo_agent_runs_without_any_webhook() {
     );
     // Its events came over HTTP with the demo flow's own token, not the shared one.
     let posts = edge
-        .stdout()
+        .settled_stdout()
         .lines()
         .filter(|l| l.contains("\"path\":\"/api/events\"") && l.contains("\"status\":202"))
         .count();

@@ -431,7 +431,9 @@ async fn handover_on_the_same_address_refuses_nothing_and_applies_the_new_config
     let (exit, old) = exit_of(old, Duration::from_secs(5)).await;
     assert!(exit.is_some_and(|s| s.success()), "old edge: {exit:?}");
     assert_eq!(
-        old.stdout().matches("\"message\":\"listening\"").count(),
+        old.settled_stdout()
+            .matches("\"message\":\"listening\"")
+            .count(),
         2,
         "the new process did not log into the old one's stdout file"
     );
@@ -454,7 +456,7 @@ async fn assert_untouched(old: &mut Edge, new_config: &Path, stderr: &str) {
         .expect("the running edge stopped answering");
     assert_eq!(r.status(), 200);
     assert!(
-        !old.stdout().contains("SIGQUIT"),
+        !old.settled_stdout().contains("SIGQUIT"),
         "the running edge was signalled:\n{}",
         old.stdout()
     );

@@ -778,7 +778,7 @@ async fn webhook_urls_never_reach_logs_or_events() {
     assert!(evs.iter().all(|e| !e.data.to_string().contains("SECRET")));
     edge.wait_log(|v| v["message"] == "run webhook failed");
     assert!(
-        !edge.stdout().contains("SECRET"),
+        !edge.settled_stdout().contains("SECRET"),
         "the webhook URL reached the log"
     );
 }

@@ -86,7 +86,7 @@ async fn refusals_are_logged_once_per_rule_and_key_not_once_each() {
     assert_eq!(line["key"], "127.0.0.1");
     // Ten refusals inside a second or two: one line (two if a second ticked over).
     let lines = edge
-        .stdout()
+        .settled_stdout()
         .lines()
         .filter(|l| l.contains("\"target\":\"limit\""))
         .count();

@@ -210,6 +210,13 @@ impl Edge {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Stdout once the edge's log buffer has been written out (it flushes
+    /// every 50 ms): for checks that a line is absent, or of how many there are.
+    pub fn settled_stdout(&self) -> String {
+        std::thread::sleep(Duration::from_millis(200));
+        self.stdout()
+    }
+
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
     }
