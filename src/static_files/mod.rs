@@ -131,7 +131,7 @@ pub fn plan(root: &Path, spa: bool, rel: &str, ask: &Ask, json: bool) -> Result<
     let siblings: Vec<(negotiate::Encoding, PathBuf, std::fs::Metadata)> =
         [negotiate::Encoding::Brotli, negotiate::Encoding::Gzip]
             .into_iter()
-            .filter_map(|e| sibling(root, &found.path, e).map(|(p, m)| (e, p, m)))
+            .filter_map(|e| sibling(&found.root, &found.path, e).map(|(p, m)| (e, p, m)))
             .collect();
     // Ranges count bytes of the plain file: a client resuming a download
     // must not get offsets into a compressed copy.
@@ -318,7 +318,7 @@ async fn send_file(session: &mut Session, body: Body) -> pingora::Result<()> {
 }
 
 /// The representation `e` of `file`, when the build wrote one beside it
-/// (and it stays inside the root).
+/// (and it stays inside the canonical `root`).
 fn sibling(
     root: &Path,
     file: &Path,
@@ -327,7 +327,6 @@ fn sibling(
     let mut name = file.file_name()?.to_os_string();
     name.push(e.suffix());
     let path = file.with_file_name(name).canonicalize().ok()?;
-    let root = root.canonicalize().ok()?;
     let meta = std::fs::metadata(&path).ok()?;
     (path.starts_with(root) && meta.is_file()).then_some((path, meta))
 }

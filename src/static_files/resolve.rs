@@ -16,6 +16,8 @@ pub struct Resolved {
     pub meta: std::fs::Metadata,
     /// The SPA fallback answered instead of the path asked for.
     pub fallback: bool,
+    /// The root, canonical: what the file's siblings must stay inside too.
+    pub root: PathBuf,
 }
 
 /// Why nothing is served.
@@ -85,6 +87,7 @@ fn find(root: &Path, rel: &str, index: &str) -> Result<Resolved, Miss> {
         path: canonical,
         meta,
         fallback: false,
+        root: root.to_path_buf(),
     })
 }
 

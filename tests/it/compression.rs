@@ -114,21 +114,15 @@ async fn event_streams_are_never_compressed() {
 
 #[test]
 fn compress_is_refused_on_a_stream_route() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.toml");
-    let text = ConfigBuilder::new()
-        .upstream("app", "127.0.0.1:9")
-        .route(
+    let (ok, err) = crate::common::check(
+        &ConfigBuilder::new().upstream("app", "127.0.0.1:9").route(
             Route::prefix("/")
                 .upstream("app")
                 .stream()
                 .set("compress", true),
-        )
-        .to_toml();
-    std::fs::write(&config, text).unwrap();
-    let (status, _out, err) =
-        crate::common::run_binary(&["check", "--config", config.to_str().unwrap()], &[]);
-    assert!(!status.success());
+        ),
+    );
+    assert!(!ok);
     assert!(
         err.contains("routes[0].compress") && err.contains("stream = true"),
         "{err}"

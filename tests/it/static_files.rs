@@ -3,7 +3,7 @@
 //! HEAD, the SPA fallback, and every way out of the root refused.
 
 use crate::common::config::{ConfigBuilder, Route};
-use crate::common::{Edge, client, raw_exchange as raw, run_binary};
+use crate::common::{Edge, check, client, raw_exchange as raw};
 use std::path::Path;
 
 const CSP: &str = "default-src 'self'";
@@ -278,21 +278,15 @@ async fn no_way_out_of_the_root() {
 #[test]
 fn a_missing_root_is_refused_by_check() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.toml");
-    let text = ConfigBuilder::new()
-        .route(Route::prefix("/").files(&dir.path().join("dist")))
-        .to_toml();
-    std::fs::write(&config, text).unwrap();
-    let (status, _out, err) = run_binary(&["check", "--config", config.to_str().unwrap()], &[]);
-    assert!(!status.success());
+    let (ok, err) =
+        check(&ConfigBuilder::new().route(Route::prefix("/").files(&dir.path().join("dist"))));
+    assert!(!ok);
     assert!(err.contains("routes[0].root"), "{err}");
     assert!(err.contains("dist"), "{err}");
-    let text = ConfigBuilder::new()
-        .route(Route::prefix("/").files(dir.path()).set("upstream", "x"))
-        .to_toml();
-    std::fs::write(&config, text).unwrap();
-    let (status, _out, err) = run_binary(&["check", "--config", config.to_str().unwrap()], &[]);
-    assert!(!status.success());
+    let (ok, err) = check(
+        &ConfigBuilder::new().route(Route::prefix("/").files(dir.path()).set("upstream", "x")),
+    );
+    assert!(!ok);
     assert!(
         err.contains("routes[0].upstream") && err.contains("static"),
         "{err}"

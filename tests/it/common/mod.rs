@@ -453,3 +453,13 @@ pub fn raw_exchange(port: u16, request: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, text)
 }
+
+/// `esprit-edge check` on `config` exactly as built (no generated settings),
+/// written to a throwaway file: whether it passed, and its stderr.
+pub fn check(config: &config::ConfigBuilder) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, config.to_toml()).expect("write config");
+    let (status, _out, err) = run_binary(&["check", "--config", path.to_str().expect("path")], &[]);
+    (status.success(), err)
+}
