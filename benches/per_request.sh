@@ -10,7 +10,9 @@
 # figure is (C(N2) - C(N1)) / (N2 - N1), so start-up and shutdown cancel.
 #
 # Usage: benches/per_request.sh [n1=1000] [n2=5000]
-#   ONLY="edge bare" limits the contenders; TOOLS="callgrind" the tools.
+#   ONLY="edge bare" limits the contenders; TOOLS="callgrind" the tools;
+#   KEEP=dir keeps each callgrind profile as dir/WHO.N.callgrind, to read
+#   with callgrind_annotate --inclusive=yes (where the difference lies).
 # Needs: scripts/setup --bench (nginx-light, h2load, valgrind) and strace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -108,6 +110,9 @@ measure() { # tool who n
   local sig=TERM
   [ "$who" = bare ] && sig=INT
   kill -"$sig" "$target"; wait "$pid" 2>/dev/null || true
+  if [ "$tool" = callgrind ] && [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP"; cp "$work/out.callgrind" "$KEEP/$who.$n.callgrind"
+  fi
   case $tool in
     callgrind) awk '/^summary:/ {print $2}' "$work/out.callgrind" ;;
     # "Total:     1,234 bytes in 56 blocks": blocks, then bytes.

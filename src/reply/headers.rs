@@ -1,6 +1,7 @@
 //! Security headers on every response, proxied or answered in-process, from one
 //! function so the two paths cannot drift apart.
 
+use http::header::{self, HeaderName, HeaderValue};
 use pingora::Result;
 use pingora::http::ResponseHeader;
 
@@ -18,19 +19,42 @@ pub struct SecurityHeaders<'a> {
     pub hsts: bool,
 }
 
+// Names known at compile time: looking them up hashes them directly, where a
+// `&str` would be parsed into a header name on every call (issue 12); being
+// statics, their `&'static str` spelling goes to Pingora without a copy.
+static SERVER: HeaderName = header::SERVER;
+static X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
+static NOSNIFF: HeaderName = header::X_CONTENT_TYPE_OPTIONS;
+static REFERRER: HeaderName = header::REFERRER_POLICY;
+static FRAMES: HeaderName = header::X_FRAME_OPTIONS;
+static CSP: HeaderName = header::CONTENT_SECURITY_POLICY;
+static STS: HeaderName = header::STRICT_TRANSPORT_SECURITY;
+
 /// Removes what reveals the stack and adds the security headers the upstream
 /// did not set; never overrides a header the upstream chose itself.
 pub fn apply(resp: &mut ResponseHeader, policy: &SecurityHeaders<'_>) -> Result<()> {
-    resp.remove_header("server");
-    resp.remove_header("x-powered-by");
-    set_default(resp, "x-content-type-options", "nosniff")?;
-    set_default(resp, "referrer-policy", "strict-origin-when-cross-origin")?;
-    set_default(resp, "x-frame-options", "SAMEORIGIN")?;
-    if let Some(csp) = policy.csp {
-        set_default(resp, "content-security-policy", csp)?;
+    if resp.headers.contains_key(&SERVER) {
+        resp.remove_header(&SERVER);
+    }
+    if resp.headers.contains_key(&X_POWERED_BY) {
+        resp.remove_header(&X_POWERED_BY);
+    }
+    // Room for the headers below, so neither header map regrows.
+    resp.reserve(5);
+    set_default(resp, &NOSNIFF, HeaderValue::from_static("nosniff"));
+    set_default(
+        resp,
+        &REFERRER,
+        HeaderValue::from_static("strict-origin-when-cross-origin"),
+    );
+    set_default(resp, &FRAMES, HeaderValue::from_static("SAMEORIGIN"));
+    if let Some(csp) = policy.csp
+        && !resp.headers.contains_key(&CSP)
+    {
+        resp.insert_header(CSP.as_str(), csp)?;
     }
     if policy.hsts {
-        set_default(resp, "strict-transport-security", HSTS)?;
+        set_default(resp, &STS, HeaderValue::from_static(HSTS));
     }
     Ok(())
 }
@@ -58,11 +82,11 @@ pub fn apply_edge(resp: &mut ResponseHeader, hsts: bool) -> Result<()> {
     )
 }
 
-fn set_default(resp: &mut ResponseHeader, name: &'static str, value: &str) -> Result<()> {
-    if resp.headers.get(name).is_none() {
-        resp.insert_header(name, value)?;
+/// Inserts `value` under `name` unless the upstream set it.
+fn set_default(resp: &mut ResponseHeader, name: &'static HeaderName, value: HeaderValue) {
+    if !resp.headers.contains_key(name) {
+        resp.insert_header_static(name, value);
     }
-    Ok(())
 }
 
 #[cfg(test)]
