@@ -22,7 +22,7 @@ async def one(host, port, mode, ctx):
     )
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
+    if not (head.startswith(b"HTTP/1.") and head[8:13] == b" 200 "):
         raise RuntimeError(head.split(b"\r\n")[0].decode(errors="replace"))
     if mode == "sse":
         await reader.readuntil(b"\n\n")

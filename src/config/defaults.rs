@@ -26,8 +26,11 @@ pub const PID_FILE: &str = "/tmp/esprit-edge.pid";
 pub const MAX_REQUEST_TARGET: usize = 8192;
 /// `server.max_body_bytes` (0: no cap).
 pub const MAX_BODY_BYTES: u64 = 0;
-/// `server.read_buffer`: Pingora's 64 KiB per connection adds up with thousands of idle streams.
-pub const READ_BUFFER: usize = 8192;
+/// `server.read_buffer`: Pingora's 64 KiB per connection adds up with thousands
+/// of idle streams. Pingora reads a head into its own 4 KiB buffer and a body
+/// in larger reads, both of which bypass a smaller buffer, so 1 KiB only
+/// holds small reads (TLS record headers) and costs no system calls (issue 12).
+pub const READ_BUFFER: usize = 1024;
 /// `server.max_connections`: half the descriptors the container usually gets,
 /// the rest is for upstream connections and stores.
 pub const MAX_CONNECTIONS: usize = 10_000;

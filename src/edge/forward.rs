@@ -283,6 +283,35 @@ mod tests {
     }
 
     #[test]
+    fn headers_added_by_name_reach_the_wire_with_every_other() {
+        // The vendored pingora-http's `reserve` and `insert_header_static`
+        // must keep its case map in step with the values, or the wire form
+        // (which walks both together) would lose or misname headers.
+        let mut r = req(&[
+            ("Host", "hub.local"),
+            ("Accept", "*/*"),
+            ("X-Real-IP", "6.6.6.6"),
+        ]);
+        prepare(&mut r, &fwd(), false, "/x").unwrap();
+        let mut wire = bytes::BytesMut::new();
+        r.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire.to_vec()).unwrap();
+        let lines: Vec<&str> = wire.split("\r\n").filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), r.headers.len(), "{wire}");
+        for line in [
+            "Host: hub.local",
+            "Accept: */*",
+            "x-forwarded-for: 198.51.100.7",
+            "x-real-ip: 198.51.100.7",
+            "x-forwarded-proto: https",
+            "x-forwarded-host: hub.example.com",
+            "x-request-id: 0123456789abcdef01234567",
+        ] {
+            assert!(lines.contains(&line), "{line} missing from {wire}");
+        }
+    }
+
+    #[test]
     fn client_addresses_are_written_as_display_writes_them() {
         for ip in [
             "0.0.0.0",
