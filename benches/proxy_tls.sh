@@ -56,6 +56,7 @@ http {
 }
 CONF
 nginx -p "$work/ngx" -c "$work/ngx/nginx.conf" -g 'daemon off;' & pids+=($!)
+NGX_MASTER=$!
 
 cat > "$work/edge.toml" <<CONF
 [server]
@@ -76,14 +77,14 @@ upstream = "app"
 csp = "default-src 'self'"
 CONF
 target/release/esprit-edge --config "$work/edge.toml" > "$work/edge.log" 2>&1 & pids+=($!)
+EDGE_PID=$!
 
 for port in $NGX $EDGE; do
   for _ in $(seq 100); do curl -kfs "https://127.0.0.1:$port/bench" >/dev/null && break; sleep 0.1; done
   curl -kfs "https://127.0.0.1:$port/bench" >/dev/null || { echo "port $port never answered" >&2; cat "$work/ngx/error.log" "$work/edge.log" >&2; exit 1; }
 done
 # The process whose CPU counts: nginx's one worker, the edge itself.
-NGX_PID=$(pgrep -P "$(cat "$work/ngx/nginx.pid")" | head -1)
-EDGE_PID=$(cat "$work/edge.pid")
+NGX_PID=$(pgrep -P "$NGX_MASTER" | head -1)
 TICK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
