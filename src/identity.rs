@@ -15,6 +15,10 @@ pub struct Identity {
     pub email: Option<String>,
     /// When the session ends at the latest (ms since epoch).
     pub expires: i64,
+    /// Names the session without revealing it (a hash of its token), for
+    /// the assertion's `sid`: an upstream can tell sessions apart, and
+    /// nothing it sees lets it act as one.
+    pub sid: String,
 }
 
 /// Stays true while the session behind a request lives: long streams poll it

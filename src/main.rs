@@ -37,6 +37,61 @@ enum Command {
         #[command(subcommand)]
         action: SessionAction,
     },
+    /// The identity assertions' signing keys (<data_dir>/signing-keys.json).
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyAction {
+    /// Add a new current key; the old one stays published until its last
+    /// assertion expired. A running edge signs with the new one within a second.
+    Rotate,
+    /// List the keys: id, created, retired, published.
+    List,
+}
+
+fn key_command(cfg: &config::Config, action: KeyAction) -> ExitCode {
+    use esprit_edge::auth::keys;
+    let (file, ttl) = (&cfg.auth.keys_file, cfg.auth.assertion_ttl);
+    let now = esprit_edge::clock::now_ms();
+    match action {
+        KeyAction::Rotate => match keys::rotate(file, now, ttl) {
+            Ok(kid) => {
+                println!("new signing key {kid} in {}", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        KeyAction::List => match keys::KeyRing::load(file) {
+            Ok(ring) => {
+                println!(
+                    "{:<24} {:<21} {:<21} published",
+                    "kid", "created", "retired"
+                );
+                for (k, published) in ring.list(now, ttl) {
+                    let retired = k.retired.map_or_else(|| "-".to_string(), iso);
+                    println!(
+                        "{:<24} {:<21} {:<21} {}",
+                        k.kid,
+                        iso(k.created),
+                        retired,
+                        if k.retired.is_none() {
+                            "yes (signing)"
+                        } else if published {
+                            "yes"
+                        } else {
+                            "no (dropped at the next rotate)"
+                        }
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -260,6 +315,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::User { action }) => return user_command(&cfg, action),
         Some(Command::Session { action }) => return session_command(&cfg, action),
+        Some(Command::Key { action }) => return key_command(&cfg, action),
         _ => {}
     }
     if let Err(e) = server::preflight(&cfg) {
@@ -281,7 +337,9 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Some(Command::User { .. } | Command::Session { .. }) => ExitCode::SUCCESS,
+        Some(Command::User { .. } | Command::Session { .. } | Command::Key { .. }) => {
+            ExitCode::SUCCESS
+        }
         None => {
             let _log = telemetry::init();
             for a in &advice {

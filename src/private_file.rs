@@ -1,5 +1,6 @@
 //! Files the edge creates (the session store, the event store, and their
-//! WAL files) hold session hashes, users and events: owner-only, mode 0600.
+//! WAL files, the signing keys) hold session hashes, users, events and
+//! secrets: owner-only, mode 0600.
 
 use std::path::Path;
 
@@ -12,6 +13,29 @@ pub fn make_private(path: &Path) {
     if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
         tracing::warn!(target: "edge", file = %path.display(), error = %e, "cannot make the file owner-only");
     }
+}
+
+/// Writes `bytes` to `path` atomically (a 0600 temp file beside it, fsync,
+/// rename), so a reader sees the old file or the new one, never half of it,
+/// and the content is never readable by others, not even for an instant.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
@@ -28,5 +52,17 @@ mod tests {
         make_private(&p);
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn written_files_are_owner_only_and_replace_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/key");
+        write_private(&p, b"one").unwrap();
+        write_private(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!dir.path().join("sub/key.tmp").exists());
     }
 }

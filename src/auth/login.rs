@@ -127,6 +127,22 @@ impl AuthService {
                 r.set_cookies.push(cookies::clear_session(secure));
                 Ok(r)
             }
+            // Upstreams fetch it to verify assertions: open, and cacheable
+            // for a minute (a verifier refetches on an unknown `kid`).
+            ("/auth/jwks.json", "GET" | "HEAD") => {
+                let mut r = Reply::json(200, &self.assertions.jwks(now_ms()), "jwks");
+                r.cache_control = Some("public, max-age=60");
+                Ok(r)
+            }
+            ("/auth/jwks.json", _) => {
+                let mut r = Reply::json(
+                    405,
+                    &json!({ "error": "method not allowed" }),
+                    "method not allowed",
+                );
+                r.allow = Some("GET");
+                Ok(r)
+            }
             ("/auth/me", "GET" | "HEAD") => Ok(match self.identify(req, secure) {
                 Some(id) => {
                     let mut me = json!({ "user": id.user, "expires": id.expires });

@@ -3,11 +3,13 @@
 //! paths, refusals). The sign-in backoff lives in `limit::throttle`, the
 //! stream watch in `watch`.
 
+pub mod assertion;
 pub mod cookies;
 pub mod csrf;
 pub mod devices;
 pub mod gate;
 pub mod identify;
+pub mod keys;
 pub mod login;
 pub mod page;
 pub mod redirect;

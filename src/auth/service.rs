@@ -30,6 +30,8 @@ pub struct AuthService {
     pub(super) public_origin: Option<String>,
     pub(super) per_ip: Throttle,
     pub(super) per_account: Throttle,
+    /// Signs the identity assertions gated routes send upstream.
+    pub(super) assertions: super::assertion::Assertions,
 }
 
 /// Why the sign-in could not be opened.
@@ -44,6 +46,9 @@ pub enum OpenError {
     /// No randomness for the dummy hash.
     #[error("no randomness: {0}")]
     Random(String),
+    /// The assertion key file.
+    #[error("{0}")]
+    Keys(String),
 }
 
 /// Logs what a look at the users file found.
@@ -115,7 +120,14 @@ impl AuthService {
         let mut noise = [0u8; 24];
         getrandom::fill(&mut noise).map_err(|e| OpenError::Random(e.to_string()))?;
         let dummy_hash = users::hash_password(&format!("{noise:?}")).map_err(OpenError::Users)?;
+        let assertions = super::assertion::Assertions::open(
+            &cfg.keys_file,
+            cfg.assertion_ttl,
+            crate::clock::now_ms(),
+        )
+        .map_err(OpenError::Keys)?;
         Ok(Arc::new(Self {
+            assertions,
             checks: WorkQueue::new(cfg.login_concurrency, cfg.login_queue),
             users: WatchedFile::new(&cfg.users_file, loaded, Users::load, report_users),
             cfg,
@@ -129,6 +141,20 @@ impl AuthService {
             // on purpose cannot lock its owner out.
             per_account: Throttle::new(5, Duration::from_secs(1), Duration::from_secs(30)),
         }))
+    }
+
+    /// The signed identity assertion for `id` at upstream `audience`,
+    /// issued by this edge's public origin as `req` reached it.
+    pub fn assertion(
+        &self,
+        id: &crate::identity::Identity,
+        audience: &str,
+        req: &RequestHeader,
+        proto: &str,
+    ) -> Option<String> {
+        let issuer = self.origin_here(req, proto);
+        self.assertions
+            .assert(id, audience, &issuer, crate::clock::now_ms())
     }
 
     /// The origin the browser uses, for CSRF checks.

@@ -83,6 +83,10 @@ pub const RETENTION_PER_CHANNEL: usize = 10_000;
 pub const IDLE_TIMEOUT: Duration = secs(2 * 3600);
 /// `auth.absolute_timeout`.
 pub const ABSOLUTE_TIMEOUT: Duration = secs(12 * 3600);
+/// `auth.assertion_ttl`: short, as Cloudflare Access and IAP keep theirs.
+pub const ASSERTION_TTL: Duration = secs(60);
+/// `hub.run_token_ttl`: a run's events token; each event renews it.
+pub const RUN_TOKEN_TTL: Duration = secs(3600);
 /// `auth.login_concurrency` (each argon2 check takes 19 MiB).
 pub const LOGIN_CONCURRENCY: usize = 4;
 /// `auth.login_queue`: with 4 checks of ~50 ms at once, a full line waits
@@ -188,6 +192,8 @@ pub const DOCUMENTED: &[(&str, &str, Documented)] = {
             Number(LOGIN_CONCURRENCY as u64),
         ),
         ("[auth]", "login_queue", Number(LOGIN_QUEUE as u64)),
+        ("[auth]", "assertion_ttl", Duration(ASSERTION_TTL)),
+        ("[hub]", "run_token_ttl", Duration(RUN_TOKEN_TTL)),
         ("[[routes]]", "connect_timeout", Duration(CONNECT_TIMEOUT)),
         ("[[routes]]", "read_timeout", Duration(READ_TIMEOUT)),
         ("[[routes]]", "read_timeout", Duration(STREAM_READ_TIMEOUT)),

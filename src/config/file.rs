@@ -67,6 +67,10 @@ pub struct HubSection {
     pub retention_age: Option<Duration>,
     pub retention_per_channel: Option<usize>,
     pub demo: Option<bool>,
+    pub accept_shared_token: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub run_token_ttl: Option<Duration>,
+    pub run_token_key: Option<PathBuf>,
 }
 
 /// `[server]`: listener, identity and process settings.
@@ -149,6 +153,7 @@ pub struct RouteSection {
     pub auth: Option<String>,
     pub root: Option<PathBuf>,
     pub compress: Option<bool>,
+    pub assertion: Option<bool>,
     pub spa: Option<bool>,
 }
 
@@ -164,4 +169,7 @@ pub struct AuthSection {
     pub absolute_timeout: Option<Duration>,
     pub login_concurrency: Option<usize>,
     pub login_queue: Option<usize>,
+    pub keys_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    pub assertion_ttl: Option<Duration>,
 }

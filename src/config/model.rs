@@ -114,6 +114,12 @@ pub struct Hub {
     /// Where the built-in demo flow (`"webhookUrl": "builtin:demo"`) posts
     /// its events, through the real events API; `None` when `hub.demo` is off.
     pub demo_events: Option<String>,
+    /// Whether `events_token` is still accepted beside the per-run tokens.
+    pub accept_shared_token: bool,
+    /// How long a run's events token lasts (each event it posts renews it).
+    pub run_token_ttl: Duration,
+    /// The secret that signs per-run event tokens (created on first start).
+    pub run_token_key: PathBuf,
 }
 
 /// Process-wide settings.
@@ -322,6 +328,8 @@ pub struct Route {
     /// Compress proxied responses on the fly (gzip, brotli or zstd, as the
     /// client takes them); never event streams or upgraded connections.
     pub compress: bool,
+    /// Send the upstream a signed identity assertion (gated routes).
+    pub assertion: bool,
 }
 
 /// A route's access rule.
@@ -352,6 +360,10 @@ pub struct Auth {
     /// Sign-ins waiting for a password check, per line (known devices have
     /// their own, served first); more get 503 at once.
     pub login_queue: usize,
+    /// The identity assertions' signing keys (created on first start).
+    pub keys_file: PathBuf,
+    /// How long an identity assertion is valid.
+    pub assertion_ttl: Duration,
 }
 
 impl Route {

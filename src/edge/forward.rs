@@ -31,8 +31,10 @@ const NEVER_LISTED: [&str; 3] = ["host", "content-length", "transfer-encoding"];
 /// Next.js' internal headers go too: `x-middleware-*` (a client-sent
 /// `x-middleware-subrequest` skips Sim's middleware, CVE-2025-29927) and
 /// `x-invoke-*` (its router server's own). A browser never sends them.
+/// `x-esprit-*` is the edge's own (`X-Esprit-Jwt-Assertion`).
 /// `x-nextjs-*` stays: Next's own client sends `x-nextjs-data` on data fetches.
-const IDENTITY_PREFIXES: [&str; 9] = [
+const IDENTITY_PREFIXES: [&str; 10] = [
+    "x-esprit-",
     "x-forwarded-",
     "x-auth-",
     "remote-",
@@ -90,6 +92,8 @@ pub struct Forwarded<'a> {
     pub email: Option<&'a str>,
     /// The request's id (`X-Request-Id`), replacing any the client sent.
     pub request_id: &'a str,
+    /// The signed identity assertion for this upstream (a gated route).
+    pub assertion: Option<&'a str>,
 }
 
 /// Whether the `Cookie` value `v` holds one of the edge's own cookies.
@@ -127,6 +131,7 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static(super::request_id::HEADER);
+static X_ESPRIT_JWT_ASSERTION: HeaderName = HeaderName::from_static(crate::auth::assertion::HEADER);
 
 /// Sets `name` to `value`, refusing a value that is not a valid field value.
 fn put(req: &mut RequestHeader, name: &'static HeaderName, value: &str) -> Result<()> {
@@ -170,8 +175,8 @@ fn ip_value(ip: IpAddr) -> Result<HeaderValue> {
 }
 
 /// How many headers [`prepare`] may add: user, email, for, real-ip, proto,
-/// host, request id, and `Connection` or `Host`.
-const FORWARDING_HEADERS: usize = 8;
+/// host, request id, assertion, and `Connection` or `Host`.
+const FORWARDING_HEADERS: usize = 9;
 
 /// Rewrites `req` for the upstream: `path_and_query` as the target, hop-by-hop
 /// and client identity headers removed, forwarding headers set from `fwd`.
@@ -248,6 +253,9 @@ pub fn prepare(
         put(req, &X_FORWARDED_HOST, host)?;
     }
     put(req, &X_REQUEST_ID, fwd.request_id)?;
+    if let Some(assertion) = fwd.assertion {
+        put(req, &X_ESPRIT_JWT_ASSERTION, assertion)?;
+    }
     let uri: http::Uri = path_and_query.parse().map_err(|e| {
         pingora::Error::because(
             pingora::ErrorType::InternalError,
@@ -271,6 +279,7 @@ mod tests {
             user: None,
             email: None,
             request_id: "0123456789abcdef01234567",
+            assertion: None,
         }
     }
 
@@ -362,6 +371,28 @@ mod tests {
         assert_eq!(r.headers["x-forwarded-host"], "hub.example.com");
         assert_eq!(r.headers["accept"], "text/html");
         assert_eq!(r.uri.to_string(), "/x?y=1");
+    }
+
+    #[test]
+    fn a_client_assertion_never_reaches_the_upstream() {
+        let forged = [
+            ("X-Esprit-Jwt-Assertion", "forged.by.client"),
+            ("x_esprit_jwt_assertion", "forged.by.client"),
+        ];
+        // Open route: no assertion of ours, and theirs is gone.
+        let mut r = req(&forged);
+        prepare(&mut r, &fwd(), false, "/x").unwrap();
+        assert!(r.headers.keys().all(|k| !k.as_str().contains("esprit")));
+        // Gated route: exactly ours.
+        let mut r = req(&forged);
+        let ours = Forwarded {
+            assertion: Some("signed.by.edge"),
+            ..fwd()
+        };
+        prepare(&mut r, &ours, false, "/x").unwrap();
+        let values: Vec<_> = r.headers.get_all("x-esprit-jwt-assertion").iter().collect();
+        assert_eq!(values, ["signed.by.edge"]);
+        assert!(r.headers.get("x_esprit_jwt_assertion").is_none());
     }
 
     #[test]

@@ -133,6 +133,20 @@ impl Edge {
         }
     }
 
+    /// The signed identity assertion a gated route sends its upstream
+    /// (audience: the upstream's name), unless the route turned it off.
+    fn assertion_for(&self, req: &RequestHeader, ctx: &RequestCtx) -> Option<String> {
+        let (Some(id), Some(route), Some(p), Some(auth)) =
+            (&ctx.identity, &ctx.route, &ctx.proxy, &self.auth)
+        else {
+            return None;
+        };
+        if !route.assertion {
+            return None;
+        }
+        auth.assertion(id, &p.upstream, req, ctx.facts.proto)
+    }
+
     /// Counts the request against the rate rules of `stage` (DESIGN step 2).
     fn limit(&self, stage: Stage, req: &RequestHeader, ctx: &RequestCtx) -> Result<(), Box<Reply>> {
         let Some(live) = &ctx.live else {
@@ -490,6 +504,7 @@ impl ProxyHttp for Edge {
             .facts
             .client_ip
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let assertion = self.assertion_for(upstream_request, ctx);
         let fwd = forward::Forwarded {
             client_ip,
             proto: ctx.facts.proto,
@@ -497,6 +512,7 @@ impl ProxyHttp for Edge {
             user: ctx.identity.as_ref().map(|i| i.user.as_str()),
             email: ctx.identity.as_ref().and_then(|i| i.email.as_deref()),
             request_id: &ctx.facts.request_id,
+            assertion: assertion.as_deref(),
         };
         let target = ctx.proxy.as_ref().map_or("", |p| p.target.as_str());
         forward::prepare(upstream_request, &fwd, ctx.facts.upgrade, target)

@@ -112,6 +112,7 @@ mod tests {
             csp: None,
             max_body_bytes: None,
             compress: false,
+            assertion: true,
             auth: crate::config::RouteAuth::None,
         }
     }

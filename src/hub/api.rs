@@ -63,12 +63,14 @@ pub fn endpoint(method: &http::Method, path: &str) -> Endpoint {
 }
 
 /// What a token lets `POST /api/events` post for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     /// The hub's shared token: any channel.
     Any,
     /// The demo flow's own token: only the channels of demo agents.
     Demo,
+    /// A run's own token: that run of that npc only.
+    Run(super::run_token::Grant),
 }
 
 /// A JSON error `{"error": why}`.
@@ -146,7 +148,13 @@ impl Hub {
             });
             return Reply::json(202, &json!({ "ok": true, "runId": run_id }), "run started");
         }
-        let call = json!({ "runId": run_id, "agent": agent.agent, "npc": npc, "payload": payload });
+        let mut call =
+            json!({ "runId": run_id, "agent": agent.agent, "npc": npc, "payload": payload });
+        // The run's own token: posts for this npc and run only. Never in an
+        // event, so neither `started` nor `/api/runs` can reveal it.
+        if let Some(t) = self.run_tokens.issue(&npc, &run_id, now_ms()) {
+            call["eventsToken"] = json!(t);
+        }
         let webhooks = self.webhooks.load_full();
         match webhooks.post(&agent.webhook, &call).await {
             Ok(_) => Reply::json(202, &json!({ "ok": true, "runId": run_id }), "run started"),
@@ -181,16 +189,25 @@ impl Hub {
             return Ok(Scope::Demo);
         }
         let cfg = self.cfg.load();
+        let refuse = |why: &str| {
+            let mut r = error(401, why);
+            r.www_authenticate = true;
+            Err(Box::new(r))
+        };
+        let Some(got) = crate::identity::bearer(authorization) else {
+            return refuse("missing bearer token (Authorization: Bearer <token>)");
+        };
+        if super::run_token::looks_like_jwt(got) {
+            return match self.run_tokens.check(got, now_ms()) {
+                Ok(grant) => Ok(Scope::Run(grant)),
+                Err(why) => refuse(&why.to_string()),
+            };
+        }
         let Some(want) = &cfg.events_token else {
             return Err(Box::new(error(
                 503,
-                "POST /api/events is disabled: set hub.events_token or ESPRIT_EVENTS_TOKEN",
+                "the shared events token is not set (hub.events_token or ESPRIT_EVENTS_TOKEN): post with the run's eventsToken",
             )));
-        };
-        let Some(got) = crate::identity::bearer(authorization) else {
-            let mut r = error(401, "missing bearer token (Authorization: Bearer <token>)");
-            r.www_authenticate = true;
-            return Err(Box::new(r));
         };
         // Digests first: equal lengths, so the comparison's time says nothing
         // about the token's length either.
@@ -198,13 +215,15 @@ impl Hub {
             Sha256::digest(got.as_bytes()),
             Sha256::digest(want.as_bytes()),
         );
-        if bool::from(got.as_slice().ct_eq(want.as_slice())) {
-            Ok(Scope::Any)
-        } else {
-            let mut r = error(401, "wrong bearer token");
-            r.www_authenticate = true;
-            Err(Box::new(r))
+        if !bool::from(got.as_slice().ct_eq(want.as_slice())) {
+            return refuse("wrong bearer token");
         }
+        if !cfg.accept_shared_token {
+            return refuse(
+                "the shared events token is turned off (hub.accept_shared_token = false): post with the run's eventsToken",
+            );
+        }
+        Ok(Scope::Any)
     }
 
     /// `POST /api/events` (token already checked): validate, store, ack.
@@ -251,6 +270,21 @@ impl Hub {
                 "the demo flow's token posts only for the channels of demo agents",
             );
         }
+        let mut renewed = None;
+        if let Scope::Run(grant) = &scope {
+            if npc.as_str() != grant.npc
+                || run_id.as_ref().map(RunId::as_str) != Some(grant.run.as_str())
+            {
+                return error(
+                    403,
+                    format!(
+                        "this events token posts only for npc {:?}, run {:?} (with that runId)",
+                        grant.npc, grant.run
+                    ),
+                );
+            }
+            renewed = self.run_tokens.renewal(grant, now_ms());
+        }
         if let Err(e) = self.channels.admit(&npc, self.agents.has_npc(&npc)) {
             return error(429, e.to_string());
         }
@@ -263,7 +297,14 @@ impl Hub {
             data: req.get("data").cloned().unwrap_or(Value::Null),
         };
         match self.journal.append(ev).await {
-            Ok(stored) => Reply::json(202, &json!({ "id": stored.id }), "event stored"),
+            Ok(stored) => {
+                let mut ack = json!({ "id": stored.id });
+                if let Some(t) = renewed {
+                    // The run's token, renewed: the flow posts with this one from now on.
+                    ack["eventsToken"] = json!(t);
+                }
+                Reply::json(202, &ack, "event stored")
+            }
             Err(e) => error(503, format!("cannot store the event: {e}")),
         }
     }

@@ -12,6 +12,7 @@ pub mod fanout;
 pub mod ids;
 pub mod journal;
 pub mod query;
+pub mod run_token;
 pub mod sqlite;
 pub mod sse;
 pub mod store;
@@ -64,6 +65,7 @@ pub struct Hub {
     respond_lock: tokio::sync::Mutex<()>,
     channels: channels::ChannelSet,
     demo: Option<demo::DemoFlow>,
+    run_tokens: run_token::RunTokens,
 }
 
 /// Why the hub could not start.
@@ -81,6 +83,9 @@ pub enum OpenError {
     /// The built-in demo flow.
     #[error("cannot start the demo flow: {0}")]
     Demo(String),
+    /// The run token key file.
+    #[error("{0}")]
+    RunTokens(String),
 }
 
 impl Hub {
@@ -91,7 +96,10 @@ impl Hub {
         let fanout = Arc::new(Fanout::new(cfg.subscriber_queue));
         let journal = Journal::start(store.clone(), fanout.clone()).map_err(OpenError::Journal)?;
         let known = store.channels()?;
+        let run_tokens = run_token::RunTokens::open(&cfg.run_token_key, cfg.run_token_ttl)
+            .map_err(OpenError::RunTokens)?;
         Ok(Arc::new(Self {
+            run_tokens,
             cfg: arc_swap::ArcSwap::from_pointee(cfg.clone()),
             agents: Arc::new(Agents::open(&cfg.agents_file)),
             store,
@@ -145,9 +153,13 @@ impl Hub {
         if new.demo_events != old.demo_events {
             fixed.push("hub.demo");
         }
+        if (&new.run_token_key, new.run_token_ttl) != (&old.run_token_key, old.run_token_ttl) {
+            fixed.push("hub.run_token_key / hub.run_token_ttl");
+        }
         (next.store, next.agents_file) = (old.store.clone(), old.agents_file.clone());
         (next.subscriber_queue, next.max_channels) = (old.subscriber_queue, old.max_channels);
         next.demo_events = old.demo_events.clone();
+        (next.run_token_key, next.run_token_ttl) = (old.run_token_key.clone(), old.run_token_ttl);
         if new.webhook_timeout != old.webhook_timeout {
             match Webhooks::new(new.webhook_timeout) {
                 Ok(w) => self.webhooks.store(Arc::new(w)),

@@ -37,6 +37,9 @@ pub struct Reply {
     pub set_cookies: Vec<String>,
     /// Any other headers (`RateLimit-Policy`, `RateLimit`).
     pub headers: Vec<(&'static str, String)>,
+    /// `Cache-Control` for a public, cacheable answer (the JWKS); every
+    /// other in-process answer is `no-store`.
+    pub cache_control: Option<&'static str>,
     /// Why the edge answered, for the access log.
     pub reason: &'static str,
 }
@@ -54,6 +57,7 @@ impl Reply {
             www_authenticate: false,
             set_cookies: Vec::new(),
             headers: Vec::new(),
+            cache_control: None,
             reason,
         }
     }
@@ -110,7 +114,10 @@ impl Reply {
             resp.insert_header(http::header::CONTENT_TYPE, ct)?;
         }
         resp.insert_header(http::header::CONTENT_LENGTH, self.body.len())?;
-        resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        resp.insert_header(
+            http::header::CACHE_CONTROL,
+            self.cache_control.unwrap_or("no-store"),
+        )?;
         if let Some(loc) = &self.location {
             resp.insert_header(http::header::LOCATION, loc)?;
         }

@@ -105,8 +105,15 @@ async fn run_calls_the_webhook_and_streams_started() {
     assert_eq!(v["ok"], true);
     let run_id = v["runId"].as_str().unwrap().to_string();
 
-    let got = hook.received();
+    let mut got = hook.received();
     assert_eq!(got.len(), 1);
+    // The run's own events token comes with it (tested in run_tokens_…).
+    let token = got[0]
+        .as_object_mut()
+        .unwrap()
+        .remove("eventsToken")
+        .expect("eventsToken");
+    assert!(token.as_str().unwrap().starts_with("eyJ"));
     assert_eq!(
         got[0],
         json!({"runId": run_id, "agent": "research", "npc": "researcher", "payload": {"q": "hello"}})
@@ -863,5 +870,232 @@ async fn new_channels_stop_at_the_bound() {
         runs["runs"],
         json!([]),
         "nothing was stored for the refused channel"
+    );
+}
+
+/// Posts `body` with `token` as the bearer.
+async fn post_with(edge: &Edge, token: &str, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(edge.url("/api/events"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Starts a run of `agent`; returns its run id and the `eventsToken` the
+/// webhook got.
+async fn start_run(edge: &Edge, hook: &peers::Hook, agent: &str) -> (String, String) {
+    let r = client()
+        .post(edge.url(&format!("/api/run/{agent}")))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    let run_id = v["runId"].as_str().unwrap().to_string();
+    assert!(
+        v.get("eventsToken").is_none(),
+        "the browser never sees a run token: {v}"
+    );
+    let call = hook
+        .received()
+        .into_iter()
+        .find(|c| c["runId"] == run_id.as_str())
+        .expect("webhook call");
+    (run_id, call["eventsToken"].as_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_tokens_post_only_for_their_run_and_npc() {
+    let hook = peers::webhook(200, Duration::ZERO).await;
+    let edge = start(
+        &agents_json(&[
+            ("research", "researcher", hook.url("/hook/a")),
+            ("writer", "scribe", hook.url("/hook/b")),
+        ]),
+        ConfigBuilder::new(),
+    );
+    let (run, token) = start_run(&edge, &hook, "research").await;
+    let (other_run, _) = start_run(&edge, &hook, "research").await;
+    let mut sse = SseClient::open(&edge.url("/api/stream?npc=researcher,scribe"), Some(0)).await;
+    let before = sse.take(2, WAIT).await; // the two `started`
+    assert_eq!(before.len(), 2);
+
+    let (status, v) = post_with(
+        &edge,
+        &token,
+        json!({"npc": "researcher", "type": "step", "runId": run}),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    assert!(v.get("eventsToken").is_none(), "renewed at once: {v}");
+    let stored = v["id"].as_u64().unwrap();
+
+    for (body, why) in [
+        (
+            json!({"npc": "scribe", "type": "step", "runId": run}),
+            "another npc",
+        ),
+        (
+            json!({"npc": "researcher", "type": "step", "runId": other_run}),
+            "another run",
+        ),
+        (json!({"npc": "researcher", "type": "done"}), "no runId"),
+    ] {
+        let (status, v) = post_with(&edge, &token, body).await;
+        assert_eq!(status, 403, "{why}: {v}");
+        let e = v["error"].as_str().unwrap();
+        assert!(e.contains("researcher") && e.contains(&run), "{why}: {e}");
+    }
+    // Tampered: the claims of another run under the same signature.
+    let parts: Vec<&str> = token.split('.').collect();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims = String::from_utf8(b64.decode(parts[1]).unwrap()).unwrap();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64.encode(claims.replace(&run, &other_run)),
+        parts[2]
+    );
+    let (status, v) = post_with(
+        &edge,
+        &tampered,
+        json!({"npc": "researcher", "type": "step", "runId": other_run}),
+    )
+    .await;
+    assert_eq!(status, 401, "{v}");
+    assert_eq!(v["error"], "not a valid events token");
+    // Expired: signed with the hub's own key (the test can read its data
+    // dir), with an `exp` in the past.
+    let secret = std::fs::read(edge.dir.path().join("run-token.key")).unwrap();
+    let mode = std::fs::metadata(edge.dir.path().join("run-token.key"))
+        .unwrap()
+        .permissions();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.mode() & 0o777, 0o600);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"aud": "esprit-hub-events", "npc": "researcher", "run": run, "iat": now - 7200, "exp": now - 3600}),
+        &jsonwebtoken::EncodingKey::from_secret(&secret),
+    )
+    .unwrap();
+    let (status, v) = post_with(
+        &edge,
+        &expired,
+        json!({"npc": "researcher", "type": "step", "runId": run}),
+    )
+    .await;
+    assert_eq!(status, 401, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("expired"), "{v}");
+    // The shared token still posts for anyone (until turned off).
+    let (status, _) = post_with(&edge, TOKEN, json!({"npc": "scribe", "type": "step"})).await;
+    assert_eq!(status, 202);
+
+    // Only the two accepted events reached the stream, and no token ever
+    // shows in an event or in /api/runs.
+    let evs = sse.take(2, WAIT).await;
+    assert_eq!(evs[0].id, Some(stored));
+    assert_eq!(evs[1].data["npc"], "scribe");
+    assert!(
+        sse.next(Duration::from_millis(300)).await.is_none(),
+        "a refused event was stored"
+    );
+    for e in before.iter().chain(&evs) {
+        assert!(!e.data.to_string().contains(&token), "token in an event");
+    }
+    let runs = client()
+        .get(edge.url("/api/runs?npc=researcher"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let one = client()
+        .get(edge.url(&format!("/api/runs/{run}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!runs.contains(&token) && !one.contains(&token) && !runs.contains("eventsToken"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_token_can_be_turned_off_while_run_tokens_keep_working() {
+    let hook = peers::webhook(200, Duration::ZERO).await;
+    let edge = start(
+        &agents_json(&[("research", "researcher", hook.url("/hook/a"))]),
+        ConfigBuilder::new().hub("accept_shared_token", false),
+    );
+    let (status, v) = post_with(&edge, TOKEN, json!({"npc": "researcher", "type": "step"})).await;
+    assert_eq!(status, 401, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("accept_shared_token"),
+        "{v}"
+    );
+    let (run, token) = start_run(&edge, &hook, "research").await;
+    let (status, v) = post_with(
+        &edge,
+        &token,
+        json!({"npc": "researcher", "type": "done", "runId": run}),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_run_s_token_is_renewed_by_its_events() {
+    let hook = peers::webhook(200, Duration::ZERO).await;
+    // A minute's token: past 30 s it comes back renewed. The test signs one
+    // that is 40 s old with the hub's key rather than waiting.
+    let edge = start(
+        &agents_json(&[("research", "researcher", hook.url("/hook/a"))]),
+        ConfigBuilder::new().hub("run_token_ttl", "1m"),
+    );
+    let (run, _) = start_run(&edge, &hook, "research").await;
+    let secret = std::fs::read(edge.dir.path().join("run-token.key")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let aging = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"aud": "esprit-hub-events", "npc": "researcher", "run": run, "iat": now - 40, "exp": now + 20}),
+        &jsonwebtoken::EncodingKey::from_secret(&secret),
+    )
+    .unwrap();
+    let (status, v) = post_with(
+        &edge,
+        &aging,
+        json!({"npc": "researcher", "type": "step", "runId": run}),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    let fresh = v["eventsToken"]
+        .as_str()
+        .expect("renewed token")
+        .to_string();
+    let (status, v) = post_with(
+        &edge,
+        &fresh,
+        json!({"npc": "researcher", "type": "done", "runId": run}),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    assert!(
+        v.get("eventsToken").is_none(),
+        "a fresh token is not renewed again: {v}"
     );
 }

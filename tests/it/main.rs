@@ -13,6 +13,7 @@ mod config_cli;
 mod console;
 mod handover;
 mod hub;
+mod identity;
 mod lifecycle;
 mod limits;
 mod reload;

@@ -17,7 +17,14 @@ pub(super) fn auth(a: AuthSection, data_dir: &Path, p: &mut Problems) -> Auth {
         absolute_timeout: a.absolute_timeout.unwrap_or(d::ABSOLUTE_TIMEOUT),
         login_concurrency: a.login_concurrency.unwrap_or(d::LOGIN_CONCURRENCY),
         login_queue: a.login_queue.unwrap_or(d::LOGIN_QUEUE),
+        keys_file: a
+            .keys_file
+            .unwrap_or_else(|| data_dir.join("signing-keys.json")),
+        assertion_ttl: a.assertion_ttl.unwrap_or(d::ASSERTION_TTL),
     };
+    if !(Duration::from_secs(10)..=Duration::from_secs(3600)).contains(&auth.assertion_ttl) {
+        p.add("auth.assertion_ttl", "out of range (10s to 1h)");
+    }
     if auth.idle_timeout < Duration::from_secs(1) {
         p.add("auth.idle_timeout", "must be at least 1s");
     }

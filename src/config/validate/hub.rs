@@ -33,7 +33,17 @@ pub(super) fn hub(h: HubSection, server: &Server, env: &Overrides, p: &mut Probl
         retention_age: h.retention_age.unwrap_or(d::RETENTION_AGE),
         retention_per_channel: h.retention_per_channel.unwrap_or(d::RETENTION_PER_CHANNEL),
         demo_events: h.demo.unwrap_or(false).then(|| demo_events(server)),
+        accept_shared_token: h.accept_shared_token.unwrap_or(true),
+        run_token_ttl: h.run_token_ttl.unwrap_or(d::RUN_TOKEN_TTL),
+        run_token_key: h
+            .run_token_key
+            .unwrap_or_else(|| data_dir.join("run-token.key")),
     };
+    if !(std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(7 * 24 * 3600))
+        .contains(&hub.run_token_ttl)
+    {
+        p.add("hub.run_token_ttl", "out of range (1m to 7d)");
+    }
     if hub.demo_events.is_some() && server.redirect_https {
         p.add(
             env.label("hub.demo"),

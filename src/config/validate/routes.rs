@@ -106,6 +106,11 @@ const KEYS: &[KeyRule] = &[
         set: |r| r.compress.is_some(),
     },
     KeyRule {
+        key: "assertion",
+        kinds: &[PROXY, HUB],
+        set: |r| r.assertion.is_some(),
+    },
+    KeyRule {
         key: "connect_timeout",
         kinds: &[PROXY, HUB],
         set: |r| r.connect_timeout.is_some(),
@@ -275,6 +280,12 @@ fn route(
         );
     }
     let auth = route_auth(key, &r, action.as_ref(), &kind_name, p);
+    if r.assertion.is_some() && auth != RouteAuth::Session {
+        p.add(
+            format!("{key}.assertion"),
+            "applies to auth = \"session\" routes only: an open route has nobody to assert",
+        );
+    }
     if p.len() != before {
         return None;
     }
@@ -288,6 +299,7 @@ fn route(
         csp: r.csp,
         max_body_bytes: r.max_body_bytes,
         compress: r.compress.unwrap_or(false),
+        assertion: r.assertion.unwrap_or(true),
         auth,
     })
 }
