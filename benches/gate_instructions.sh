@@ -5,7 +5,8 @@
 # open route and once on a gated one (a signed-in cookie, every request
 # checked). Each is run twice, with N1 and N2 keep-alive requests (h2load
 # --h1), and the per-request cost is (I(N2) - I(N1)) / (N2 - N1), so start-up
-# and shutdown cancel out.
+# and shutdown cancel out. A third route is gated with `assertion = false`,
+# so the signed identity assertion's own cost shows (issue 13).
 #
 # Usage: benches/gate_instructions.sh [n1=2000] [n2=12000]
 #   KEEP_PROFILE=/tmp/gate keeps each callgrind profile (for callgrind_annotate).
@@ -25,7 +26,8 @@ cargo build --release --locked -q --bin esprit-edge
 bench_init esprit-gate
 start_upstream_1k
 
-# One config, two routes: /open/ and /gated/ differ only in `auth`.
+# One config, three routes: /open/ and /gated/ differ only in `auth`;
+# /bare-gate/ is /gated/ without the identity assertion.
 cat > "$work/edge.toml" <<CONF
 [server]
 threads = 1
@@ -43,6 +45,12 @@ prefix = "/gated/"
 upstream = "app"
 csp = "default-src 'self'"
 auth = "session"
+[[routes]]
+prefix = "/bare-gate/"
+upstream = "app"
+csp = "default-src 'self'"
+auth = "session"
+assertion = false
 [[routes]]
 prefix = "/auth/"
 kind = "auth"
@@ -77,9 +85,12 @@ count() { # path n
 echo "# instructions per request (callgrind), 1 KiB proxied, keep-alive, N = $N1 and $N2"
 o1=$(count /open/x "$N1"); o2=$(count /open/x "$N2")
 g1=$(count /gated/x "$N1"); g2=$(count /gated/x "$N2")
-awk -v o1="$o1" -v o2="$o2" -v g1="$g1" -v g2="$g2" -v n1="$N1" -v n2="$N2" 'BEGIN {
-  o = (o2 - o1) / (n2 - n1); g = (g2 - g1) / (n2 - n1)
+b1=$(count /bare-gate/x "$N1"); b2=$(count /bare-gate/x "$N2")
+awk -v o1="$o1" -v o2="$o2" -v g1="$g1" -v g2="$g2" -v b1="$b1" -v b2="$b2" -v n1="$N1" -v n2="$N2" 'BEGIN {
+  o = (o2 - o1) / (n2 - n1); g = (g2 - g1) / (n2 - n1); b = (b2 - b1) / (n2 - n1)
   printf "open route:  %.0f instructions/request\n", o
   printf "gated route: %.0f instructions/request\n", g
+  printf "gated, assertion = false: %.0f instructions/request\n", b
   printf "gate: +%.0f instructions (+%.1f%%); open/gated = %.3f (the req/s ratio if CPU-bound in the edge)\n", g - o, 100 * (g - o) / o, o / g
+  printf "assertion: +%.0f instructions; gated without/with = %.3f\n", g - b, b / g
 }'

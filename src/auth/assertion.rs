@@ -11,6 +11,7 @@
 use super::keys::KeyRing;
 use crate::identity::Identity;
 use crate::watched_file::{Reload, WatchedFile};
+use http::HeaderValue;
 use jsonwebtoken::{Algorithm, Header};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -39,7 +40,9 @@ struct Claims<'a> {
 }
 
 struct Cached {
-    token: String,
+    audience: String,
+    /// Ready to send: cloning it is a reference count, not a copy.
+    token: HeaderValue,
     kid: String,
     issuer: String,
     /// Seconds since epoch.
@@ -51,7 +54,9 @@ struct Cached {
 pub struct Assertions {
     keys: WatchedFile<KeyRing>,
     ttl: Duration,
-    cache: Mutex<HashMap<(String, String), Cached>>,
+    /// By session, then audience (a session reaches a handful of upstreams):
+    /// a lookup borrows the request's strings and allocates nothing.
+    cache: Mutex<HashMap<String, Vec<Cached>>>,
 }
 
 fn report_keys(path: &Path, what: Reload<'_, KeyRing>) {
@@ -88,14 +93,15 @@ impl Assertions {
         audience: &str,
         issuer: &str,
         now_ms: i64,
-    ) -> Option<String> {
+    ) -> Option<HeaderValue> {
         let ring = self.keys.refresh_at_most(Duration::from_secs(1));
         let (kid, key) = ring.signing();
         let now = now_ms.div_euclid(1000);
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX).max(1);
-        let cache_key = (id.sid.clone(), audience.to_string());
         if let Ok(cache) = self.cache.lock()
-            && let Some(c) = cache.get(&cache_key)
+            && let Some(c) = cache
+                .get(&id.sid)
+                .and_then(|v| v.iter().find(|c| c.audience == audience))
             && c.kid == kid
             && c.issuer == issuer
             && c.exp - now > ttl / 2
@@ -115,7 +121,10 @@ impl Assertions {
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(kid.to_string());
-        let token = match jsonwebtoken::encode(&header, &claims, key) {
+        let token = match jsonwebtoken::encode(&header, &claims, key)
+            .map_err(|e| e.to_string())
+            .and_then(|t| HeaderValue::try_from(t).map_err(|e| e.to_string()))
+        {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(target: "auth", error = %e, kid, "cannot sign an identity assertion");
@@ -124,20 +133,24 @@ impl Assertions {
         };
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_MAX {
-                cache.retain(|_, c| c.exp > now);
+                cache.retain(|_, v| {
+                    v.retain(|c| c.exp > now);
+                    !v.is_empty()
+                });
                 if cache.len() >= CACHE_MAX {
                     cache.clear();
                 }
             }
-            cache.insert(
-                cache_key,
-                Cached {
-                    token: token.clone(),
-                    kid: kid.to_string(),
-                    issuer: issuer.to_string(),
-                    exp,
-                },
-            );
+            let fresh = Cached {
+                audience: audience.to_string(),
+                token: token.clone(),
+                kid: kid.to_string(),
+                issuer: issuer.to_string(),
+                exp,
+            };
+            let entries = cache.entry(id.sid.clone()).or_default();
+            entries.retain(|c| c.audience != audience);
+            entries.push(fresh);
         }
         Some(token)
     }
@@ -191,7 +204,8 @@ mod tests {
         let t = a
             .assert(&id("s1"), "sim", "https://hub.example.com", now)
             .unwrap();
-        let claims = verify(&a.jwks(now), &t, "sim").unwrap();
+        let t = t.to_str().unwrap();
+        let claims = verify(&a.jwks(now), t, "sim").unwrap();
         assert_eq!(claims["sub"], "ada");
         assert_eq!(claims["email"], "ada@example.com");
         assert_eq!(claims["sid"], "s1");
@@ -199,7 +213,7 @@ mod tests {
             claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
             60
         );
-        assert!(verify(&a.jwks(now), &t, "skyoffice").is_err());
+        assert!(verify(&a.jwks(now), t, "skyoffice").is_err());
     }
 
     #[test]
@@ -234,7 +248,7 @@ mod tests {
         let claims: serde_json::Value = serde_json::from_slice(
             &base64::Engine::decode(
                 &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                t.split('.').nth(1).unwrap(),
+                t.to_str().unwrap().split('.').nth(1).unwrap(),
             )
             .unwrap(),
         )

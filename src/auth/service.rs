@@ -87,6 +87,10 @@ impl AuthService {
         if (new.login_concurrency, new.login_queue) != (old.login_concurrency, old.login_queue) {
             fixed.push("auth.login_concurrency / auth.login_queue");
         }
+        if (&new.keys_file, new.assertion_ttl) != (&old.keys_file, old.assertion_ttl) {
+            // The keys themselves change with `esprit-edge key rotate`, no restart.
+            fixed.push("auth.keys_file / auth.assertion_ttl");
+        }
         fixed
     }
 
@@ -151,23 +155,23 @@ impl AuthService {
         audience: &str,
         req: &RequestHeader,
         proto: &str,
-    ) -> Option<String> {
+    ) -> Option<http::HeaderValue> {
         let issuer = self.origin_here(req, proto);
         self.assertions
             .assert(id, audience, &issuer, crate::clock::now_ms())
     }
 
     /// The origin the browser uses, for CSRF checks.
-    pub fn origin_here(&self, req: &RequestHeader, proto: &str) -> String {
+    pub fn origin_here(&self, req: &RequestHeader, proto: &str) -> std::borrow::Cow<'_, str> {
         match &self.public_origin {
-            Some(o) => o.clone(),
+            Some(o) => std::borrow::Cow::Borrowed(o),
             None => {
                 let host = req
                     .headers
                     .get(http::header::HOST)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
-                format!("{proto}://{}", host.to_ascii_lowercase())
+                std::borrow::Cow::Owned(format!("{proto}://{}", host.to_ascii_lowercase()))
             }
         }
     }

@@ -93,7 +93,7 @@ pub struct Forwarded<'a> {
     /// The request's id (`X-Request-Id`), replacing any the client sent.
     pub request_id: &'a str,
     /// The signed identity assertion for this upstream (a gated route).
-    pub assertion: Option<&'a str>,
+    pub assertion: Option<&'a HeaderValue>,
 }
 
 /// Whether the `Cookie` value `v` holds one of the edge's own cookies.
@@ -254,7 +254,7 @@ pub fn prepare(
     }
     put(req, &X_REQUEST_ID, fwd.request_id)?;
     if let Some(assertion) = fwd.assertion {
-        put(req, &X_ESPRIT_JWT_ASSERTION, assertion)?;
+        req.insert_header_static(&X_ESPRIT_JWT_ASSERTION, assertion.clone());
     }
     let uri: http::Uri = path_and_query.parse().map_err(|e| {
         pingora::Error::because(
@@ -385,8 +385,9 @@ mod tests {
         assert!(r.headers.keys().all(|k| !k.as_str().contains("esprit")));
         // Gated route: exactly ours.
         let mut r = req(&forged);
+        let signed = HeaderValue::from_static("signed.by.edge");
         let ours = Forwarded {
-            assertion: Some("signed.by.edge"),
+            assertion: Some(&signed),
             ..fwd()
         };
         prepare(&mut r, &ours, false, "/x").unwrap();

@@ -135,7 +135,7 @@ impl Edge {
 
     /// The signed identity assertion a gated route sends its upstream
     /// (audience: the upstream's name), unless the route turned it off.
-    fn assertion_for(&self, req: &RequestHeader, ctx: &RequestCtx) -> Option<String> {
+    fn assertion_for(&self, req: &RequestHeader, ctx: &RequestCtx) -> Option<http::HeaderValue> {
         let (Some(id), Some(route), Some(p), Some(auth)) =
             (&ctx.identity, &ctx.route, &ctx.proxy, &self.auth)
         else {
@@ -512,7 +512,7 @@ impl ProxyHttp for Edge {
             user: ctx.identity.as_ref().map(|i| i.user.as_str()),
             email: ctx.identity.as_ref().and_then(|i| i.email.as_deref()),
             request_id: &ctx.facts.request_id,
-            assertion: assertion.as_deref(),
+            assertion: assertion.as_ref(),
         };
         let target = ctx.proxy.as_ref().map_or("", |p| p.target.as_str());
         forward::prepare(upstream_request, &fwd, ctx.facts.upgrade, target)
