@@ -69,7 +69,7 @@ impl AuthService {
             name: u.display_name.clone(),
             email: u.email.clone(),
             expires: (rec.last_seen.saturating_add(idle)).min(rec.created.saturating_add(absolute)),
-            sid: session_ref(token),
+            sid: rec.reference,
         })
     }
 
@@ -84,16 +84,4 @@ impl AuthService {
                 .is_some_and(|rec| auth.users().users.contains_key(&rec.user))
         }))
     }
-}
-
-/// The session's public name: a domain-separated SHA-256 of its token,
-/// 128 bits in base64url (not the store's key, which hashes the token alone).
-fn session_ref(token: &str) -> String {
-    use base64::Engine;
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::new()
-        .chain_update(b"esprit-edge session ref\0")
-        .chain_update(token.as_bytes())
-        .finalize();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
 }

@@ -26,6 +26,10 @@ pub struct SessionRecord {
     /// Last request seen (ms since epoch), refreshed at most once a minute
     /// (or a quarter of the idle timeout, when that is shorter).
     pub last_seen: i64,
+    /// The session's public name (identity assertions' `sid`): derived from
+    /// the stored hash when the record is read, so a request that finds it
+    /// cached hashes nothing. Neither the token nor the store's key.
+    pub reference: String,
 }
 
 /// How long `last_seen` may lag before it is written again (less when the
@@ -68,6 +72,17 @@ pub struct Sessions {
 
 fn key(token: &str) -> Key {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// The public name of the session stored under `key`: a domain-separated
+/// SHA-256 of it, 128 bits in base64url.
+fn reference_of(key: &[u8]) -> String {
+    use base64::Engine;
+    let digest = Sha256::new()
+        .chain_update(b"esprit-edge session ref\0")
+        .chain_update(key)
+        .finalize();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -118,6 +133,7 @@ impl Sessions {
             user: user.to_string(),
             created: now,
             last_seen: now,
+            reference: reference_of(&k),
         };
         self.conn
             .lock()
@@ -187,6 +203,7 @@ impl Sessions {
                                 user: row.get(0)?,
                                 created: row.get(1)?,
                                 last_seen: row.get(2)?,
+                                reference: reference_of(&k),
                             })
                         },
                     )
@@ -380,6 +397,7 @@ impl Sessions {
                         user: row.get(1)?,
                         created: row.get(2)?,
                         last_seen: row.get(3)?,
+                        reference: reference_of(&k),
                     },
                 ))
             })
