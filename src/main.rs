@@ -46,9 +46,15 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum KeyAction {
-    /// Add a new current key; the old one stays published until its last
-    /// assertion expired. A running edge signs with the new one within a second.
-    Rotate,
+    /// Add a new key: published at once, signing 90 s later (when upstreams
+    /// caching the JWKS know it); the old one stays published until its last
+    /// assertion expired. A running edge follows within a second.
+    Rotate {
+        /// Sign with the new key at once (a compromised key): upstreams that
+        /// cached the JWKS refuse new assertions until they refetch it.
+        #[arg(long)]
+        immediately: bool,
+    },
     /// List the keys: id, created, retired, published.
     List,
 }
@@ -58,9 +64,17 @@ fn key_command(cfg: &config::Config, action: KeyAction) -> ExitCode {
     let (file, ttl) = (&cfg.auth.keys_file, cfg.auth.assertion_ttl);
     let now = esprit_edge::clock::now_ms();
     match action {
-        KeyAction::Rotate => match keys::rotate(file, now, ttl) {
+        KeyAction::Rotate { immediately } => match keys::rotate(file, now, ttl, immediately) {
             Ok(kid) => {
-                println!("new signing key {kid} in {}", file.display());
+                if immediately {
+                    println!("new signing key {kid} in {}, signing now", file.display());
+                } else {
+                    println!(
+                        "new signing key {kid} in {}, published now, signing in {} s",
+                        file.display(),
+                        keys::PUBLISH_AHEAD_MS / 1000
+                    );
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),

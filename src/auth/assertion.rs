@@ -41,6 +41,8 @@ struct Claims<'a> {
 
 struct Cached {
     audience: String,
+    user: String,
+    email: Option<String>,
     /// Ready to send: cloning it is a reference count, not a copy.
     token: HeaderValue,
     kid: String,
@@ -62,7 +64,7 @@ pub struct Assertions {
 fn report_keys(path: &Path, what: Reload<'_, KeyRing>) {
     match what {
         Reload::Loaded(ring) => {
-            tracing::info!(target: "auth", file = %path.display(), kid = %ring.current().kid, "assertion keys reloaded")
+            tracing::info!(target: "auth", file = %path.display(), kid = %ring.current(crate::clock::now_ms()).kid, "assertion keys reloaded")
         }
         Reload::Rejected(why) => {
             tracing::error!(target: "auth", error = %why, "assertion key file rejected; keeping the last good keys")
@@ -95,7 +97,7 @@ impl Assertions {
         now_ms: i64,
     ) -> Option<HeaderValue> {
         let ring = self.keys.refresh_at_most(Duration::from_secs(1));
-        let (kid, key) = ring.signing();
+        let (kid, key) = ring.signing(now_ms);
         let now = now_ms.div_euclid(1000);
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX).max(1);
         if let Ok(cache) = self.cache.lock()
@@ -104,6 +106,9 @@ impl Assertions {
                 .and_then(|v| v.iter().find(|c| c.audience == audience))
             && c.kid == kid
             && c.issuer == issuer
+            && c.user == id.user
+            && c.email == id.email
+            && c.exp <= id.expires.div_euclid(1000)
             && c.exp - now > ttl / 2
         {
             return Some(c.token.clone());
@@ -143,6 +148,8 @@ impl Assertions {
             }
             let fresh = Cached {
                 audience: audience.to_string(),
+                user: id.user.clone(),
+                email: id.email.clone(),
                 token: token.clone(),
                 kid: kid.to_string(),
                 issuer: issuer.to_string(),

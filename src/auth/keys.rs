@@ -1,9 +1,11 @@
 //! The keys that sign identity assertions: Ed25519, kept in one owner-only
-//! JSON file (`auth.keys_file`, in `data_dir` by default). The newest key
-//! not retired signs; a retired key stays published in the JWKS until the
-//! last assertion it signed has expired, so a rotation never fails an
-//! upstream's check. `esprit-edge key rotate` writes the file; a running
-//! edge re-reads it when it changes.
+//! JSON file (`auth.keys_file`, in `data_dir` by default). A rotated-in key
+//! is published at once but signs only from [`PUBLISH_AHEAD_MS`] later, so
+//! upstreams that cache the JWKS (for its `max-age`, or `jose`'s 30 s
+//! cooldown) know it before they see it; the key it replaces signs until
+//! then and stays published until the last assertion it signed has expired.
+//! `esprit-edge key rotate` writes the file (`--immediately` for a key that
+//! must stop signing now); a running edge re-reads it when it changes.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,6 +23,10 @@ use std::time::Duration;
 /// this much longer than its last assertion's lifetime.
 const SKEW_MS: i64 = 60_000;
 
+/// How long a new key is published before it signs: the JWKS `max-age`
+/// (60 s) plus `jose`'s refetch cooldown (30 s).
+pub const PUBLISH_AHEAD_MS: i64 = 90_000;
+
 /// One key as the file keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredKey {
@@ -31,6 +37,9 @@ struct StoredKey {
     /// When a newer key replaced it (ms since epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retired: Option<i64>,
+    /// When it starts signing (ms since epoch); absent: from `created`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    active_from: Option<i64>,
     /// The private key, PKCS#8 DER, base64url.
     pkcs8: String,
 }
@@ -48,6 +57,8 @@ pub struct Key {
     pub created: i64,
     /// When a newer key replaced it (ms since epoch).
     pub retired: Option<i64>,
+    /// When it starts signing (ms since epoch).
+    pub active_from: i64,
     /// The raw 32-byte public key, base64url (the JWK's `x`).
     pub public: String,
     encoding: EncodingKey,
@@ -93,19 +104,27 @@ impl KeyRing {
         Self::load(path)
     }
 
-    /// The key that signs: the newest one not retired.
-    pub fn current(&self) -> &Key {
-        // `load` refuses a file without one.
+    /// The key that signs at `now_ms`: the newest one already active and
+    /// not yet retired; failing that (a clock set back), the newest one not
+    /// retired, which `load` guarantees exists.
+    pub fn current(&self, now_ms: i64) -> &Key {
+        let signing = |k: &&Key| k.active_from <= now_ms && k.retired.is_none_or(|r| r > now_ms);
         self.keys
             .iter()
-            .filter(|k| k.retired.is_none())
+            .filter(signing)
             .max_by_key(|k| k.created)
+            .or_else(|| {
+                self.keys
+                    .iter()
+                    .filter(|k| k.retired.is_none())
+                    .max_by_key(|k| k.created)
+            })
             .unwrap_or(&self.keys[0])
     }
 
-    /// The signing form of the current key.
-    pub fn signing(&self) -> (&str, &EncodingKey) {
-        let k = self.current();
+    /// The signing form of the key current at `now_ms`.
+    pub fn signing(&self, now_ms: i64) -> (&str, &EncodingKey) {
+        let k = self.current(now_ms);
         (&k.kid, &k.encoding)
     }
 
@@ -151,10 +170,36 @@ fn published(retired: Option<i64>, now_ms: i64, ttl: Duration) -> bool {
     retired.is_none_or(|r| r.saturating_add(ttl_ms).saturating_add(SKEW_MS) > now_ms)
 }
 
-/// Adds a new current key to `path` (creating the file if absent), retires
-/// the one it replaces, and drops keys whose last assertion has expired.
-/// Returns the new key's id.
-pub fn rotate(path: &Path, now_ms: i64, ttl: Duration) -> Result<String, String> {
+/// Adds a new key to `path` (creating the file if absent) that signs from
+/// [`PUBLISH_AHEAD_MS`] on, or at once with `immediately` (a compromised
+/// key); the keys it replaces retire then. Keys whose last assertion has
+/// expired are dropped. Returns the new key's id. An exclusive lock on a
+/// `.lock` file beside it keeps two rotations from losing each other's key.
+pub fn rotate(
+    path: &Path,
+    now_ms: i64,
+    ttl: Duration,
+    immediately: bool,
+) -> Result<String, String> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| {
+            format!(
+                "{}: cannot open: {e}",
+                std::path::Path::new(&lock_path).display()
+            )
+        })?;
+    lock.lock().map_err(|e| {
+        format!(
+            "{}: cannot lock: {e}",
+            std::path::Path::new(&lock_path).display()
+        )
+    })?;
     let mut file = if path.exists() {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
@@ -163,11 +208,19 @@ pub fn rotate(path: &Path, now_ms: i64, ttl: Duration) -> Result<String, String>
     } else {
         KeyFile::default()
     };
+    let starts = if immediately || file.keys.is_empty() {
+        now_ms
+    } else {
+        now_ms + PUBLISH_AHEAD_MS
+    };
     for k in &mut file.keys {
-        k.retired.get_or_insert(now_ms);
+        if k.retired.is_none_or(|r| r > starts) {
+            k.retired = Some(starts);
+        }
     }
     file.keys.retain(|k| published(k.retired, now_ms, ttl));
-    let new = generate(now_ms)?;
+    let mut new = generate(now_ms)?;
+    new.active_from = (starts != now_ms).then_some(starts);
     let kid = new.kid.clone();
     file.keys.push(new);
     write(path, &file)?;
@@ -187,6 +240,7 @@ fn generate(now_ms: i64) -> Result<StoredKey, String> {
         kid,
         created: now_ms,
         retired: None,
+        active_from: None,
         pkcs8: URL_SAFE_NO_PAD.encode(pkcs8.as_ref()),
     })
 }
@@ -201,6 +255,7 @@ fn decode(k: &StoredKey) -> Result<Key, String> {
         kid: k.kid.clone(),
         created: k.created,
         retired: k.retired,
+        active_from: k.active_from.unwrap_or(k.created),
         public: URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
         encoding: EncodingKey::from_ed_der(&der),
     })
@@ -231,17 +286,16 @@ mod tests {
         assert_eq!(ring.jwks(1_000, TTL).keys.len(), 1);
         // A second start keeps the key.
         let again = KeyRing::ensure(&p, 2_000).unwrap();
-        assert_eq!(again.current().kid, ring.current().kid);
+        assert_eq!(again.current(2_000).kid, ring.current(1_000).kid);
     }
 
     #[test]
-    fn rotation_keeps_the_old_key_published_until_its_assertions_expired() {
+    fn a_rotated_in_key_is_published_before_it_signs_and_the_old_one_after() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("keys.json");
-        let first = KeyRing::ensure(&p, 0).unwrap().current().kid.clone();
-        let second = rotate(&p, 10_000, TTL).unwrap();
+        let first = KeyRing::ensure(&p, 0).unwrap().current(0).kid.clone();
+        let second = rotate(&p, 10_000, TTL, false).unwrap();
         let ring = KeyRing::load(&p).unwrap();
-        assert_eq!(ring.current().kid, second);
         let shown = |now| -> Vec<String> {
             ring.jwks(now, TTL)
                 .keys
@@ -249,13 +303,19 @@ mod tests {
                 .filter_map(|k| k.common.key_id)
                 .collect()
         };
+        let switch = 10_000 + PUBLISH_AHEAD_MS;
+        // Published at once, signing only from the switch on.
+        assert_eq!(shown(10_000), vec![second.clone(), first.clone()]);
+        assert_eq!(ring.current(switch - 1).kid, first);
+        assert_eq!(ring.current(switch).kid, second);
+        // The old key stays published until its last assertion expired.
         assert_eq!(
-            shown(10_000 + 60_000 + SKEW_MS - 1),
+            shown(switch + 60_000 + SKEW_MS - 1),
             vec![second.clone(), first.clone()]
         );
-        assert_eq!(shown(10_000 + 60_000 + SKEW_MS), vec![second.clone()]);
+        assert_eq!(shown(switch + 60_000 + SKEW_MS), vec![second.clone()]);
         // The next rotation drops what is no longer published.
-        let third = rotate(&p, 10_000 + 60_000 + SKEW_MS, TTL).unwrap();
+        let third = rotate(&p, switch + 60_000 + SKEW_MS, TTL, false).unwrap();
         let kids: Vec<String> = KeyRing::load(&p)
             .unwrap()
             .list(0, TTL)
@@ -263,6 +323,25 @@ mod tests {
             .map(|(k, _)| k.kid.clone())
             .collect();
         assert_eq!(kids, vec![third, second]);
+    }
+
+    #[test]
+    fn an_immediate_rotation_signs_with_the_new_key_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keys.json");
+        let first = KeyRing::ensure(&p, 0).unwrap().current(0).kid.clone();
+        let pending = rotate(&p, 1_000, TTL, false).unwrap();
+        let urgent = rotate(&p, 2_000, TTL, true).unwrap();
+        let ring = KeyRing::load(&p).unwrap();
+        assert_eq!(ring.current(2_000).kid, urgent);
+        // Both earlier keys stop signing now and stay published for their assertions.
+        let shown: Vec<String> = ring
+            .jwks(2_000, TTL)
+            .keys
+            .into_iter()
+            .filter_map(|k| k.common.key_id)
+            .collect();
+        assert_eq!(shown, vec![urgent, pending, first]);
     }
 
     #[test]
@@ -281,7 +360,7 @@ mod tests {
         );
         std::fs::write(&p, "not json").unwrap();
         assert!(KeyRing::load(&p).err().unwrap().contains("not a key file"));
-        let retired = rotate(&dir.path().join("k2.json"), 0, TTL).unwrap();
+        let retired = rotate(&dir.path().join("k2.json"), 0, TTL, false).unwrap();
         let mut text = std::fs::read_to_string(dir.path().join("k2.json")).unwrap();
         text = text.replace("\"created\"", "\"retired\": 5, \"created\"");
         std::fs::write(&p, text).unwrap();

@@ -140,7 +140,7 @@ impl AuthService {
                     &json!({ "error": "method not allowed" }),
                     "method not allowed",
                 );
-                r.allow = Some("GET");
+                r.allow = Some("GET, HEAD");
                 Ok(r)
             }
             ("/auth/me", "GET" | "HEAD") => Ok(match self.identify(req, secure) {

@@ -148,15 +148,20 @@ impl AuthService {
     }
 
     /// The signed identity assertion for `id` at upstream `audience`,
-    /// issued by this edge's public origin as `req` reached it.
+    /// issued by this edge's public origin: `server.public_origin`, else the
+    /// scheme and authority the request reached (`Host`, or HTTP/2's
+    /// `:authority`, as the edge normalised it).
     pub fn assertion(
         &self,
         id: &crate::identity::Identity,
         audience: &str,
-        req: &RequestHeader,
+        authority: Option<&str>,
         proto: &str,
     ) -> Option<http::HeaderValue> {
-        let issuer = self.origin_here(req, proto);
+        let issuer = match &self.public_origin {
+            Some(o) => std::borrow::Cow::Borrowed(o.as_str()),
+            None => std::borrow::Cow::Owned(format!("{proto}://{}", authority.unwrap_or(""))),
+        };
         self.assertions
             .assert(id, audience, &issuer, crate::clock::now_ms())
     }
@@ -166,10 +171,12 @@ impl AuthService {
         match &self.public_origin {
             Some(o) => std::borrow::Cow::Borrowed(o),
             None => {
+                // HTTP/2 carries the host as `:authority`, not `Host`.
                 let host = req
                     .headers
                     .get(http::header::HOST)
                     .and_then(|v| v.to_str().ok())
+                    .or_else(|| req.uri.authority().map(|a| a.as_str()))
                     .unwrap_or("");
                 std::borrow::Cow::Owned(format!("{proto}://{}", host.to_ascii_lowercase()))
             }

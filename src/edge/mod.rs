@@ -135,7 +135,7 @@ impl Edge {
 
     /// The signed identity assertion a gated route sends its upstream
     /// (audience: the upstream's name), unless the route turned it off.
-    fn assertion_for(&self, req: &RequestHeader, ctx: &RequestCtx) -> Option<http::HeaderValue> {
+    fn assertion_for(&self, ctx: &RequestCtx) -> Option<http::HeaderValue> {
         let (Some(id), Some(route), Some(p), Some(auth)) =
             (&ctx.identity, &ctx.route, &ctx.proxy, &self.auth)
         else {
@@ -144,7 +144,12 @@ impl Edge {
         if !route.assertion {
             return None;
         }
-        auth.assertion(id, &p.upstream, req, ctx.facts.proto)
+        auth.assertion(
+            id,
+            &p.upstream,
+            ctx.facts.authority.as_deref(),
+            ctx.facts.proto,
+        )
     }
 
     /// Counts the request against the rate rules of `stage` (DESIGN step 2).
@@ -504,7 +509,7 @@ impl ProxyHttp for Edge {
             .facts
             .client_ip
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        let assertion = self.assertion_for(upstream_request, ctx);
+        let assertion = self.assertion_for(ctx);
         let fwd = forward::Forwarded {
             client_ip,
             proto: ctx.facts.proto,

@@ -215,13 +215,14 @@ impl Hub {
             Sha256::digest(got.as_bytes()),
             Sha256::digest(want.as_bytes()),
         );
-        if !bool::from(got.as_slice().ct_eq(want.as_slice())) {
-            return refuse("wrong bearer token");
-        }
         if !cfg.accept_shared_token {
+            // Before any comparison: a guess learns nothing about the old token.
             return refuse(
                 "the shared events token is turned off (hub.accept_shared_token = false): post with the run's eventsToken",
             );
+        }
+        if !bool::from(got.as_slice().ct_eq(want.as_slice())) {
+            return refuse("wrong bearer token");
         }
         Ok(Scope::Any)
     }
@@ -283,7 +284,14 @@ impl Hub {
                     ),
                 );
             }
-            renewed = self.run_tokens.renewal(grant, now_ms());
+            // Renewed only while the run goes on: not by its last event, nor
+            // for a run that has already ended.
+            if self.run_tokens.due(grant, now_ms())
+                && !matches!(kind, EventType::Done | EventType::Error)
+                && !self.run_ended(&grant.run).await
+            {
+                renewed = self.run_tokens.renewal(grant, now_ms());
+            }
         }
         if let Err(e) = self.channels.admit(&npc, self.agents.has_npc(&npc)) {
             return error(429, e.to_string());
@@ -306,6 +314,19 @@ impl Hub {
                 Reply::json(202, &ack, "event stored")
             }
             Err(e) => error(503, format!("cannot store the event: {e}")),
+        }
+    }
+
+    /// Whether run `run` has a `done` or `error` event (asked only when a
+    /// token is due for renewal, about once per half-lifetime of a run).
+    async fn run_ended(&self, run: &str) -> bool {
+        let id = run.to_string();
+        match self.read(move |s| s.run_events(&id)).await {
+            Ok(evs) => evs
+                .iter()
+                .any(|e| matches!(e.kind, EventType::Done | EventType::Error)),
+            // Unknown: no renewal; the current token still works until it expires.
+            Err(_) => true,
         }
     }
 

@@ -127,14 +127,24 @@ impl RunTokens {
         })
     }
 
-    /// A fresh token for `grant`'s run when less than half of its life is
-    /// left: an active run keeps posting without ever holding a long token.
-    pub fn renewal(&self, grant: &Grant, now_ms: i64) -> Option<String> {
+    /// Whether `grant` is in the second half of its life, when an event of
+    /// an active run earns a fresh token.
+    pub fn due(&self, grant: &Grant, now_ms: i64) -> bool {
         let left = grant.exp - now_ms.div_euclid(1000);
-        let half = i64::try_from(self.ttl.as_secs() / 2).unwrap_or(i64::MAX);
-        (left < half)
-            .then(|| self.issue_for(&grant.npc, &grant.run, now_ms))
-            .flatten()
+        left < i64::try_from(self.ttl.as_secs() / 2).unwrap_or(i64::MAX)
+    }
+
+    /// The renewed token for `grant`'s run. It is issued at the start of the
+    /// current half-lifetime window, so every renewal within one window is
+    /// the same token (HS256 is deterministic): a run holds at most one live
+    /// renewal per window, whatever its flow does, and a per-token rate rule
+    /// keeps counting one bearer.
+    pub fn renewal(&self, grant: &Grant, now_ms: i64) -> Option<String> {
+        let half_ms = i64::try_from(self.ttl.as_millis() / 2)
+            .unwrap_or(i64::MAX)
+            .max(1000);
+        let window_start = now_ms - now_ms.rem_euclid(half_ms);
+        self.issue_for(&grant.npc, &grant.run, window_start)
     }
 }
 
@@ -224,9 +234,17 @@ mod tests {
             )
             .unwrap();
         let g = t.check(&tok, NOW).unwrap();
-        assert!(t.renewal(&g, NOW + 1_000_000).is_none());
+        assert!(!t.due(&g, NOW + 1_000_000));
+        assert!(t.due(&g, NOW + 2_000_000));
         let fresh = t.renewal(&g, NOW + 2_000_000).unwrap();
         assert!(t.check(&fresh, NOW + 3_700_000).is_ok());
+        // One renewal per half-lifetime window, however often it is asked.
+        assert_eq!(t.renewal(&g, NOW + 2_000_001).unwrap(), fresh);
+        let renewed = t.check(&fresh, NOW + 2_000_000).unwrap();
+        assert!(
+            !t.due(&renewed, NOW + 2_000_000),
+            "a renewal is good for at least half a life"
+        );
     }
 
     #[test]

@@ -1090,12 +1090,43 @@ async fn an_active_run_s_token_is_renewed_by_its_events() {
     let (status, v) = post_with(
         &edge,
         &fresh,
-        json!({"npc": "researcher", "type": "done", "runId": run}),
+        json!({"npc": "researcher", "type": "step", "runId": run}),
     )
     .await;
     assert_eq!(status, 202, "{v}");
     assert!(
         v.get("eventsToken").is_none(),
         "a fresh token is not renewed again: {v}"
+    );
+    // Renewed within one window: the same token, not one more.
+    let (_, again) = post_with(
+        &edge,
+        &aging,
+        json!({"npc": "researcher", "type": "step", "runId": run}),
+    )
+    .await;
+    assert_eq!(again["eventsToken"].as_str(), Some(fresh.as_str()));
+    // The run's last event earns none, and neither does anything after it.
+    let (status, v) = post_with(
+        &edge,
+        &aging,
+        json!({"npc": "researcher", "type": "done", "runId": run}),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    assert!(
+        v.get("eventsToken").is_none(),
+        "renewed by the run's last event: {v}"
+    );
+    let (status, v) = post_with(
+        &edge,
+        &aging,
+        json!({"npc": "researcher", "type": "step", "runId": run}),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    assert!(
+        v.get("eventsToken").is_none(),
+        "renewed after the run ended: {v}"
     );
 }

@@ -17,6 +17,15 @@ pub(super) fn hub(h: HubSection, server: &Server, env: &Overrides, p: &mut Probl
             "must be at least 16 printable characters without spaces (use `openssl rand -hex 32`)",
         );
     }
+    if let Some(t) = &events_token
+        && t.starts_with("eyJ")
+        && t.matches('.').count() == 2
+    {
+        p.add(
+            env.label("hub.events_token"),
+            "looks like a JWT, which the hub would take for a run's token and never compare: use `openssl rand -hex 32`",
+        );
+    }
     let hub = Hub {
         events_token,
         agents_file: h
