@@ -289,6 +289,24 @@ mod tests {
     }
 
     #[test]
+    fn token_settings_are_checked() {
+        let jwt_like = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+        let text = format!(
+            "[hub]\nevents_token = \"{jwt_like}\"\nrun_token_ttl = \"10s\"\n[auth]\nassertion_ttl = \"2h\"\n{MINIMAL}"
+        );
+        let e = parse_str(&text).unwrap_err().to_string();
+        assert!(e.contains("hub.events_token: looks like a JWT"), "{e}");
+        assert!(
+            e.contains("hub.run_token_ttl: out of range (1m to 7d)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("auth.assertion_ttl: out of range (10s to 1h)"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn stream_routes_outlive_socketio_ping() {
         let text = MINIMAL.replace("upstream = \"app\"", "upstream = \"app\"\nstream = true");
         let c = parse_str(&text).unwrap();

@@ -299,6 +299,33 @@ async fn a_node_upstream_verifies_it_with_jose() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_public_origin_the_issuer_is_the_host_the_request_came_to() {
+    let app = peers::echo("app").await;
+    let edge = Edge::start(
+        &ConfigBuilder::new()
+            .upstream("app", app.address())
+            .route(Route::prefix("/auth/").sign_in())
+            .route(Route::prefix("/app/").upstream("app").session()),
+    );
+    let cookie = sign_in(&edge).await;
+    let r = client_with_cookie(&cookie)
+        .get(edge.url("/app/x"))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let headers: Vec<(String, String)> = serde_json::from_value(v["headers"].clone()).unwrap();
+    let token = assertion_of(&headers).remove(0);
+    let set = jwks(&edge).await;
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+    let mut check = Validation::new(Algorithm::EdDSA);
+    check.set_audience(&["app"]);
+    check.set_issuer(&[format!("http://127.0.0.1:{}", edge.port)]);
+    let key = DecodingKey::from_jwk(set.find(&kid).unwrap()).unwrap();
+    assert!(jsonwebtoken::decode::<Value>(&token, &key, &check).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assertion_settings_are_checked() {
     let (ok, out) = crate::common::check(
         &ConfigBuilder::new()
