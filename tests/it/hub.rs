@@ -886,6 +886,23 @@ async fn post_with(edge: &Edge, token: &str, body: Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A run token for npc `researcher`'s run `run`, signed in the test with the
+/// hub's own key (read from its data dir), issued and expiring at these
+/// offsets from now in seconds: a token of any age without waiting.
+fn run_token_signed_here(edge: &Edge, run: &str, iat: i64, exp: i64) -> String {
+    let secret = std::fs::read(edge.dir.path().join("run-token.key")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"aud": "esprit-hub-events", "npc": "researcher", "run": run, "iat": now + iat, "exp": now + exp}),
+        &jsonwebtoken::EncodingKey::from_secret(&secret),
+    )
+    .unwrap()
+}
+
 /// Starts a run of `agent`; returns its run id and the `eventsToken` the
 /// webhook got.
 async fn start_run(edge: &Edge, hook: &peers::Hook, agent: &str) -> (String, String) {
@@ -973,22 +990,12 @@ async fn run_tokens_post_only_for_their_run_and_npc() {
     assert_eq!(v["error"], "not a valid events token");
     // Expired: signed with the hub's own key (the test can read its data
     // dir), with an `exp` in the past.
-    let secret = std::fs::read(edge.dir.path().join("run-token.key")).unwrap();
     let mode = std::fs::metadata(edge.dir.path().join("run-token.key"))
         .unwrap()
         .permissions();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(mode.mode() & 0o777, 0o600);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let expired = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"aud": "esprit-hub-events", "npc": "researcher", "run": run, "iat": now - 7200, "exp": now - 3600}),
-        &jsonwebtoken::EncodingKey::from_secret(&secret),
-    )
-    .unwrap();
+    let expired = run_token_signed_here(&edge, &run, -7200, -3600);
     let (status, v) = post_with(
         &edge,
         &expired,
@@ -1065,17 +1072,7 @@ async fn an_active_run_s_token_is_renewed_by_its_events() {
         ConfigBuilder::new().hub("run_token_ttl", "1m"),
     );
     let (run, _) = start_run(&edge, &hook, "research").await;
-    let secret = std::fs::read(edge.dir.path().join("run-token.key")).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let aging = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"aud": "esprit-hub-events", "npc": "researcher", "run": run, "iat": now - 40, "exp": now + 20}),
-        &jsonwebtoken::EncodingKey::from_secret(&secret),
-    )
-    .unwrap();
+    let aging = run_token_signed_here(&edge, &run, -40, 20);
     let (status, v) = post_with(
         &edge,
         &aging,
