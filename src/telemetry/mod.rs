@@ -101,23 +101,35 @@ pub fn access(a: &Access<'_>) {
 /// The access line as JSON, newline-terminated.
 fn access_line(a: &Access<'_>, now: SystemTime) -> String {
     let mut out = String::with_capacity(320);
-    let _ = write!(
-        out,
-        "{{\"timestamp\":\"{}\",\"level\":\"INFO\",\"client\":\"",
-        humantime::format_rfc3339_micros(now)
-    );
-    if let Some(c) = a.client {
-        let _ = write!(out, "{c}");
+    let mut num = itoa::Buffer::new();
+    out.push_str("{\"timestamp\":\"");
+    push_timestamp(&mut out, now);
+    out.push_str("\",\"level\":\"INFO\",\"client\":\"");
+    match a.client {
+        Some(IpAddr::V4(v4)) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(num.format(octet));
+            }
+        }
+        Some(c) => {
+            let _ = write!(out, "{c}");
+        }
+        None => {}
     }
     out.push_str("\",\"method\":");
     json_str(&mut out, a.method);
     out.push_str(",\"path\":");
     json_str(&mut out, a.path);
+    out.push_str(",\"status\":");
+    out.push_str(num.format(a.status));
+    out.push_str(",\"bytes\":");
+    out.push_str(num.format(a.bytes));
     let _ = write!(
         out,
-        ",\"status\":{},\"bytes\":{},\"duration_ms\":{},\"route\":",
-        a.status,
-        a.bytes,
+        ",\"duration_ms\":{},\"route\":",
         serde_json::Value::from(a.duration.as_secs_f64() * 1000.0)
     );
     json_str(&mut out, a.route.unwrap_or(""));
@@ -131,6 +143,41 @@ fn access_line(a: &Access<'_>, now: SystemTime) -> String {
     json_str(&mut out, a.error.as_deref().unwrap_or(""));
     out.push_str(",\"target\":\"access\"}\n");
     out
+}
+
+/// Appends `now` as RFC 3339 with microseconds, as `humantime` writes it;
+/// the part up to the seconds is formatted once per second per thread,
+/// not once per access line (issue 12).
+fn push_timestamp(out: &mut String, now: SystemTime) {
+    use std::cell::RefCell;
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let whole = humantime::format_rfc3339_seconds(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            )
+            .to_string();
+            // "2026-11-18T11:06:40Z": everything but the zone.
+            cached.1 = whole.trim_end_matches('Z').to_string();
+            cached.0 = secs;
+        }
+        out.push_str(&cached.1);
+    });
+    out.push('.');
+    let mut num = itoa::Buffer::new();
+    let micros = num.format(since.subsec_micros());
+    for _ in micros.len()..6 {
+        out.push('0');
+    }
+    out.push_str(micros);
+    out.push('Z');
 }
 
 /// Appends `s` as a JSON string; the common case (nothing to escape) is one copy.
@@ -188,6 +235,19 @@ mod tests {
         assert_eq!(v["target"], "access");
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys.len(), 14);
+        // The cached per-second part and the microseconds, against humantime's whole format.
+        for micros in [
+            0u64,
+            7,
+            999_999,
+            1_795_000_000_000_001,
+            1_795_000_001_100_000,
+        ] {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_micros(micros);
+            let mut got = String::new();
+            push_timestamp(&mut got, t);
+            assert_eq!(got, humantime::format_rfc3339_micros(t).to_string());
+        }
 
         let none = Access {
             client: None,
