@@ -165,6 +165,16 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000_000;
 
+    /// A token for npc `alice`'s run `r`, issued at `NOW`.
+    fn alice_run(t: &RunTokens) -> String {
+        t.issue(
+            &Npc::parse("alice").unwrap(),
+            &RunId::parse("r").unwrap(),
+            NOW,
+        )
+        .unwrap()
+    }
+
     fn tokens(dir: &Path) -> RunTokens {
         RunTokens::open(&dir.join("run.key"), Duration::from_secs(3600)).unwrap()
     }
@@ -192,13 +202,7 @@ mod tests {
     fn tampered_and_foreign_tokens_are_invalid() {
         let dir = tempfile::tempdir().unwrap();
         let t = tokens(dir.path());
-        let tok = t
-            .issue(
-                &Npc::parse("alice").unwrap(),
-                &RunId::parse("r").unwrap(),
-                NOW,
-            )
-            .unwrap();
+        let tok = alice_run(&t);
         // Another npc in the payload, same signature.
         let mut parts: Vec<String> = tok.split('.').map(str::to_string).collect();
         use base64::Engine;
@@ -208,13 +212,7 @@ mod tests {
         assert_eq!(t.check(&parts.join("."), NOW), Err(Refused::Invalid));
         // Signed by another hub's secret.
         let other = tempfile::tempdir().unwrap();
-        let foreign = tokens(other.path())
-            .issue(
-                &Npc::parse("alice").unwrap(),
-                &RunId::parse("r").unwrap(),
-                NOW,
-            )
-            .unwrap();
+        let foreign = alice_run(&tokens(other.path()));
         assert_eq!(t.check(&foreign, NOW), Err(Refused::Invalid));
         assert_eq!(
             t.check("eyJhbGciOiJub25lIn0.e30.", NOW),
@@ -226,13 +224,7 @@ mod tests {
     fn renewal_comes_in_the_second_half_of_a_token_s_life() {
         let dir = tempfile::tempdir().unwrap();
         let t = tokens(dir.path());
-        let tok = t
-            .issue(
-                &Npc::parse("alice").unwrap(),
-                &RunId::parse("r").unwrap(),
-                NOW,
-            )
-            .unwrap();
+        let tok = alice_run(&t);
         let g = t.check(&tok, NOW).unwrap();
         assert!(!t.due(&g, NOW + 1_000_000));
         assert!(t.due(&g, NOW + 2_000_000));

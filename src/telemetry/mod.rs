@@ -105,19 +105,8 @@ fn access_line(a: &Access<'_>, now: SystemTime) -> String {
     out.push_str("{\"timestamp\":\"");
     push_timestamp(&mut out, now);
     out.push_str("\",\"level\":\"INFO\",\"client\":\"");
-    match a.client {
-        Some(IpAddr::V4(v4)) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                out.push_str(num.format(octet));
-            }
-        }
-        Some(c) => {
-            let _ = write!(out, "{c}");
-        }
-        None => {}
+    if let Some(c) = a.client {
+        push_ip(&mut out, c);
     }
     out.push_str("\",\"method\":");
     json_str(&mut out, a.method);
@@ -143,6 +132,25 @@ fn access_line(a: &Access<'_>, now: SystemTime) -> String {
     json_str(&mut out, a.error.as_deref().unwrap_or(""));
     out.push_str(",\"target\":\"access\"}\n");
     out
+}
+
+/// Appends `ip` as `Display` writes it; an IPv4 address without `core::fmt`
+/// (the access line and the forwarding headers write one per request).
+pub fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut num = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(num.format(octet));
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
 }
 
 /// Appends `now` as RFC 3339 with microseconds, as `humantime` writes it;

@@ -903,6 +903,16 @@ fn run_token_signed_here(edge: &Edge, run: &str, iat: i64, exp: i64) -> String {
     .unwrap()
 }
 
+/// Posts an event of `kind` for npc `researcher`'s run `run` with `token`.
+async fn post_in_run(edge: &Edge, token: &str, kind: &str, run: &str) -> (u16, Value) {
+    post_with(
+        edge,
+        token,
+        json!({"npc": "researcher", "type": kind, "runId": run}),
+    )
+    .await
+}
+
 /// Starts a run of `agent`; returns its run id and the `eventsToken` the
 /// webhook got.
 async fn start_run(edge: &Edge, hook: &peers::Hook, agent: &str) -> (String, String) {
@@ -1073,54 +1083,29 @@ async fn an_active_run_s_token_is_renewed_by_its_events() {
     );
     let (run, _) = start_run(&edge, &hook, "research").await;
     let aging = run_token_signed_here(&edge, &run, -40, 20);
-    let (status, v) = post_with(
-        &edge,
-        &aging,
-        json!({"npc": "researcher", "type": "step", "runId": run}),
-    )
-    .await;
+    let (status, v) = post_in_run(&edge, &aging, "step", &run).await;
     assert_eq!(status, 202, "{v}");
     let fresh = v["eventsToken"]
         .as_str()
         .expect("renewed token")
         .to_string();
-    let (status, v) = post_with(
-        &edge,
-        &fresh,
-        json!({"npc": "researcher", "type": "step", "runId": run}),
-    )
-    .await;
+    let (status, v) = post_in_run(&edge, &fresh, "step", &run).await;
     assert_eq!(status, 202, "{v}");
     assert!(
         v.get("eventsToken").is_none(),
         "a fresh token is not renewed again: {v}"
     );
     // Renewed within one window: the same token, not one more.
-    let (_, again) = post_with(
-        &edge,
-        &aging,
-        json!({"npc": "researcher", "type": "step", "runId": run}),
-    )
-    .await;
+    let (_, again) = post_in_run(&edge, &aging, "step", &run).await;
     assert_eq!(again["eventsToken"].as_str(), Some(fresh.as_str()));
     // The run's last event earns none, and neither does anything after it.
-    let (status, v) = post_with(
-        &edge,
-        &aging,
-        json!({"npc": "researcher", "type": "done", "runId": run}),
-    )
-    .await;
+    let (status, v) = post_in_run(&edge, &aging, "done", &run).await;
     assert_eq!(status, 202, "{v}");
     assert!(
         v.get("eventsToken").is_none(),
         "renewed by the run's last event: {v}"
     );
-    let (status, v) = post_with(
-        &edge,
-        &aging,
-        json!({"npc": "researcher", "type": "step", "runId": run}),
-    )
-    .await;
+    let (status, v) = post_in_run(&edge, &aging, "step", &run).await;
     assert_eq!(status, 202, "{v}");
     assert!(
         v.get("eventsToken").is_none(),
