@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
         "private_file",
         "watch",
         "reply",
+        "redis_link",
     ],
     // Who is asking and how much: client IP, backoff, rate rules, caps.
     &["limit"],
@@ -33,7 +34,11 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// Uses inside one layer that are allowed: leaves built on other leaves.
-const WITHIN: &[(&str, &str)] = &[("watch", "identity"), ("reply", "watch")];
+const WITHIN: &[(&str, &str)] = &[
+    ("watch", "identity"),
+    ("reply", "watch"),
+    ("redis_link", "config"),
+];
 
 /// Modules not in the table (the test's own file).
 const EXEMPT: &[&str] = &["architecture"];

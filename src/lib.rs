@@ -4,7 +4,8 @@
 //!
 //! 1. leaves: `config`, `clock`, `identity`, `reply` (in-process answers and
 //!    the handler trait), `watch` (a session's end ends its streams),
-//!    `watched_file`, `private_file`, `telemetry`;
+//!    `watched_file`, `private_file`, `telemetry`, `redis_link` (the
+//!    Redis several edges share);
 //! 2. `limit` (client IP, the sign-in backoff; rate rules next);
 //! 3. concerns: `auth`, `hub`, `tls`;
 //! 4. `edge`, the Pingora service;
@@ -24,6 +25,7 @@ pub mod hub;
 pub mod identity;
 pub mod limit;
 pub mod private_file;
+pub mod redis_link;
 pub mod reply;
 pub mod server;
 pub mod static_files;

@@ -1,8 +1,9 @@
 //! The `esprit-edge` command: run the server, check a config, manage users.
 
 use clap::{Parser, Subcommand};
-use esprit_edge::auth::devices::Devices;
-use esprit_edge::auth::sessions::{Sessions, StoreError};
+use esprit_edge::auth::service::open_stores;
+use esprit_edge::redis_link::RedisLink;
+use std::sync::Arc;
 use esprit_edge::auth::users::{self, User, Users};
 use esprit_edge::{config, server, telemetry};
 use std::io::Read;
@@ -122,13 +123,21 @@ enum SessionAction {
     },
 }
 
+/// The shared Redis when the config names one.
+fn redis_link(cfg: &config::Config) -> Result<Option<Arc<RedisLink>>, String> {
+    match &cfg.storage {
+        config::Storage::Sqlite => Ok(None),
+        config::Storage::Redis(r) => RedisLink::new(r).map(Some).map_err(|e| e.to_string()),
+    }
+}
+
 fn session_command(cfg: &config::Config, action: SessionAction) -> ExitCode {
-    let sessions = match Sessions::open(
-        &cfg.auth.sessions,
-        cfg.auth.idle_timeout,
-        cfg.auth.absolute_timeout,
-    ) {
-        Ok(s) => s,
+    let link = match redis_link(cfg) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let sessions = match open_stores(cfg, link.as_ref()) {
+        Ok((s, _)) => s,
         Err(e) => return fail(e),
     };
     let now = esprit_edge::clock::now_ms();
@@ -203,11 +212,11 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 /// Ends every session of `name` (and forgets its devices): a replaced
 /// password or a removed user must not leave a signed-in browser behind.
-fn end_sessions_of(cfg: &config::Config, name: &str) -> Result<usize, StoreError> {
-    let a = &cfg.auth;
-    let ended =
-        Sessions::open(&a.sessions, a.idle_timeout, a.absolute_timeout)?.revoke_user(name)?;
-    Devices::open(&a.sessions, std::time::Duration::ZERO)?.forget_user(name)?;
+fn end_sessions_of(cfg: &config::Config, name: &str) -> Result<usize, String> {
+    let link = redis_link(cfg)?;
+    let (sessions, devices) = open_stores(cfg, link.as_ref()).map_err(|e| e.to_string())?;
+    let ended = sessions.revoke_user(name).map_err(|e| e.to_string())?;
+    devices.forget_user(name).map_err(|e| e.to_string())?;
     Ok(ended)
 }
 

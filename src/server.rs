@@ -6,7 +6,7 @@ use crate::admin::Admin;
 use crate::admin::health::{Checker, Health};
 use crate::auth::service::AuthService;
 use crate::auth::upkeep::Upkeep;
-use crate::config::{Config, HandlerKind, RouteAction, RouteAuth};
+use crate::config::{Config, HandlerKind, RouteAction, RouteAuth, Storage};
 use crate::edge::Edge;
 use crate::edge::connection::head::HeadRules;
 use crate::edge::connection::{AcceptFilter, Served};
@@ -15,6 +15,7 @@ use crate::edge::live::{Live, LiveConfig, needs_restart};
 use crate::hub::Hub;
 use crate::limit::connections::ConnectionCaps;
 use crate::limit::rate::{Prune, RateRules};
+use crate::redis_link::RedisLink;
 use crate::tls::CertStore;
 use crate::watch::{StreamWatch, Sweeper};
 use anyhow::Context;
@@ -225,9 +226,27 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let mut handlers = Handlers::default();
     // What /readyz asks besides the upstreams.
     let mut stores: Vec<crate::admin::health::Store> = Vec::new();
+    // The Redis several edges share, when `[storage]` says so; the edge
+    // starts without it and says so on /readyz.
+    let link = match &config.storage {
+        Storage::Sqlite => None,
+        Storage::Redis(r) => {
+            let link = RedisLink::new(r)
+                .map_err(|e| anyhow::anyhow!("{}: storage.url: {e}", config.source.display()))?;
+            if let Err(e) = link.ping() {
+                tracing::error!(target: "storage", error = %e, "Redis is unreachable at start; retrying in the background");
+            }
+            let probe = link.clone();
+            stores.push(crate::admin::health::Store {
+                name: "redis".into(),
+                probe: Arc::new(move || probe.ping().map_err(|e| e.to_string())),
+            });
+            Some(link)
+        }
+    };
     let mut running_hub = None;
     if serves(HandlerKind::Hub) {
-        let hub = Hub::open(&config.hub)
+        let hub = Hub::open(&config.hub, link.as_ref())
             .map_err(|e| anyhow::anyhow!("{}: hub: {e}", config.source.display()))?;
         server.add_service(background_service("hub maintenance", hub.maintenance()));
         let probe = hub.clone();
@@ -245,7 +264,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         serves(HandlerKind::Auth) || config.routes.iter().any(|r| r.auth == RouteAuth::Session);
     let auth = if wants_auth {
         Some(
-            AuthService::open(&config)
+            AuthService::open(&config, link.as_ref())
                 .map_err(|e| anyhow::anyhow!("{}: auth: {e}", config.source.display()))?,
         )
     } else {

@@ -23,8 +23,16 @@ const DEVICE_FAILURES: i64 = 5;
 
 /// The known devices of each account.
 pub struct Devices {
-    conn: Mutex<Connection>,
+    store: Store,
     ttl_ms: i64,
+}
+
+/// Where they are kept.
+enum Store {
+    /// The `devices` table beside the sessions.
+    Sqlite(Mutex<Connection>),
+    /// The Redis several edges share.
+    Redis(super::redis_devices::RedisDevices),
 }
 
 fn key(token: &str) -> [u8; 32] {
@@ -45,9 +53,25 @@ impl Devices {
         )
         .map_err(|e| StoreError::open(path, e))?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            store: Store::Sqlite(Mutex::new(conn)),
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
         })
+    }
+
+    /// Devices in the Redis several edges share.
+    pub fn shared(link: std::sync::Arc<crate::redis_link::RedisLink>, ttl: Duration) -> Self {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        Self {
+            store: Store::Redis(super::redis_devices::RedisDevices::new(link, ttl_ms)),
+            ttl_ms,
+        }
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        match &self.store {
+            Store::Sqlite(c) => c.lock().map_err(|_| StoreError::Poisoned(WHAT)),
+            Store::Redis(_) => Err(StoreError::Refused("not a SQLite device store")),
+        }
     }
 
     /// A new device token for `user` after a successful sign-in (64 hex chars).
@@ -55,9 +79,11 @@ impl Devices {
         let mut raw = [0u8; 32];
         getrandom::fill(&mut raw).map_err(|e| StoreError::Random(WHAT, e))?;
         let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-        self.conn
-            .lock()
-            .map_err(|_| StoreError::Poisoned(WHAT))?
+        if let Store::Redis(r) = &self.store {
+            r.issue(&key(&token), user, now)?;
+            return Ok(token);
+        }
+        self.conn()?
             .execute(
                 "INSERT INTO devices (id_hash, user, issued) VALUES (?1, ?2, ?3)",
                 params![&key(&token)[..], user, now],
@@ -75,7 +101,10 @@ impl Devices {
         if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return false;
         }
-        let Ok(conn) = self.conn.lock() else {
+        if let Store::Redis(r) = &self.store {
+            return r.admit(&key(token), user, DEVICE_FAILURES);
+        }
+        let Ok(conn) = self.conn() else {
             return false;
         };
         conn.execute(
@@ -93,7 +122,10 @@ impl Devices {
 
     /// Forgets `token` (replaced by a new one at sign-in).
     pub fn forget(&self, token: &str) {
-        if let Ok(conn) = self.conn.lock() {
+        if let Store::Redis(r) = &self.store {
+            return r.forget(&key(token));
+        }
+        if let Ok(conn) = self.conn() {
             let _ = conn.execute(
                 "DELETE FROM devices WHERE id_hash = ?1",
                 params![&key(token)[..]],
@@ -103,18 +135,21 @@ impl Devices {
 
     /// Forgets every device of `user` (removed from the users file).
     pub fn forget_user(&self, user: &str) -> Result<usize, StoreError> {
-        self.conn
-            .lock()
-            .map_err(|_| StoreError::Poisoned(WHAT))?
+        if let Store::Redis(r) = &self.store {
+            return r.forget_user(user);
+        }
+        self.conn()?
             .execute("DELETE FROM devices WHERE user = ?1", params![user])
             .map_err(|e| StoreError::Db(WHAT, e))
     }
 
     /// Deletes devices past their lifetime or out of attempts; returns how many.
     pub fn prune(&self, now: i64) -> Result<usize, StoreError> {
-        self.conn
-            .lock()
-            .map_err(|_| StoreError::Poisoned(WHAT))?
+        if let Store::Redis(_) = &self.store {
+            // Redis expires devices by their TTL.
+            return Ok(0);
+        }
+        self.conn()?
             .execute(
                 "DELETE FROM devices WHERE issued < ?1 OR failures >= ?2",
                 params![now.saturating_sub(self.ttl_ms), DEVICE_FAILURES],

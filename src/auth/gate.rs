@@ -28,7 +28,20 @@ impl AuthService {
     /// Lets `req` through with its identity, or says how it is refused.
     pub fn gate(&self, req: &RequestHeader, asked: &Asked<'_>) -> Result<Identity, Box<Reply>> {
         let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
-        let Some(id) = self.identify(req, asked.proto == "https") else {
+        let found = match self.identify_checked(req, asked.proto == "https") {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(target: "auth", error = %e, "session store unreachable; gated request refused");
+                let mut r = Reply::error(
+                    503,
+                    "the session store is unreachable; try again in a moment",
+                    asked.json,
+                );
+                r.retry_after = Some(5);
+                return Err(Box::new(r));
+            }
+        };
+        let Some(id) = found else {
             let target = match req.uri.query() {
                 Some(q) => format!("{}?{q}", asked.path),
                 None => asked.path.to_string(),

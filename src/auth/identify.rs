@@ -56,8 +56,28 @@ impl AuthService {
 
     /// The identity behind `req`'s session cookie, if the session is live and its user still exists.
     pub fn identify(&self, req: &RequestHeader, secure: bool) -> Option<Identity> {
-        let token = self.session_token(req, secure)?;
-        let rec = self.sessions.resolve(token, now_ms())?;
+        self.identify_checked(req, secure).ok().flatten()
+    }
+
+    /// As [`Self::identify`], telling "the session store cannot be reached"
+    /// (Redis down, and this session not cached within `offline_grace`)
+    /// from "no session": the gate answers the first with 503, not with
+    /// the sign-in page, which could not sign anyone in either.
+    pub fn identify_checked(
+        &self,
+        req: &RequestHeader,
+        secure: bool,
+    ) -> Result<Option<Identity>, super::store_error::StoreError> {
+        let Some(token) = self.session_token(req, secure) else {
+            return Ok(None);
+        };
+        let Some(rec) = self.sessions.resolve_checked(token, now_ms())? else {
+            return Ok(None);
+        };
+        Ok(self.identity_of(token, rec))
+    }
+
+    fn identity_of(&self, token: &str, rec: super::sessions::SessionRecord) -> Option<Identity> {
         let users = self.users();
         let Some(u) = users.users.get(&rec.user) else {
             self.sessions.revoke(token);

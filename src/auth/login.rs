@@ -120,8 +120,19 @@ impl AuthService {
                 if let Err(e) = csrf {
                     return Ok(Reply::json(403, &json!({ "error": e.to_string() }), "csrf"));
                 }
-                if let Some(token) = self.session_token(req, secure) {
-                    self.sessions.revoke(token);
+                if let Some(token) = self.session_token(req, secure)
+                    && let Err(e) = self.sessions.revoke_checked(token)
+                {
+                    // Signed out here but not where the store is shared:
+                    // saying "signed out" would leave it alive elsewhere.
+                    tracing::error!(target: "auth", error = %e, "sign-out failed: the session store did not take it");
+                    let mut r = Reply::json(
+                        503,
+                        &json!({ "error": "cannot sign out now: the session store cannot be reached; try again" }),
+                        "sign-out failed",
+                    );
+                    r.retry_after = Some(5);
+                    return Ok(r);
                 }
                 let mut r = Reply::redirect(303, "/auth/login".into());
                 r.set_cookies.push(cookies::clear_session(secure));
@@ -279,9 +290,26 @@ impl AuthService {
             self.per_account.succeed(account_key);
             self.per_ip.refund(&ip_key);
         }
-        let token = self.sessions.create(&a.username, now_ms()).map_err(|e| {
-            pingora::Error::explain(pingora::ErrorType::InternalError, e.to_string())
-        })?;
+        let token = match self.sessions.create(&a.username, now_ms()) {
+            Ok(t) => t,
+            Err(e) if e.unreachable() => {
+                tracing::error!(target: "auth", user = %a.username, error = %e, "sign-in refused: the session store is unreachable");
+                let mut r = refuse.reply(
+                    503,
+                    "Sign-in is unavailable: the session store cannot be reached. Try again in a moment.",
+                    &a.username,
+                    "session store unreachable",
+                );
+                r.retry_after = Some(5);
+                return Ok(r);
+            }
+            Err(e) => {
+                return Err(pingora::Error::explain(
+                    pingora::ErrorType::InternalError,
+                    e.to_string(),
+                ));
+            }
+        };
         // The session the browser held before (if any) ends here: one browser, one session.
         if let Some(old) = &a.old {
             self.sessions.revoke(old);

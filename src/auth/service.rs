@@ -5,7 +5,9 @@
 //! routes), `cookies`, `upkeep`.
 
 use super::devices::Devices;
+use super::redis_sessions::{RedisSessions, RevocationListener};
 use super::sessions::Sessions;
+use crate::redis_link::RedisLink;
 use super::users::{self, Users};
 use crate::config;
 use crate::limit::throttle::Throttle;
@@ -66,6 +68,31 @@ fn report_users(path: &Path, what: Reload<'_, Users>) {
     }
 }
 
+/// The session and device stores `config` names: the SQLite file under
+/// `auth.sessions`, or the shared Redis when `link` is given. The CLI's
+/// `session` and `user` commands use the same stores as the server.
+pub fn open_stores(
+    config: &config::Config,
+    link: Option<&Arc<RedisLink>>,
+) -> Result<(Sessions, Devices), super::store_error::StoreError> {
+    let cfg = &config.auth;
+    Ok(match link {
+        None => (
+            Sessions::open(&cfg.sessions, cfg.idle_timeout, cfg.absolute_timeout)?,
+            Devices::open(&cfg.sessions, super::cookies::DEVICE_TTL)?,
+        ),
+        Some(link) => (
+            Sessions::with_store(
+                Box::new(RedisSessions::new(link.clone())),
+                cfg.idle_timeout,
+                cfg.absolute_timeout,
+                link.settings().offline_grace,
+            )?,
+            Devices::shared(link.clone(), super::cookies::DEVICE_TTL),
+        ),
+    })
+}
+
 /// How to add the first user, for the log and the sign-in page.
 pub const FIRST_USER_HINT: &str = "esprit-edge user add NAME --password-stdin";
 
@@ -99,11 +126,26 @@ impl AuthService {
         self.sessions.ping().map_err(|e| e.to_string())
     }
 
-    /// Opens the session store and reads the users file.
-    pub fn open(config: &config::Config) -> Result<Arc<Self>, OpenError> {
+    /// Opens the session store (the SQLite file, or the shared Redis when
+    /// `link` is given, listening for revocations by other edges) and reads
+    /// the users file.
+    pub fn open(
+        config: &config::Config,
+        link: Option<&Arc<RedisLink>>,
+    ) -> Result<Arc<Self>, OpenError> {
         let cfg = config.auth.clone();
-        let sessions = Sessions::open(&cfg.sessions, cfg.idle_timeout, cfg.absolute_timeout)?;
-        let devices = Devices::open(&cfg.sessions, super::cookies::DEVICE_TTL)?;
+        let (sessions, devices) = open_stores(config, link)?;
+        if let Some(link) = link {
+            crate::redis_link::subscriber::start(
+                link.clone(),
+                "revocations",
+                vec![RedisSessions::channel(link)],
+                Arc::new(RevocationListener(sessions.revocations())),
+            )
+            .map_err(|e| {
+                OpenError::Users(format!("cannot start the revocation listener: {e}"))
+            })?;
+        }
         let loaded = Users::load(&cfg.users_file).map_err(OpenError::Users)?;
         if loaded.users.is_empty() {
             // The command as this very binary and config would run it.

@@ -1,20 +1,20 @@
 //! Server-side sessions: a 256-bit random id lives only in the browser's
 //! cookie; the store keeps its SHA-256 with the user, creation and last-seen
 //! times, so a leaked database cannot be replayed as cookies. Sessions persist
-//! in SQLite (a restart logs nobody out) behind an in-memory cache, so the
-//! gate's lookup on every request does not touch the disk.
+//! in a [`SessionStore`] (this edge's SQLite file, or the Redis several edges
+//! share) behind an in-memory cache, so the gate's lookup on most requests
+//! touches neither.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::redis_sessions::{Revocations, Revoked};
+use super::session_store::{Ends, SessionStore, Stored, hex};
+use super::sqlite_sessions::SqliteSessions;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub use super::store_error::StoreError;
-
-/// Names this store in error messages.
-const WHAT: &str = "session";
 
 /// A live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +36,10 @@ pub struct SessionRecord {
 /// idle timeout is short, so it stays accurate to a quarter of it).
 const TOUCH_EVERY_MS: i64 = 60_000;
 /// How long a cached session is trusted before the store is asked again, so
-/// a revocation by another process (`esprit-edge session revoke`) takes effect.
-const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+/// a revocation by another process (`esprit-edge session revoke`, another
+/// edge's use that moved `last_seen`) takes effect. Redis also announces
+/// deletions, which take effect at once.
+const RECHECK_EVERY: Duration = Duration::from_secs(3);
 
 use super::session_index::{Key, SessionIndex};
 
@@ -46,28 +48,56 @@ struct Cached {
     key: Key,
     rec: SessionRecord,
     /// When the store was last asked (cache hits keep it).
-    read_at: std::time::Instant,
+    read_at: Instant,
 }
 
 /// Entries kept before stale ones (older than the recheck) are swept.
 const CACHE_SWEEP_AT: usize = 10_000;
 
+/// The cache, keyed by the cookie token itself, so the gate's usual lookup
+/// costs a SipHash, not a SHA-256 (the process sees every token in requests
+/// anyway; only the store must not hold them).
+#[derive(Default)]
+struct SessionCache {
+    map: Mutex<HashMap<String, Cached>>,
+}
+
+impl SessionCache {
+    fn retain(&self, keep: impl FnMut(&String, &mut Cached) -> bool) {
+        if let Ok(mut c) = self.map.lock() {
+            c.retain(keep);
+        }
+    }
+}
+
+impl Revocations for SessionCache {
+    fn revoked(&self, what: Revoked) {
+        match what {
+            Revoked::Key(h) => self.retain(|_, e| hex(&e.key) != h),
+            Revoked::User(u) => self.retain(|_, e| e.rec.user != u),
+        }
+    }
+
+    fn resubscribed(&self) {
+        self.retain(|_, _| false);
+    }
+}
+
 /// The session store.
 pub struct Sessions {
-    conn: Mutex<Connection>,
-    /// The file, for the readiness probe's own connection.
-    path: std::path::PathBuf,
-    /// Keyed by the cookie token itself, so the gate's usual lookup costs a
-    /// SipHash, not a SHA-256 (the process sees every token in requests
-    /// anyway; only the store must not hold them).
-    cache: Mutex<HashMap<String, Cached>>,
-    /// Every id in the store: an unknown cookie is refused without a query.
-    index: SessionIndex,
+    store: Box<dyn SessionStore>,
+    cache: Arc<SessionCache>,
+    /// Every id in the store (SQLite): an unknown cookie is refused without
+    /// a query. `None` for Redis, whose store keeps no cheap listing.
+    index: Option<SessionIndex>,
     /// Idle and absolute timeouts in ms; a reload may change them.
     idle_ms: std::sync::atomic::AtomicI64,
     absolute_ms: std::sync::atomic::AtomicI64,
     touch_ms: i64,
-    recheck: std::time::Duration,
+    recheck: Duration,
+    /// How long a cached session keeps working while the store cannot be
+    /// reached (Redis down); zero for SQLite.
+    offline_grace: Duration,
 }
 
 fn key(token: &str) -> Key {
@@ -85,66 +115,85 @@ fn reference_of(key: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+fn record(k: &Key, s: Stored) -> SessionRecord {
+    SessionRecord {
+        user: s.user,
+        created: s.created,
+        last_seen: s.last_seen,
+        reference: reference_of(k),
+    }
 }
 
 impl Sessions {
-    /// Opens (creating) the store at `path` with the idle and absolute timeouts.
+    /// Opens (creating) the SQLite store at `path` with the idle and absolute timeouts.
     pub fn open(path: &Path, idle: Duration, absolute: Duration) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::open(dir, e))?;
-        }
-        let conn = Connection::open(path).map_err(|e| StoreError::open(path, e))?;
-        crate::private_file::make_private(path);
-        conn.execute_batch(
-            // NORMAL, not FULL: WAL commits then survive a crash of the edge,
-            // and a power cut costs at most the last sign-ins and last-seen
-            // updates, while no write on the request path waits on an fsync.
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 2000;
-             CREATE TABLE IF NOT EXISTS sessions (
-                id_hash BLOB PRIMARY KEY, user TEXT NOT NULL, created INTEGER NOT NULL, last_seen INTEGER NOT NULL);
-             CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);
-             CREATE INDEX IF NOT EXISTS sessions_created ON sessions(created);",
+        Self::with_store(
+            Box::new(SqliteSessions::open(path)?),
+            idle,
+            absolute,
+            Duration::ZERO,
         )
-        .map_err(|e| StoreError::open(path, e))?;
-        let index = SessionIndex::default();
-        index.add(read_ids(&conn, i64::MIN).map_err(|e| StoreError::Db(WHAT, e))?);
+    }
+
+    /// Sessions in `store`; a store that keeps a listing of ids gets the
+    /// index of known ids, read once here.
+    pub fn with_store(
+        store: Box<dyn SessionStore>,
+        idle: Duration,
+        absolute: Duration,
+        offline_grace: Duration,
+    ) -> Result<Self, StoreError> {
+        let index = match store.ids_since(i64::MIN)? {
+            Some(ids) => {
+                let index = SessionIndex::default();
+                index.add(ids);
+                Some(index)
+            }
+            None => None,
+        };
         Ok(Self {
-            path: path.to_path_buf(),
-            conn: Mutex::new(conn),
-            cache: Mutex::new(HashMap::new()),
+            store,
+            cache: Arc::default(),
             index,
             idle_ms: std::sync::atomic::AtomicI64::new(ms(idle)),
             absolute_ms: std::sync::atomic::AtomicI64::new(ms(absolute)),
             touch_ms: (i64::try_from(idle.as_millis()).unwrap_or(i64::MAX) / 4).min(TOUCH_EVERY_MS),
             recheck: RECHECK_EVERY,
+            offline_grace,
         })
+    }
+
+    /// What a revocation subscriber tells (see `redis_sessions`).
+    pub fn revocations(&self) -> Arc<dyn Revocations> {
+        self.cache.clone()
+    }
+
+    fn ends(&self, created: i64, last_seen: i64) -> Ends {
+        let (idle, absolute) = self.timeouts_ms();
+        let latest = created.saturating_add(absolute);
+        Ends {
+            at: last_seen.saturating_add(idle).min(latest),
+            latest,
+        }
     }
 
     /// Starts a session for `user`; returns the cookie token (64 hex chars).
     /// Every login gets a new id, so a planted id is never promoted.
     pub fn create(&self, user: &str, now: i64) -> Result<String, StoreError> {
         let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw).map_err(|e| StoreError::Random(WHAT, e))?;
+        getrandom::fill(&mut raw).map_err(|e| StoreError::Random("session", e))?;
         let token = hex(&raw);
         let k = key(&token);
-        let rec = SessionRecord {
+        let stored = Stored {
             user: user.to_string(),
             created: now,
             last_seen: now,
-            reference: reference_of(&k),
         };
-        self.conn
-            .lock()
-            .map_err(|_| StoreError::Poisoned(WHAT))?
-            .execute(
-                "INSERT INTO sessions (id_hash, user, created, last_seen) VALUES (?1, ?2, ?3, ?3)",
-                params![&k[..], user, now],
-            )
-            .map_err(|e| StoreError::Db(WHAT, e))?;
-        self.index.add([(k, now)]);
-        self.cache_put(&token, k, rec, std::time::Instant::now());
+        self.store.insert(&k, &stored, self.ends(now, now))?;
+        if let Some(index) = &self.index {
+            index.add([(k, now)]);
+        }
+        self.cache_put(&token, k, record(&k, stored), Instant::now());
         Ok(token)
     }
 
@@ -153,10 +202,11 @@ impl Sessions {
         now - r.last_seen > idle || now - r.created > absolute
     }
 
-    fn cache_put(&self, token: &str, key: Key, rec: SessionRecord, read_at: std::time::Instant) {
-        if let Ok(mut c) = self.cache.lock() {
+    fn cache_put(&self, token: &str, key: Key, rec: SessionRecord, read_at: Instant) {
+        if let Ok(mut c) = self.cache.map.lock() {
             if c.len() >= CACHE_SWEEP_AT {
-                c.retain(|_, e| e.read_at.elapsed() < self.recheck);
+                let keep = self.recheck.max(self.offline_grace);
+                c.retain(|_, e| e.read_at.elapsed() < keep);
             }
             c.insert(token.to_string(), Cached { key, rec, read_at });
         }
@@ -164,111 +214,119 @@ impl Sessions {
 
     /// The live session for `token`, refreshing its idle timer; expired ones are deleted.
     pub fn resolve(&self, token: &str, now: i64) -> Option<SessionRecord> {
+        self.lookup(token, now, true).ok().flatten()
+    }
+
+    /// As [`Self::resolve`], telling a store that cannot be reached (and a
+    /// session not cached long enough to ride it out) from no session.
+    pub fn resolve_checked(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         self.lookup(token, now, true)
     }
 
     /// The live session for `token` without counting as use: an open stream
     /// polls this, and must not keep an idle session alive by itself.
     pub fn peek(&self, token: &str, now: i64) -> Option<SessionRecord> {
-        self.lookup(token, now, false)
+        self.lookup(token, now, false).ok().flatten()
     }
 
-    fn lookup(&self, token: &str, now: i64, touch: bool) -> Option<SessionRecord> {
+    fn lookup(
+        &self,
+        token: &str,
+        now: i64,
+        touch: bool,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
+            return Ok(None);
         }
-        // A cached entry is trusted until `recheck` after the store was read, so
-        // a session in constant use still sees revocations by other processes.
-        let cached = self.cache.lock().ok().and_then(|c| {
+        let cached = self.cache.map.lock().ok().and_then(|c| {
             c.get(token)
-                .filter(|e| e.read_at.elapsed() < self.recheck)
                 .map(|e| (e.key, e.rec.clone(), e.read_at))
         });
-        let hit = cached.is_some();
-        let (k, rec, read_at) = match cached {
-            Some(hit) => hit,
-            None => {
-                let k = key(token);
-                let read_at = std::time::Instant::now();
-                if !self.known(&k, read_at) {
-                    return None;
+        // A cached entry is trusted until `recheck` after the store was read, so
+        // a session in constant use still sees revocations by other processes.
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|(_, _, read_at)| read_at.elapsed() < self.recheck);
+        let (k, rec, read_at, hit) = match cached {
+            Some((k, rec, read_at)) if fresh => (k, rec, read_at, true),
+            cached => {
+                let k = cached.as_ref().map_or_else(|| key(token), |c| c.0);
+                let read_at = Instant::now();
+                if cached.is_none() && !self.known(&k, read_at) {
+                    return Ok(None);
                 }
-                let conn = self.conn.lock().ok()?;
-                let r = conn
-                    .query_row(
-                        "SELECT user, created, last_seen FROM sessions WHERE id_hash = ?1",
-                        params![&k[..]],
-                        |row| {
-                            Ok(SessionRecord {
-                                user: row.get(0)?,
-                                created: row.get(1)?,
-                                last_seen: row.get(2)?,
-                                reference: reference_of(&k),
-                            })
-                        },
-                    )
-                    .optional()
-                    .ok()?;
-                drop(conn);
-                match r {
-                    Some(r) => (k, r, read_at),
-                    None => {
-                        if let Ok(mut c) = self.cache.lock() {
+                match self.store.get(&k) {
+                    Ok(Some(s)) => (k, record(&k, s), read_at, false),
+                    Ok(None) => {
+                        if let Ok(mut c) = self.cache.map.lock() {
                             c.remove(token);
                         }
                         // Deleted by another process.
-                        self.index.remove([&k]);
-                        return None;
+                        if let Some(index) = &self.index {
+                            index.remove([&k]);
+                        }
+                        return Ok(None);
                     }
+                    // Redis is down: a session read not long ago rides it out.
+                    Err(e) if e.unreachable() => match cached {
+                        Some((k, rec, old)) if old.elapsed() < self.offline_grace => {
+                            (k, rec, old, true)
+                        }
+                        _ => return Err(e),
+                    },
+                    Err(e) => return Err(e),
                 }
             }
         };
         if self.expired(&rec, now) {
             self.delete(token, &k);
-            return None;
+            return Ok(None);
         }
         let mut rec = rec;
         let touched = touch && now - rec.last_seen >= self.touch_ms;
         if touched {
             rec.last_seen = now;
-            if let Ok(conn) = self.conn.lock() {
-                let _ = conn.execute(
-                    "UPDATE sessions SET last_seen = ?2 WHERE id_hash = ?1",
-                    params![&k[..], now],
-                );
-            }
+            // A failed write only costs idle-timer accuracy.
+            let _ = self.store.touch(&k, now, self.ends(rec.created, now));
         }
         // A plain cache hit (the gate's usual case) leaves the cache alone.
         if touched || !hit {
             self.cache_put(token, k, rec.clone(), read_at);
         }
-        Some(rec)
+        Ok(Some(rec))
     }
 
     /// Whether `k` may be a session: in the index, or in the store's
-    /// newest rows when a top-up is due.
-    fn known(&self, k: &Key, now: std::time::Instant) -> bool {
-        if self.index.contains(k) {
+    /// newest rows when a top-up is due. Without an index, anything may be.
+    fn known(&self, k: &Key, now: Instant) -> bool {
+        let Some(index) = &self.index else {
+            return true;
+        };
+        if index.contains(k) {
             return true;
         }
-        let Some(from) = self.index.top_up_from(now) else {
+        let Some(from) = index.top_up_from(now) else {
             return false;
         };
-        if let Ok(conn) = self.conn.lock()
-            && let Ok(ids) = read_ids(&conn, from)
-        {
-            self.index.add(ids);
+        if let Ok(Some(ids)) = self.store.ids_since(from) {
+            index.add(ids);
         }
-        self.index.contains(k)
+        index.contains(k)
     }
 
     fn delete(&self, token: &str, k: &Key) {
-        if let Ok(mut c) = self.cache.lock() {
+        if let Ok(mut c) = self.cache.map.lock() {
             c.remove(token);
         }
-        self.index.remove([k]);
-        if let Ok(conn) = self.conn.lock() {
-            let _ = conn.execute("DELETE FROM sessions WHERE id_hash = ?1", params![&k[..]]);
+        if let Some(index) = &self.index {
+            index.remove([k]);
+        }
+        if let Err(e) = self.store.delete(k) {
+            tracing::warn!(target: "auth", error = %e, "a session could not be deleted from the store");
         }
     }
 
@@ -277,30 +335,40 @@ impl Sessions {
         self.delete(token, &key(token));
     }
 
+    /// Ends the session of `token`, saying whether the store took it: a
+    /// logout that Redis did not hear must not look done.
+    pub fn revoke_checked(&self, token: &str) -> Result<(), StoreError> {
+        let k = key(token);
+        if let Ok(mut c) = self.cache.map.lock() {
+            c.remove(token);
+        }
+        if let Some(index) = &self.index {
+            index.remove([&k]);
+        }
+        self.store.delete(&k)
+    }
+
     /// Ends every session of `user`; returns how many.
     pub fn revoke_user(&self, user: &str) -> Result<usize, StoreError> {
-        if let Ok(mut c) = self.cache.lock() {
-            c.retain(|_, e| e.rec.user != user);
-        }
-        let n = self
-            .conn
-            .lock()
-            .map_err(|_| StoreError::Poisoned(WHAT))?
-            .execute("DELETE FROM sessions WHERE user = ?1", params![user])
-            .map_err(|e| StoreError::Db(WHAT, e))?;
+        self.cache.retain(|_, e| e.rec.user != user);
+        let n = self.store.delete_user(user)?;
         self.resync_index()?;
         Ok(n)
     }
 
     /// Makes the index exactly the store's ids again (after bulk deletes).
     fn resync_index(&self) -> Result<(), StoreError> {
-        let conn = self.conn.lock().map_err(|_| StoreError::Poisoned(WHAT))?;
-        let ids: std::collections::HashSet<Key> = read_ids(&conn, i64::MIN)
-            .map_err(|e| StoreError::Db(WHAT, e))?
+        let Some(index) = &self.index else {
+            return Ok(());
+        };
+        let ids: std::collections::HashSet<Key> = self
+            .store
+            .ids_since(i64::MIN)?
+            .unwrap_or_default()
             .into_iter()
             .map(|(k, _)| k)
             .collect();
-        self.index.retain(|k| ids.contains(k));
+        index.retain(|k| ids.contains(k));
         Ok(())
     }
 
@@ -311,19 +379,9 @@ impl Sessions {
                 "give at least 6 hex characters of a session id from `session list`",
             ));
         }
-        let n = self
-            .conn
-            .lock()
-            .map_err(|_| StoreError::Poisoned(WHAT))?
-            .execute(
-                "DELETE FROM sessions WHERE lower(hex(id_hash)) LIKE ?1 || '%'",
-                params![prefix.to_ascii_lowercase()],
-            )
-            .map_err(|e| StoreError::Db(WHAT, e))?;
-        if let Ok(mut c) = self.cache.lock() {
-            let prefix = prefix.to_ascii_lowercase();
-            c.retain(|_, e| !hex(&e.key).starts_with(&prefix));
-        }
+        let prefix = prefix.to_ascii_lowercase();
+        let n = self.store.delete_prefix(&prefix)?;
+        self.cache.retain(|_, e| !hex(&e.key).starts_with(&prefix));
         self.resync_index()?;
         Ok(n)
     }
@@ -342,40 +400,20 @@ impl Sessions {
         self.absolute_ms.store(ms(absolute), Relaxed);
     }
 
-    /// Whether the store answers a read (for `/readyz`): an unreadable or
-    /// corrupt file, or a stuck connection, fails it.
-    /// A fresh read-only connection, so a file replaced or damaged on disk
-    /// shows even while the serving connection's cache hides it.
+    /// Whether the store answers a read (for `/readyz`).
     pub fn ping(&self) -> Result<(), StoreError> {
-        let c = Connection::open_with_flags(
-            &self.path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| StoreError::Db(WHAT, e))?;
-        // A writer's checkpoint may hold a lock for a moment: not "not ready".
-        c.busy_timeout(Duration::from_millis(500))
-            .map_err(|e| StoreError::Db(WHAT, e))?;
-        c.query_row("SELECT count(*) FROM sessions WHERE 0", [], |_| Ok(()))
-            .map_err(|e| StoreError::Db(WHAT, e))
+        self.store.ping()
     }
 
     /// Deletes expired sessions (nobody may present them again); returns how many.
     pub fn prune(&self, now: i64) -> Result<usize, StoreError> {
-        if let Ok(mut c) = self.cache.lock() {
-            c.retain(|_, e| !self.expired(&e.rec, now));
-        }
+        let keep = self.recheck.max(self.offline_grace);
+        self.cache
+            .retain(|_, e| !self.expired(&e.rec, now) && e.read_at.elapsed() < keep);
+        let (idle, absolute) = self.timeouts_ms();
         let n = self
-            .conn
-            .lock()
-            .map_err(|_| StoreError::Poisoned(WHAT))?
-            .execute(
-                "DELETE FROM sessions WHERE last_seen < ?1 OR created < ?2",
-                params![
-                    now.saturating_sub(self.timeouts_ms().0),
-                    now.saturating_sub(self.timeouts_ms().1)
-                ],
-            )
-            .map_err(|e| StoreError::Db(WHAT, e))?;
+            .store
+            .prune(now.saturating_sub(idle), now.saturating_sub(absolute))?;
         if n > 0 {
             self.resync_index()?;
         }
@@ -384,50 +422,24 @@ impl Sessions {
 
     /// Live sessions as (id prefix for operators, record), newest first.
     pub fn list(&self, now: i64) -> Result<Vec<(String, SessionRecord)>, StoreError> {
-        let conn = self.conn.lock().map_err(|_| StoreError::Poisoned(WHAT))?;
-        let mut st = conn
-            .prepare("SELECT id_hash, user, created, last_seen FROM sessions ORDER BY created DESC")
-            .map_err(|e| StoreError::Db(WHAT, e))?;
-        let rows = st
-            .query_map([], |row| {
-                let k: Vec<u8> = row.get(0)?;
-                Ok((
-                    hex(&k[..6.min(k.len())]),
-                    SessionRecord {
-                        user: row.get(1)?,
-                        created: row.get(2)?,
-                        last_seen: row.get(3)?,
-                        reference: reference_of(&k),
-                    },
-                ))
-            })
-            .map_err(|e| StoreError::Db(WHAT, e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| StoreError::Db(WHAT, e))?;
-        Ok(rows
+        Ok(self
+            .store
+            .list()?
             .into_iter()
+            .map(|(k, s)| (hex(&k[..6]), record(&k, s)))
             .filter(|(_, r)| !self.expired(r, now))
             .collect())
     }
-}
 
-/// Session ids created at or after `from` (ms), with their creation time.
-fn read_ids(conn: &Connection, from: i64) -> rusqlite::Result<Vec<(Key, i64)>> {
-    let mut st =
-        conn.prepare_cached("SELECT id_hash, created FROM sessions WHERE created >= ?1")?;
-    let rows = st.query_map(params![from], |row| {
-        let k: Vec<u8> = row.get(0)?;
-        let created: i64 = row.get(1)?;
-        Ok((k, created))
-    })?;
-    let mut out = Vec::new();
-    for r in rows {
-        let (k, created) = r?;
-        if let Ok(k) = Key::try_from(k.as_slice()) {
-            out.push((k, created));
-        }
+    /// Every stored session with its key, for `esprit-edge migrate`.
+    pub fn export(&self) -> Result<Vec<(Key, Stored)>, StoreError> {
+        self.store.list()
     }
-    Ok(out)
+
+    /// Stores a session read from another store under its key (migration).
+    pub fn import(&self, key: &Key, s: &Stored) -> Result<(), StoreError> {
+        self.store.insert(key, s, self.ends(s.created, s.last_seen))
+    }
 }
 
 /// A duration in ms, as the store keeps times.
@@ -461,15 +473,15 @@ mod tests {
         let unknown = "ab".repeat(32);
         assert_eq!(serving.resolve(&unknown, 1), None);
         assert_eq!(
-            serving.index.len(),
+            serving.index.as_ref().unwrap().len(),
             1,
             "an unknown id is not remembered as known"
         );
         // Revoked by the other process: gone here too once rechecked.
         other.revoke(&t);
-        serving.cache.lock().unwrap().clear();
+        serving.cache.map.lock().unwrap().clear();
         assert_eq!(serving.resolve(&t, 2), None);
-        assert!(serving.index.is_empty());
+        assert!(serving.index.as_ref().unwrap().is_empty());
     }
 
     #[test]

@@ -24,12 +24,24 @@ pub enum StoreError {
     /// The OS gave no randomness for a new id.
     #[error("no randomness for a {0} id: {1}")]
     Random(&'static str, getrandom::Error),
+    /// The shared Redis did not answer or refused (the message says which).
+    #[error("{0} store: {1}")]
+    Shared(&'static str, crate::redis_link::LinkError),
     /// The caller's input was refused (the message says why).
     #[error("{0}")]
     Refused(&'static str),
 }
 
 impl StoreError {
+    /// Whether the store could not be reached (Redis down): the caller
+    /// answers 503 instead of treating the session as unknown.
+    pub fn unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Shared(_, crate::redis_link::LinkError::Unreachable { .. })
+        )
+    }
+
     /// An open failure of `path`.
     pub fn open(path: &std::path::Path, e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Open {

@@ -51,6 +51,16 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// says otherwise.
 pub const ADMIN_LISTEN: &str = "127.0.0.1:9090";
 
+/// `storage.timeout`: a Redis on the same network answers in well under a
+/// millisecond; a quarter second without an answer means it is down.
+pub const STORAGE_TIMEOUT: Duration = Duration::from_millis(250);
+/// `storage.offline_grace`: how long cached sessions outlive a Redis outage.
+pub const OFFLINE_GRACE: Duration = secs(60);
+/// `storage.prefix`.
+pub const STORAGE_PREFIX: &str = "esprit";
+/// `storage.backend`.
+pub const STORAGE_BACKEND: &str = "sqlite";
+
 /// `upstreams.NAME.health_interval`.
 pub const HEALTH_INTERVAL: Duration = secs(5);
 
@@ -124,6 +134,10 @@ pub const DOCUMENTED: &[(&str, &str, Documented)] = {
     &[
         ("[server]", "listen", Text(LISTEN)),
         ("[admin]", "listen", Text(ADMIN_LISTEN)),
+        ("[storage]", "backend", Text(STORAGE_BACKEND)),
+        ("[storage]", "timeout", Duration(STORAGE_TIMEOUT)),
+        ("[storage]", "offline_grace", Duration(OFFLINE_GRACE)),
+        ("[storage]", "prefix", Text(STORAGE_PREFIX)),
         (
             "[upstreams.NAME]",
             "health_interval",

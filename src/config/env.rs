@@ -67,6 +67,10 @@ where
                 file.admin.listen = Some(value);
                 set.insert("admin.listen".to_string(), var);
             }
+            "ESPRIT_REDIS_URL" => {
+                file.storage.url = Some(value);
+                set.insert("storage.url".to_string(), var);
+            }
             "ESPRIT_PUBLIC_ORIGIN" => {
                 file.server.public_origin = Some(value);
                 set.insert("server.public_origin".to_string(), var);

@@ -25,6 +25,21 @@ pub struct FileConfig {
     pub limits: Vec<LimitSection>,
     #[serde(default)]
     pub admin: AdminSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+}
+
+/// `[storage]`: where sessions, devices, hub events and rate counters live.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    pub backend: Option<String>,
+    pub url: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub offline_grace: Option<Duration>,
+    pub prefix: Option<String>,
 }
 
 /// `[admin]`: the private listener for metrics.

@@ -12,7 +12,7 @@ pub use env::upstream_var;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     Auth, Config, HandlerKind, Hub, Limit, LimitKey, PathMatch, Route, RouteAction, RouteAuth,
-    Server, Timeouts, Tls, Upstream,
+    RedisStorage, Server, Storage, Timeouts, Tls, Upstream, redact_url,
 };
 
 use std::path::{Path, PathBuf};

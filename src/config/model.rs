@@ -28,6 +28,56 @@ pub struct Config {
     pub limits: Vec<Limit>,
     /// The private listener for metrics.
     pub admin: Admin,
+    /// Where shared state lives: this edge's SQLite files, or a Redis that
+    /// several edges share.
+    pub storage: Storage,
+}
+
+/// `[storage]`: one edge keeps its state in SQLite under `data_dir`; several
+/// edges behind one load balancer share it through Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// The embedded SQLite files (the default).
+    Sqlite,
+    /// A Redis every edge of the deployment uses.
+    Redis(RedisStorage),
+}
+
+/// How to reach the shared Redis and how to behave without it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisStorage {
+    /// `redis://[user:password@]host[:port][/db]` (`rediss://` for TLS is
+    /// refused: the client is built without TLS). Holds a password: never logged.
+    pub url: String,
+    /// Longest wait for one Redis command (connect included) before the
+    /// edge treats Redis as down.
+    pub timeout: Duration,
+    /// How long a session this edge read from Redis keeps working while Redis
+    /// is unreachable (revocations elsewhere are not seen meanwhile).
+    pub offline_grace: Duration,
+    /// Prefix of every key and channel, so deployments can share a Redis.
+    pub prefix: String,
+}
+
+impl std::fmt::Debug for RedisStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStorage")
+            .field("url", &redact_url(&self.url))
+            .field("timeout", &self.timeout)
+            .field("offline_grace", &self.offline_grace)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// `url` without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// `[admin]`: metrics on a listener of their own, never the public one

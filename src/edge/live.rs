@@ -112,6 +112,9 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if caps(old) != caps(new) {
         out.push("[server] connection and stream caps, header_timeout, read_buffer and threads take a restart or hand-over");
     }
+    if old.storage != new.storage {
+        out.push("[storage] (backend, Redis URL, timeout, grace, prefix) takes a restart");
+    }
     // [hub] and [auth]: their handlers apply what they can and name the rest.
     out
 }

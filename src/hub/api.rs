@@ -403,8 +403,23 @@ impl Hub {
         let Some(npc) = Npc::parse(&waiting.npc) else {
             return error(500, "the stored run has an invalid npc");
         };
+        // Across edges sharing a store, only one answer is relayed: the
+        // lock above is this process's, the claim is the store's.
+        let awaiting = waiting.id;
+        match self.read(move |s| s.claim(awaiting)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return error(409, format!("run {run_id:?} was answered already"));
+            }
+            Err(e) => return error(503, e.to_string()),
+        }
         let webhooks = self.webhooks.load_full();
         if let Err(reason) = webhooks.post(&url, &answer).await {
+            let _ = self.read(move |s| {
+                s.release(awaiting);
+                Ok(())
+            })
+            .await;
             return error(502, reason);
         }
         let step = NewEvent {

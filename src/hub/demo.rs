@@ -155,7 +155,7 @@ mod tests {
             cfg.hub.demo_events.as_deref(),
             Some("http://127.0.0.1:8080/api/events")
         );
-        let hub = Hub::open(&cfg.hub).unwrap();
+        let hub = Hub::open(&cfg.hub, None).unwrap();
         let token = hub.demo.as_ref().unwrap().token.clone();
         let bearer = format!("Bearer {token}");
         assert_eq!(hub.events_scope(Some(&bearer)).unwrap(), Scope::Demo);

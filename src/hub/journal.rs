@@ -24,7 +24,14 @@ pub struct Journal {
 
 impl Journal {
     /// Starts the writer thread. It ends when every `Journal` is dropped.
-    pub fn start(store: Arc<dyn EventStore>, fanout: Arc<Fanout>) -> std::io::Result<Self> {
+    /// With `publish`, what it stores goes to `fanout` too; a shared store
+    /// (Redis) publishes through its own reader instead, which sees every
+    /// edge's events in one order.
+    pub fn start(
+        store: Arc<dyn EventStore>,
+        fanout: Arc<Fanout>,
+        publish: bool,
+    ) -> std::io::Result<Self> {
         let (tx, mut rx) = mpsc::channel::<Job>(8192);
         std::thread::Builder::new()
             .name("esprit-edge-journal".into())
@@ -43,11 +50,13 @@ impl Journal {
                     match store.append(&events) {
                         Ok(stored) => {
                             for (job, ev) in batch.drain(..).zip(stored) {
-                                fanout.publish(Arc::new(Live {
+                                if publish {
+                                    fanout.publish(Arc::new(Live {
                                     id: ev.id,
                                     npc: ev.npc.clone(),
                                     frame: ev.sse_frame(),
-                                }));
+                                    }));
+                                }
                                 let _ = job.reply.send(Ok(ev));
                             }
                         }

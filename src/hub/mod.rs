@@ -12,10 +12,12 @@ pub mod fanout;
 pub mod ids;
 pub mod journal;
 pub mod query;
+pub mod redis_store;
 pub mod run_token;
 pub mod sqlite;
 pub mod sse;
 pub mod store;
+pub mod tail;
 pub mod webhook;
 
 use crate::config;
@@ -90,12 +92,34 @@ pub enum OpenError {
 
 impl Hub {
     /// Opens the store (an unwritable or corrupt one is an error naming the
-    /// file), loads the agents and starts the journal writer.
-    pub fn open(cfg: &config::Hub) -> Result<Arc<Self>, OpenError> {
-        let store: Arc<dyn EventStore> = Arc::new(sqlite::SqliteStore::open(&cfg.store)?);
+    /// file; with `link`, the shared Redis, which may be down for now),
+    /// loads the agents and starts the journal writer.
+    pub fn open(
+        cfg: &config::Hub,
+        link: Option<&Arc<crate::redis_link::RedisLink>>,
+    ) -> Result<Arc<Self>, OpenError> {
         let fanout = Arc::new(Fanout::new(cfg.subscriber_queue));
-        let journal = Journal::start(store.clone(), fanout.clone()).map_err(OpenError::Journal)?;
-        let known = store.channels()?;
+        let (store, known): (Arc<dyn EventStore>, Vec<String>) = match link {
+            None => {
+                let store = Arc::new(sqlite::SqliteStore::open(&cfg.store)?);
+                let known = store.channels()?;
+                (store, known)
+            }
+            Some(link) => {
+                let store = Arc::new(redis_store::RedisStore::new(
+                    link.clone(),
+                    cfg.retention_per_channel,
+                ));
+                tail::start(link.clone(), store.clone(), fanout.clone())
+                    .map_err(OpenError::Journal)?;
+                // Redis may be down at start: the channel cap fills as
+                // channels show up.
+                let known = store.channels().unwrap_or_default();
+                (store, known)
+            }
+        };
+        let journal = Journal::start(store.clone(), fanout.clone(), link.is_none())
+            .map_err(OpenError::Journal)?;
         let run_tokens = run_token::RunTokens::open(&cfg.run_token_key, cfg.run_token_ttl)
             .map_err(OpenError::RunTokens)?;
         Ok(Arc::new(Self {

@@ -56,6 +56,9 @@ pub enum StoreError {
         /// The backend's own message.
         detail: String,
     },
+    /// The shared Redis did not answer or refused (its message says which).
+    #[error("event store: {0}")]
+    Shared(String),
     /// A thread panicked while writing; nothing more is trusted.
     #[error("event store: writer lock poisoned")]
     Poisoned,
@@ -99,4 +102,13 @@ pub trait EventStore: Send + Sync {
     fn run_events(&self, run_id: &str) -> Result<Vec<Event>, StoreError>;
     /// Deletes events older than `before_ts` and beyond `keep_per_channel` per channel; returns how many.
     fn prune(&self, before_ts: i64, keep_per_channel: usize) -> Result<u64, StoreError>;
+    /// Claims the answer to awaiting event `awaiting_id` for this caller:
+    /// true once, for one caller, across every edge that shares the store,
+    /// until [`Self::release`]. A store only this process uses needs no
+    /// claim beyond the hub's own lock.
+    fn claim(&self, _awaiting_id: u64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    /// Gives a claim back (the relay failed; the person may try again).
+    fn release(&self, _awaiting_id: u64) {}
 }

@@ -8,6 +8,7 @@ mod hub;
 mod limits;
 mod routes;
 mod server;
+mod storage;
 mod tls;
 mod upstreams;
 
@@ -39,6 +40,7 @@ pub(crate) fn validate(
     let auth = auth::auth(file.auth, &server.data_dir, problems);
     let limits = limits::limits(file.limits, problems);
     let admin = admin::admin(file.admin, &server, tls.as_ref(), env, problems);
+    let storage = storage::storage(file.storage, env, problems);
     Config {
         source: source.to_path_buf(),
         server,
@@ -49,6 +51,7 @@ pub(crate) fn validate(
         auth,
         limits,
         admin,
+        storage,
     }
 }
 
