@@ -2,13 +2,13 @@
 
 use clap::{Parser, Subcommand};
 use esprit_edge::auth::service::open_stores;
-use esprit_edge::redis_link::RedisLink;
-use std::sync::Arc;
 use esprit_edge::auth::users::{self, User, Users};
+use esprit_edge::redis_link::RedisLink;
 use esprit_edge::{config, server, telemetry};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Esprit-Hub edge proxy and agent hub.
 #[derive(Parser, Debug)]

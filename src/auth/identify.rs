@@ -80,7 +80,13 @@ impl AuthService {
     fn identity_of(&self, token: &str, rec: super::sessions::SessionRecord) -> Option<Identity> {
         let users = self.users();
         let Some(u) = users.users.get(&rec.user) else {
-            self.sessions.revoke(token);
+            // A user gone from this edge's users file. With a store of its
+            // own the session goes too; a shared one is left to the edges
+            // (and `user remove`, which ends it everywhere): one edge whose
+            // users file lags must not sign the user out of all of them.
+            if !self.sessions.shared() {
+                self.sessions.revoke(token);
+            }
             return None;
         };
         let (idle, absolute) = self.sessions.timeouts_ms();

@@ -137,20 +137,15 @@ impl SessionStore for RedisSessions {
 
     fn get(&self, key: &Key) -> Result<Option<Stored>, StoreError> {
         let k = self.session_key(key);
-        let fields: HashMap<String, String> = self.run(|c| redis::cmd("HGETALL").arg(&k).query(c))?;
+        let fields: HashMap<String, String> =
+            self.run(|c| redis::cmd("HGETALL").arg(&k).query(c))?;
         Ok(parse(fields))
     }
 
     fn touch(&self, key: &Key, last_seen: i64, ends: Ends) -> Result<(), StoreError> {
         let k = self.session_key(key);
-        self.run(|c| {
-            TOUCH
-                .key(&k)
-                .arg(last_seen)
-                .arg(ends.at)
-                .invoke::<i64>(c)
-        })
-        .map(|_| ())
+        self.run(|c| TOUCH.key(&k).arg(last_seen).arg(ends.at).invoke::<i64>(c))
+            .map(|_| ())
     }
 
     fn delete(&self, key: &Key) -> Result<(), StoreError> {
@@ -226,7 +221,7 @@ impl SessionStore for RedisSessions {
                 }
             }
         }
-        out.sort_by(|a, b| b.1.created.cmp(&a.1.created));
+        out.sort_by_key(|(_, s)| std::cmp::Reverse(s.created));
         Ok(out)
     }
 
@@ -298,7 +293,10 @@ mod tests {
     #[test]
     fn revocation_messages() {
         assert_eq!(Revoked::parse(b"k:ab12"), Some(Revoked::Key("ab12".into())));
-        assert_eq!(Revoked::parse(b"u:alice"), Some(Revoked::User("alice".into())));
+        assert_eq!(
+            Revoked::parse(b"u:alice"),
+            Some(Revoked::User("alice".into()))
+        );
         assert_eq!(Revoked::parse(b"x"), None);
         assert_eq!(Revoked::parse(&[0xff]), None);
     }

@@ -7,11 +7,11 @@
 use super::devices::Devices;
 use super::redis_sessions::{RedisSessions, RevocationListener};
 use super::sessions::Sessions;
-use crate::redis_link::RedisLink;
 use super::users::{self, Users};
 use crate::config;
 use crate::limit::throttle::Throttle;
 use crate::limit::work_queue::WorkQueue;
+use crate::redis_link::RedisLink;
 use crate::watched_file::{Reload, WatchedFile};
 use pingora::http::RequestHeader;
 use std::path::Path;
@@ -142,9 +142,7 @@ impl AuthService {
                 vec![RedisSessions::channel(link)],
                 Arc::new(RevocationListener(sessions.revocations())),
             )
-            .map_err(|e| {
-                OpenError::Users(format!("cannot start the revocation listener: {e}"))
-            })?;
+            .map_err(|e| OpenError::Users(format!("cannot start the revocation listener: {e}")))?;
         }
         let loaded = Users::load(&cfg.users_file).map_err(OpenError::Users)?;
         if loaded.users.is_empty() {

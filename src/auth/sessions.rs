@@ -163,6 +163,11 @@ impl Sessions {
         })
     }
 
+    /// Whether other edges use the same store (Redis).
+    pub fn shared(&self) -> bool {
+        self.store.announces_deletions()
+    }
+
     /// What a revocation subscriber tells (see `redis_sessions`).
     pub fn revocations(&self) -> Arc<dyn Revocations> {
         self.cache.clone()
@@ -242,10 +247,12 @@ impl Sessions {
         if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
         }
-        let cached = self.cache.map.lock().ok().and_then(|c| {
-            c.get(token)
-                .map(|e| (e.key, e.rec.clone(), e.read_at))
-        });
+        let cached = self
+            .cache
+            .map
+            .lock()
+            .ok()
+            .and_then(|c| c.get(token).map(|e| (e.key, e.rec.clone(), e.read_at)));
         // A cached entry is trusted until `recheck` after the store was read, so
         // a session in constant use still sees revocations by other processes.
         let fresh = cached

@@ -11,8 +11,8 @@ mod validate;
 pub use env::upstream_var;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    Auth, Config, HandlerKind, Hub, Limit, LimitKey, PathMatch, Route, RouteAction, RouteAuth,
-    RedisStorage, Server, Storage, Timeouts, Tls, Upstream, redact_url,
+    Auth, Config, HandlerKind, Hub, Limit, LimitKey, PathMatch, RedisStorage, Route, RouteAction,
+    RouteAuth, Server, Storage, Timeouts, Tls, Upstream, redact_url,
 };
 
 use std::path::{Path, PathBuf};

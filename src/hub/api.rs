@@ -415,11 +415,12 @@ impl Hub {
         }
         let webhooks = self.webhooks.load_full();
         if let Err(reason) = webhooks.post(&url, &answer).await {
-            let _ = self.read(move |s| {
-                s.release(awaiting);
-                Ok(())
-            })
-            .await;
+            let _ = self
+                .read(move |s| {
+                    s.release(awaiting);
+                    Ok(())
+                })
+                .await;
             return error(502, reason);
         }
         let step = NewEvent {

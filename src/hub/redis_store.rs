@@ -163,26 +163,42 @@ impl RedisStore {
     /// Appends events read from another store under their own ids (for
     /// `esprit-edge migrate`), oldest first, into an empty store, and moves
     /// the id counter past them.
-    pub fn import(&self, events: &[Event], agents: &HashMap<String, String>) -> Result<(), StoreError> {
+    pub fn import(
+        &self,
+        events: &[Event],
+        agents: &HashMap<String, String>,
+    ) -> Result<(), StoreError> {
         let seq = self.link.key(&["events", "seq"]);
         for chunk in events.chunks(500) {
             self.run(|c| {
                 let mut p = redis::pipe();
                 for ev in chunk {
-                    self.append_cmd(&mut p, ev, ev.run_id.as_ref().and_then(|r| agents.get(r)).map(String::as_str), Some(ev.id));
+                    self.append_cmd(
+                        &mut p,
+                        ev,
+                        ev.run_id
+                            .as_ref()
+                            .and_then(|r| agents.get(r))
+                            .map(String::as_str),
+                        Some(ev.id),
+                    );
                 }
                 p.query::<()>(c)
             })?;
         }
         if let Some(last) = events.last() {
-            self.run(|c| {
-                redis::cmd("SET").arg(&seq).arg(last.id).query::<()>(c)
-            })?;
+            self.run(|c| redis::cmd("SET").arg(&seq).arg(last.id).query::<()>(c))?;
         }
         Ok(())
     }
 
-    fn append_cmd(&self, p: &mut redis::Pipeline, ev: &Event, agent: Option<&str>, fixed_id: Option<u64>) {
+    fn append_cmd(
+        &self,
+        p: &mut redis::Pipeline,
+        ev: &Event,
+        agent: Option<&str>,
+        fixed_id: Option<u64>,
+    ) {
         let payload = Payload {
             ts: ev.ts,
             npc: ev.npc.clone(),
@@ -221,7 +237,9 @@ impl RedisStore {
 
 impl EventStore for RedisStore {
     fn ping(&self) -> Result<(), StoreError> {
-        self.link.ping().map_err(|e| StoreError::Shared(e.to_string()))
+        self.link
+            .ping()
+            .map_err(|e| StoreError::Shared(e.to_string()))
     }
 
     fn last_id(&self) -> Result<u64, StoreError> {
@@ -279,11 +297,22 @@ impl EventStore for RedisStore {
             .collect())
     }
 
-    fn after(&self, channels: &Channels, after_id: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    fn after(
+        &self,
+        channels: &Channels,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.range(channels, false, &format!("({}", stream_id(after_id)), "+", limit)
+        self.range(
+            channels,
+            false,
+            &format!("({}", stream_id(after_id)),
+            "+",
+            limit,
+        )
     }
 
     fn recent(&self, channels: &Channels, limit: usize) -> Result<Vec<Event>, StoreError> {
@@ -330,7 +359,8 @@ impl EventStore for RedisStore {
             }
             p.query(c)
         })?;
-        let num = |h: &HashMap<String, String>, k: &str| h.get(k).and_then(|v| v.parse::<i64>().ok());
+        let num =
+            |h: &HashMap<String, String>, k: &str| h.get(k).and_then(|v| v.parse::<i64>().ok());
         Ok(ids
             .into_iter()
             .zip(rows)
@@ -351,7 +381,8 @@ impl EventStore for RedisStore {
     fn run_events(&self, run_id: &str) -> Result<Vec<Event>, StoreError> {
         let list = self.link.key(&["run-events", run_id]);
         let all = Self::all_key(&self.link);
-        let ids: Vec<u64> = self.run(|c| redis::cmd("LRANGE").arg(&list).arg(0).arg(-1).query(c))?;
+        let ids: Vec<u64> =
+            self.run(|c| redis::cmd("LRANGE").arg(&list).arg(0).arg(-1).query(c))?;
         let pages: Vec<Vec<Entry>> = self.run(|c| {
             let mut p = redis::pipe();
             for id in &ids {
@@ -370,7 +401,13 @@ impl EventStore for RedisStore {
         let mut from = "-".to_string();
         'scan: loop {
             let page: Vec<Entry> = self.run(|c| {
-                redis::cmd("XRANGE").arg(&all).arg(&from).arg("+").arg("COUNT").arg(1000).query(c)
+                redis::cmd("XRANGE")
+                    .arg(&all)
+                    .arg(&from)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(c)
             })?;
             let Some(last) = page.last().map(|e| e.0.clone()) else {
                 break;
@@ -393,8 +430,14 @@ impl EventStore for RedisStore {
             let mut p = redis::pipe();
             p.cmd("XTRIM").arg(&all).arg("MINID").arg(&minid);
             for n in &channels {
-                p.cmd("XTRIM").arg(self.channel_key(n)).arg("MINID").arg(&minid);
-                p.cmd("XTRIM").arg(self.channel_key(n)).arg("MAXLEN").arg(keep_per_channel);
+                p.cmd("XTRIM")
+                    .arg(self.channel_key(n))
+                    .arg("MINID")
+                    .arg(&minid);
+                p.cmd("XTRIM")
+                    .arg(self.channel_key(n))
+                    .arg("MAXLEN")
+                    .arg(keep_per_channel);
             }
             // The all-channel stream keeps no more than the channels do together.
             p.cmd("XTRIM")
@@ -411,14 +454,23 @@ impl EventStore for RedisStore {
             }
             p.query(c)
         })?;
-        let empty: Vec<&String> = channels.iter().zip(lens).filter(|(_, l)| *l == 0).map(|(n, _)| n).collect();
+        let empty: Vec<&String> = channels
+            .iter()
+            .zip(lens)
+            .filter(|(_, l)| *l == 0)
+            .map(|(n, _)| n)
+            .collect();
         if !empty.is_empty() {
             let key = self.link.key(&["channels"]);
             self.run(|c| redis::cmd("SREM").arg(&key).arg(&empty).query::<()>(c))?;
         }
         let runs = self.link.key(&["runs"]);
         let old: Vec<String> = self.run(|c| {
-            redis::cmd("ZRANGEBYSCORE").arg(&runs).arg("-inf").arg(format!("({before_ts}")).query(c)
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(&runs)
+                .arg("-inf")
+                .arg(format!("({before_ts}"))
+                .query(c)
         })?;
         if !old.is_empty() {
             self.run(|c| {
@@ -426,10 +478,15 @@ impl EventStore for RedisStore {
                 for id in &old {
                     let run = self.link.key(&["run", id]);
                     if let Ok(npc) = redis::cmd("HGET").arg(&run).arg("npc").query::<String>(c) {
-                        p.cmd("ZREM").arg(self.link.key(&["runs", "npc", &npc])).arg(id).ignore();
+                        p.cmd("ZREM")
+                            .arg(self.link.key(&["runs", "npc", &npc]))
+                            .arg(id)
+                            .ignore();
                     }
                     p.cmd("DEL").arg(&run).ignore();
-                    p.cmd("DEL").arg(self.link.key(&["run-events", id])).ignore();
+                    p.cmd("DEL")
+                        .arg(self.link.key(&["run-events", id]))
+                        .ignore();
                     p.cmd("ZREM").arg(&runs).arg(id).ignore();
                 }
                 p.query::<()>(c)
@@ -443,7 +500,13 @@ impl EventStore for RedisStore {
         let key = self.link.key(&["answered", &awaiting_id.to_string()]);
         // Kept a day: long after any person could click again.
         let set: Option<String> = self.run(|c| {
-            redis::cmd("SET").arg(&key).arg(1).arg("NX").arg("EX").arg(86_400).query(c)
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(1)
+                .arg("NX")
+                .arg("EX")
+                .arg(86_400)
+                .query(c)
         })?;
         Ok(set.is_some())
     }
@@ -465,6 +528,9 @@ mod tests {
         assert_eq!(event_id("1700000000000-0"), None);
         let payload = r#"{"ts":5,"npc":"a","type":"done","runId":"r","data":{"x":1}}"#;
         let ev = decode(("0-7".into(), HashMap::from([("e".into(), payload.into())]))).unwrap();
-        assert_eq!((ev.id, ev.kind, ev.run_id.as_deref()), (7, EventType::Done, Some("r")));
+        assert_eq!(
+            (ev.id, ev.kind, ev.run_id.as_deref()),
+            (7, EventType::Done, Some("r"))
+        );
     }
 }

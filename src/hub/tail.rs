@@ -21,7 +21,11 @@ const BLOCK: Duration = Duration::from_secs(1);
 const COUNT: usize = 512;
 
 /// Starts the reader thread for `store`'s all-channel stream.
-pub fn start(link: Arc<RedisLink>, store: Arc<RedisStore>, fanout: Arc<Fanout>) -> std::io::Result<()> {
+pub fn start(
+    link: Arc<RedisLink>,
+    store: Arc<RedisStore>,
+    fanout: Arc<Fanout>,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("esprit-edge-tail".into())
         .spawn(move || {
@@ -56,8 +60,10 @@ fn follow(
     fanout: &Fanout,
 ) -> Result<(), String> {
     let mut conn = link.dedicated().map_err(|e| e.to_string())?;
-    conn.set_read_timeout(Some(BLOCK + link.settings().timeout + Duration::from_secs(1)))
-        .map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(
+        BLOCK + link.settings().timeout + Duration::from_secs(1),
+    ))
+    .map_err(|e| e.to_string())?;
     loop {
         let from = stream_id(last.unwrap_or(0));
         let reply: Option<Reply> = redis::cmd("XREAD")

@@ -64,10 +64,11 @@ impl RedisLink {
     /// is down, and reports it on `/readyz`).
     pub fn new(settings: &RedisStorage) -> Result<std::sync::Arc<Self>, LinkError> {
         let shown = redact_url(&settings.url);
-        let client = redis::Client::open(settings.url.as_str()).map_err(|e| LinkError::Refused {
-            at: shown.clone(),
-            why: e.to_string().replace(&settings.url, &shown),
-        })?;
+        let client =
+            redis::Client::open(settings.url.as_str()).map_err(|e| LinkError::Refused {
+                at: shown.clone(),
+                why: e.to_string().replace(&settings.url, &shown),
+            })?;
         Ok(std::sync::Arc::new(Self {
             client,
             shown,
@@ -136,7 +137,11 @@ impl RedisLink {
     ) -> Result<T, LinkError> {
         let until = self.broken_until.load(Ordering::Relaxed);
         if until > self.now() {
-            let why = self.last_error.lock().map(|e| e.clone()).unwrap_or_default();
+            let why = self
+                .last_error
+                .lock()
+                .map(|e| e.clone())
+                .unwrap_or_default();
             return Err(self.unreachable(why));
         }
         let mut c = match self.connection() {
@@ -171,8 +176,10 @@ impl RedisLink {
     }
 
     fn trip(&self, e: &LinkError) {
-        self.broken_until
-            .store(self.now() + u64::try_from(BREAK_FOR.as_millis()).unwrap_or(1000), Ordering::Relaxed);
+        self.broken_until.store(
+            self.now() + u64::try_from(BREAK_FOR.as_millis()).unwrap_or(1000),
+            Ordering::Relaxed,
+        );
         if let Ok(mut p) = self.pool.lock() {
             // The others shared the failure; they reconnect when next needed.
             p.clear();
@@ -189,7 +196,8 @@ impl RedisLink {
     /// returns as soon as Redis does).
     pub fn ping(&self) -> Result<(), LinkError> {
         self.broken_until.store(0, Ordering::Relaxed);
-        self.run(|c| redis::cmd("PING").query::<String>(c)).map(|_| ())
+        self.run(|c| redis::cmd("PING").query::<String>(c))
+            .map(|_| ())
     }
 
     /// A connection of its own for a subscriber or a blocking read, with
@@ -235,7 +243,10 @@ mod tests {
             tried = true;
             redis::cmd("PING").query::<String>(c)
         });
-        assert!(again.is_err() && !tried, "the breaker let a command through");
+        assert!(
+            again.is_err() && !tried,
+            "the breaker let a command through"
+        );
         assert!(started.elapsed() < Duration::from_millis(100));
         assert_eq!(link.key(&["session", "ab"]), "t:session:ab");
     }

@@ -32,7 +32,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// How often a stream re-checks its session as data flows (and how often
 /// the hub's SSE streams check it while idle).
-pub const RECHECK: Duration = Duration::from_secs(2);
+pub const RECHECK: Duration = Duration::from_secs(1);
 
 /// What a long stream of a signed-in user holds while it lives: its session
 /// check, and (for streams that can fall silent) its place on the sweep.

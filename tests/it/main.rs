@@ -18,6 +18,7 @@ mod lifecycle;
 mod limits;
 mod reload;
 mod routing;
+mod shared_store;
 mod static_files;
 mod streams;
 mod tls;

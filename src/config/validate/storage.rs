@@ -11,10 +11,14 @@ use std::time::Duration;
 pub(super) fn storage(s: StorageSection, env: &Overrides, p: &mut Problems) -> Storage {
     let url_key = env.label("storage.url");
     // A URL alone (ESPRIT_REDIS_URL in compose) means Redis.
-    let backend = s
-        .backend
-        .clone()
-        .unwrap_or_else(|| if s.url.is_some() { "redis" } else { d::STORAGE_BACKEND }.into());
+    let backend = s.backend.clone().unwrap_or_else(|| {
+        if s.url.is_some() {
+            "redis"
+        } else {
+            d::STORAGE_BACKEND
+        }
+        .into()
+    });
     match backend.as_str() {
         "sqlite" => {
             if s.url.is_some() {
@@ -97,14 +101,20 @@ fn redis_url(url: &str) -> Result<(), String> {
             "{shown:?}: TLS to Redis (rediss://) is not built in; reach Redis over a private network, or a TLS tunnel on loopback"
         ));
     }
-    if !(url.starts_with("redis://") || url.starts_with("redis+unix://") || url.starts_with("unix://")) {
+    if !(url.starts_with("redis://")
+        || url.starts_with("redis+unix://")
+        || url.starts_with("unix://"))
+    {
         return Err(format!(
             "{shown:?} is not a redis:// URL (like redis://redis:6379 or redis://:password@redis:6379/0)"
         ));
     }
-    redis::Client::open(url)
-        .map(|_| ())
-        .map_err(|e| format!("{shown:?} is not a usable Redis URL: {}", e.to_string().replace(url, &shown)))
+    redis::Client::open(url).map(|_| ()).map_err(|e| {
+        format!(
+            "{shown:?} is not a usable Redis URL: {}",
+            e.to_string().replace(url, &shown)
+        )
+    })
 }
 
 #[cfg(test)]
@@ -117,7 +127,11 @@ mod tests {
         let out = storage(s, &Overrides::default(), &mut p);
         let messages = match p.finish(()) {
             Ok(()) => vec![],
-            Err(e) => e.0.iter().map(|e| format!("{}: {}", e.key, e.problem)).collect(),
+            Err(e) => {
+                e.0.iter()
+                    .map(|e| format!("{}: {}", e.key, e.problem))
+                    .collect()
+            }
         };
         (out, messages)
     }
@@ -130,7 +144,9 @@ mod tests {
             ..Default::default()
         });
         assert!(problems.is_empty(), "{problems:?}");
-        let Storage::Redis(r) = s else { panic!("not redis") };
+        let Storage::Redis(r) = s else {
+            panic!("not redis")
+        };
         assert_eq!(r.prefix, "esprit");
         assert_eq!(r.timeout, d::STORAGE_TIMEOUT);
         assert!(!format!("{r:?}").contains("pw"), "password in Debug");
@@ -157,7 +173,10 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems.iter().all(|m| !m.contains("secret")), "{problems:?}");
+        assert!(
+            problems.iter().all(|m| !m.contains("secret")),
+            "{problems:?}"
+        );
         let (_, problems) = run(StorageSection {
             url: Some("http://x".into()),
             ..Default::default()

@@ -4,6 +4,7 @@
 pub mod certs;
 pub mod config;
 pub mod peers;
+pub mod redis;
 pub mod sse;
 
 use std::io::Read;

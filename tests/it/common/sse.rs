@@ -43,7 +43,7 @@ impl SseClient {
         loop {
             if let Some(pos) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..pos + 2).collect();
-                if let Some(ev) = parse(&block) {
+                if let Some(ev) = parse_block(&block) {
                     return Some(ev);
                 }
                 continue;
@@ -68,7 +68,8 @@ impl SseClient {
     }
 }
 
-fn parse(block: &str) -> Option<SseEvent> {
+/// One event block (up to its blank line) as an event; `None` for comments.
+pub fn parse_block(block: &str) -> Option<SseEvent> {
     let mut id = None;
     let mut event = String::from("message");
     let mut data = String::new();

@@ -1,0 +1,420 @@
+//! Two edges on one real Redis (`[storage] backend = "redis"`): a session
+//! signed in on one works on the other, an event posted to one reaches
+//! subscribers of both, a replay on the other edge is exact, a logout on one
+//! ends the session and its open stream on the other, an approval is relayed
+//! once, `kill -9` loses no acknowledged event, and a Redis outage is ridden
+//! out as the README says.
+
+use crate::common::config::{ConfigBuilder, Route};
+use crate::common::peers::{self, Peer};
+use crate::common::redis::Redis;
+use crate::common::sse::SseEvent;
+use crate::common::{Edge, add_user, client};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-only-token-0123456789";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// One deployment: a Redis, a users file and an app both edges share.
+struct Shared {
+    redis: Redis,
+    users: tempfile::TempDir,
+    app: Peer,
+    hook: peers::Hook,
+}
+
+impl Shared {
+    async fn new() -> Shared {
+        Shared {
+            redis: Redis::start(),
+            users: tempfile::tempdir().unwrap(),
+            app: peers::echo("app").await,
+            hook: peers::webhook(200, Duration::ZERO).await,
+        }
+    }
+
+    fn users_file(&self) -> String {
+        self.users.path().join("users.toml").display().to_string()
+    }
+
+    /// An edge of the deployment, with `extra` config of the test's own.
+    fn edge(&self, extra: &str) -> Edge {
+        let agents = json!([{"agent": "approve", "npc": "boss", "name": "Boss",
+            "webhookUrl": self.hook.url("/api/webhooks/trigger/x")}])
+        .to_string();
+        let config = ConfigBuilder::new()
+            .hub("events_token", TOKEN)
+            .auth("users_file", self.users_file())
+            .upstream("app", self.app.address())
+            .route(Route::prefix("/app/").upstream("app").session())
+            .route(Route::prefix("/api/").hub().fallback("app").session())
+            .route(Route::exact("/api/events").hub().token())
+            .route(Route::prefix("/auth/").sign_in())
+            .raw(&format!(
+                "\n[storage]\nurl = \"{}\"\ntimeout = \"200ms\"\n{extra}",
+                self.redis.url()
+            ));
+        Edge::start_with(
+            move |dir: &Path, port| {
+                std::fs::write(dir.join("agents.json"), &agents).unwrap();
+                config.render(dir, port)
+            },
+            &[],
+        )
+    }
+}
+
+async fn login(edge: &Edge) -> reqwest::Response {
+    client()
+        .post(edge.url("/auth/login"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("username", "alice"), ("password", "correct-horse-battery")])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn sign_in(edge: &Edge) -> String {
+    let r = login(edge).await;
+    assert_eq!(r.status(), 303, "sign-in failed");
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_string()
+}
+
+async fn get_as(edge: &Edge, path: &str, cookie: &str) -> reqwest::Response {
+    client()
+        .get(edge.url(path))
+        .header("cookie", cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn post_event(edge: &Edge, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(edge.url("/api/events"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn emit(edge: &Edge, npc: &str, n: u64) -> u64 {
+    let (status, v) = post_event(edge, json!({"npc": npc, "type": "step", "data": {"n": n}})).await;
+    assert_eq!(status, 202, "{v}");
+    v["id"].as_u64().unwrap()
+}
+
+/// A signed-in SSE stream (the hub's routes are gated here).
+struct Stream {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+}
+
+impl Stream {
+    async fn open(edge: &Edge, npc: &str, cookie: &str, last: Option<u64>) -> Stream {
+        let mut req = crate::common::client_no_timeout()
+            .get(edge.url(&format!("/api/stream?npc={npc}")))
+            .header("cookie", cookie)
+            .header("accept", "text/event-stream");
+        if let Some(id) = last {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200, "stream refused");
+        Stream {
+            body: Box::pin(r.bytes_stream()),
+            buf: String::new(),
+        }
+    }
+
+    /// The next event; `None` when the stream ended or `wait` passed.
+    async fn next(&mut self, wait: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(pos) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..pos + 2).collect();
+                if let Some(ev) = crate::common::sse::parse_block(&block) {
+                    return Some(ev);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.next())
+                .await
+                .ok()??;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk.ok()?));
+        }
+    }
+
+    async fn ids(&mut self, n: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            match self.next(WAIT).await {
+                Some(ev) => out.push(ev.id.unwrap()),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Whether the stream ends (the edge closes it) within `limit`.
+    async fn ends_within(&mut self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, async {
+            while let Some(Ok(_)) = self.body.next().await {}
+        })
+        .await
+        .is_ok()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_edges_share_sessions_events_replay_and_logout() {
+    let shared = Shared::new().await;
+    let a = shared.edge("");
+    add_user(&a, "alice", "correct-horse-battery", &[]);
+    let b = shared.edge("");
+
+    // Signed in on A, a known user on B.
+    let cookie = sign_in(&a).await;
+    let r = get_as(&b, "/app/x", &cookie).await;
+    assert_eq!(r.status(), 200, "B did not know A's session");
+    let seen: Value = r.json().await.unwrap();
+    assert_eq!(seen["peer"], "app");
+    let user = seen["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "x-forwarded-user")
+        .map(|h| h[1].clone());
+    assert_eq!(user, Some(json!("alice")), "B forwarded no identity");
+    assert_eq!(
+        get_as(&b, "/app/x", "esprit_session=00").await.status(),
+        401
+    );
+
+    // An event posted to A reaches a subscriber on B live (replay_recent
+    // is 100: the stream opens on what is stored, then goes live).
+    let mut on_b = Stream::open(&b, "kim", &cookie, None).await;
+    let mut on_a = Stream::open(&a, "kim", &cookie, None).await;
+    let first = emit(&a, "kim", 1).await;
+    assert_eq!(on_b.ids(1).await, [first], "B's subscriber");
+    assert_eq!(on_a.ids(1).await, [first], "A's subscriber");
+
+    // A's subscriber drops; what it misses is posted to B; it reconnects to
+    // B with its Last-Event-ID and gets exactly that, then live events.
+    drop(on_a);
+    let missed = [
+        emit(&b, "kim", 2).await,
+        emit(&a, "kim", 3).await,
+        emit(&b, "kim", 4).await,
+    ];
+    let mut again = Stream::open(&b, "kim", &cookie, Some(first)).await;
+    assert_eq!(again.ids(3).await, missed, "replay on the other edge");
+    let live = emit(&a, "kim", 5).await;
+    assert_eq!(again.ids(1).await, [live]);
+    assert!(
+        again.next(Duration::from_millis(300)).await.is_none(),
+        "a duplicate"
+    );
+    assert_eq!(on_b.ids(4).await, [missed.to_vec(), vec![live]].concat());
+
+    // Logout on B: A refuses the cookie and ends its open stream at once.
+    let mut watched = Stream::open(&a, "kim", &cookie, None).await;
+    let r = client()
+        .post(b.url("/auth/logout"))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let started = Instant::now();
+    assert!(
+        watched.ends_within(Duration::from_secs(4)).await,
+        "A's stream outlived the logout on B"
+    );
+    eprintln!(
+        "A's stream ended {:?} after the logout on B",
+        started.elapsed()
+    );
+    assert_eq!(get_as(&a, "/app/x", &cookie).await.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_answered_on_both_edges_is_relayed_once() {
+    let shared = Shared::new().await;
+    let a = shared.edge("");
+    add_user(&a, "alice", "correct-horse-battery", &[]);
+    let b = shared.edge("");
+    let cookie = sign_in(&a).await;
+    let post = |edge: &Edge, path: String, body: Value| {
+        let r = client()
+            .post(edge.url(&path))
+            .header("cookie", &cookie)
+            .header("sec-fetch-site", "same-origin")
+            .json(&body)
+            .send();
+        async move {
+            let r = r.await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Started on A; the flow waits for a person.
+    let (status, v) = post(&a, "/api/run/approve".into(), json!({"payload": 1})).await;
+    assert_eq!(status, 202, "{v}");
+    let run = v["runId"].as_str().unwrap().to_string();
+    let resume = shared.hook.url("/api/resume/1");
+    let (s, _) = post_event(
+        &a,
+        json!({"npc": "boss", "type": "awaiting", "runId": run, "data": {"resumeUrl": resume}}),
+    )
+    .await;
+    assert_eq!(s, 202);
+    // Two people click at once, one on each edge.
+    let path = format!("/api/runs/{run}/respond");
+    let (on_a, on_b) = tokio::join!(
+        post(&a, path.clone(), json!({"approved": true, "by": "a"})),
+        post(&b, path.clone(), json!({"approved": true, "by": "b"}))
+    );
+    let mut statuses = [on_a.0, on_b.0];
+    statuses.sort();
+    assert_eq!(statuses, [202, 409], "A: {on_a:?}, B: {on_b:?}");
+    let relayed: Vec<Value> = shared
+        .hook
+        .received()
+        .into_iter()
+        .filter(|v| v.get("approved").is_some())
+        .collect();
+    assert_eq!(relayed.len(), 1, "relayed {relayed:?}");
+    // A's view of the run has the one answer, recorded by whichever edge won.
+    let r = get_as(&a, &format!("/api/runs/{run}"), &cookie).await;
+    let events: Value = r.json().await.unwrap();
+    let last = events["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["type"], "step");
+    assert_eq!(last["data"]["response"], relayed[0]);
+    // And a third click, on either edge, is refused.
+    assert_eq!(
+        post(&b, path.clone(), json!({"approved": false})).await.0,
+        409
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_an_edge_loses_no_acknowledged_event() {
+    let shared = Shared::new().await;
+    let mut a = shared.edge("");
+    add_user(&a, "alice", "correct-horse-battery", &[]);
+    let b = shared.edge("");
+    let cookie = sign_in(&b).await;
+    let mut acked = Vec::new();
+    for n in 0..50 {
+        acked.push(emit(&a, "kim", n).await);
+    }
+    let mut child = a.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut s = Stream::open(&b, "kim", &cookie, Some(0)).await;
+    assert_eq!(
+        s.ids(50).await,
+        acked,
+        "B replays every event A acknowledged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_is_ridden_out_and_recovered_from() {
+    let mut shared = Shared::new().await;
+    let a = shared.edge("offline_grace = \"60s\"\n");
+    add_user(&a, "alice", "correct-horse-battery", &[]);
+    let open = Edge::start(
+        &ConfigBuilder::new()
+            .upstream("app", shared.app.address())
+            .route(Route::prefix("/").upstream("app")),
+    );
+    let cookie = sign_in(&a).await;
+    assert_eq!(get_as(&a, "/app/x", &cookie).await.status(), 200);
+    let before = emit(&a, "kim", 0).await;
+
+    shared.redis.stop();
+    // Open routes do not need Redis at all.
+    assert_eq!(
+        client().get(open.url("/x")).send().await.unwrap().status(),
+        200
+    );
+    // Past the cache's 3 s re-read, a session this edge read within
+    // offline_grace keeps working: it cannot be re-read, and is trusted.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert_eq!(
+        get_as(&a, "/app/x", &cookie).await.status(),
+        200,
+        "cached session"
+    );
+    // A session it never saw cannot be checked: 503, not the sign-in page.
+    let r = get_as(&a, "/app/x", &format!("esprit_session={}", "ab".repeat(32))).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    // New sign-ins and hub writes are refused with a clear message.
+    let r = login(&a).await;
+    assert_eq!(r.status(), 503);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("session store cannot be reached")
+    );
+    let (status, v) = post_event(&a, json!({"npc": "kim", "type": "step", "data": {}})).await;
+    assert_eq!(status, 503, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("unreachable"), "{v}");
+    a.wait_log(|v| {
+        v["target"] == "storage"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Redis is unreachable"))
+    });
+    // /readyz says why.
+    let ready = client()
+        .get(format!("http://127.0.0.1:{}/readyz", a.admin_port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let why = ready.text().await.unwrap();
+    assert!(why.contains("redis"), "{why}");
+
+    // Back: everything recovers without restarting the edge.
+    shared.redis.restart();
+    let deadline = Instant::now() + WAIT;
+    let after = loop {
+        let (status, v) =
+            post_event(&a, json!({"npc": "kim", "type": "step", "data": {"n": 1}})).await;
+        if status == 202 {
+            break v["id"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "hub writes did not recover: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(after > before, "ids went back after the restart");
+    let fresh = sign_in(&a).await;
+    let mut s = Stream::open(&a, "kim", &fresh, Some(0)).await;
+    assert_eq!(
+        s.ids(2).await,
+        [before, after],
+        "what Redis acknowledged survived its restart"
+    );
+    let live = emit(&a, "kim", 2).await;
+    assert_eq!(s.ids(1).await, [live], "the live reader reconnected");
+    let ready = client()
+        .get(format!("http://127.0.0.1:{}/readyz", a.admin_port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+}
