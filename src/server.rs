@@ -49,6 +49,8 @@ struct Reload {
     /// The hub and the sign-in, when they run: their reloadable settings.
     hub: Option<Arc<Hub>>,
     auth: Option<Arc<AuthService>>,
+    /// The shared Redis, for the shared counts of reloaded rate rules.
+    link: Option<Arc<RedisLink>>,
 }
 
 impl Reload {
@@ -80,7 +82,7 @@ impl Reload {
         for what in needs_restart(&running, &new) {
             tracing::warn!(target: "edge", "not applied by SIGHUP: {what}");
         }
-        let rules = Arc::new(RateRules::new(&new.limits));
+        let rules = Arc::new(RateRules::new(&new.limits, self.link.clone()));
         self.rules.store(rules.clone());
         self.live.store(Arc::new(Live::new(&new, rules)));
         if let Some(h) = &self.health {
@@ -270,7 +272,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     } else {
         None
     };
-    let limits = Arc::new(RateRules::new(&config.limits));
+    let limits = Arc::new(RateRules::new(&config.limits, link.clone()));
     // Pruned even when empty: a reload may bring rules.
     let rules = Arc::new(ArcSwap::new(limits.clone()));
     server.add_service(background_service(
@@ -313,6 +315,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         health: health.clone(),
         hub: running_hub,
         auth: running_auth,
+        link: link.clone(),
     };
     let proxy = http_proxy(&server.configuration, edge_app);
     let mut edge = Service::new(

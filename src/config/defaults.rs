@@ -58,6 +58,9 @@ pub const STORAGE_TIMEOUT: Duration = Duration::from_millis(250);
 pub const OFFLINE_GRACE: Duration = secs(60);
 /// `storage.prefix`.
 pub const STORAGE_PREFIX: &str = "esprit";
+/// `[[limits]] shared`: with Redis, rules of at most this many requests per
+/// second are counted across edges by default; faster ones by each edge.
+pub const SHARED_RATE_UP_TO: f64 = 10.0;
 /// `storage.backend`.
 pub const STORAGE_BACKEND: &str = "sqlite";
 

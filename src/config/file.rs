@@ -60,6 +60,7 @@ pub struct LimitSection {
     pub key: Option<String>,
     pub rate: Option<String>,
     pub burst: Option<u32>,
+    pub shared: Option<bool>,
 }
 
 /// `[hub]`: the in-process agent hub.

@@ -131,6 +131,9 @@ pub struct Limit {
     pub per: Duration,
     /// How many may come at once.
     pub burst: u32,
+    /// Counted once for every edge that shares a Redis (`[storage] backend =
+    /// "redis"`), rather than by each edge on its own; no effect on SQLite.
+    pub shared: bool,
 }
 
 /// Hub settings: where its data lives and how its streams behave.

@@ -4,6 +4,7 @@
 pub mod client_ip;
 pub mod connections;
 pub mod rate;
+pub mod shared_rate;
 pub mod streams;
 pub mod throttle;
 pub mod work_queue;

@@ -60,6 +60,8 @@ pub struct Exceeded {
 
 struct Rule<C: Clock> {
     limit: Limit,
+    /// One request every this long (for the shared count).
+    interval: Duration,
     stage: Stage,
     limiter: Keyed<C>,
     /// One log line per key per second at most.
@@ -72,12 +74,17 @@ struct Rule<C: Clock> {
 pub struct RateRules<C: Clock = DefaultClock> {
     rules: Vec<Rule<C>>,
     clock: C,
+    /// The counters every edge shares, for `shared` rules (Redis backend).
+    shared: Option<super::shared_rate::SharedRates>,
 }
 
 impl RateRules<DefaultClock> {
-    /// Builds the rules of a validated config.
-    pub fn new(limits: &[Limit]) -> Self {
-        Self::with_clock(limits, DefaultClock::default())
+    /// Builds the rules of a validated config; with `link`, `shared` rules
+    /// are also counted in the Redis every edge shares.
+    pub fn new(limits: &[Limit], link: Option<Arc<crate::redis_link::RedisLink>>) -> Self {
+        let mut rules = Self::with_clock(limits, DefaultClock::default());
+        rules.shared = link.map(super::shared_rate::SharedRates::new);
+        rules
     }
 }
 
@@ -111,11 +118,16 @@ impl<C: Clock + Clone> RateRules<C> {
                         clock.clone(),
                     ),
                     policy: format!("\"{}\";q={};w={window}", l.name, l.burst),
+                    interval: (l.per / l.count.max(1)).max(Duration::from_nanos(1)),
                     limit: l.clone(),
                 }
             })
             .collect();
-        Self { rules, clock }
+        Self {
+            rules,
+            clock,
+            shared: None,
+        }
     }
 
     /// Whether there are rules at all.
@@ -147,8 +159,20 @@ impl<C: Clock + Clone> RateRules<C> {
             let Some(key) = key_of(&l.key, who) else {
                 continue;
             };
-            if let Err(not_until) = rule.limiter.check_key(&key) {
-                let wait = not_until.wait_time_from(self.clock.now());
+            let over = match rule.limiter.check_key(&key) {
+                Err(not_until) => Some(not_until.wait_time_from(self.clock.now())),
+                // Within this edge's count: the count of every edge decides.
+                Ok(()) => match &self.shared {
+                    Some(shared) if l.shared => {
+                        match shared.check(&l.name, &key, rule.interval, l.burst) {
+                            super::shared_rate::Verdict::Wait(w) => Some(w),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                },
+            };
+            if let Some(wait) = over {
                 let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
                 if rule.logged.check_key(&key).is_ok() {
                     tracing::warn!(target: "limit", rule = %l.name, key = %redacted(&key), retry_after, "rate limit exceeded");
@@ -251,6 +275,7 @@ mod tests {
             count,
             per: Duration::from_secs(per),
             burst,
+            shared: false,
         }
     }
 

@@ -418,3 +418,60 @@ async fn a_redis_outage_is_ridden_out_and_recovered_from() {
         .unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_rate_rule_is_counted_across_edges_a_per_edge_one_is_not() {
+    let shared = Shared::new().await;
+    // Both rules: 3 at once, then one every 10 s per client IP.
+    let rules = r#"
+[[limits]]
+name = "across"
+prefix = "/app/shared"
+key = "ip"
+rate = "6/m"
+burst = 3
+
+[[limits]]
+name = "each"
+prefix = "/app/local"
+key = "ip"
+rate = "6/m"
+burst = 3
+shared = false
+"#;
+    let a = shared.edge(rules);
+    add_user(&a, "alice", "correct-horse-battery", &[]);
+    let b = shared.edge(rules);
+    let cookie = sign_in(&a).await;
+    let mut across = Vec::new();
+    for edge in [&a, &b, &a, &b, &a, &b] {
+        across.push(get_as(edge, "/app/shared", &cookie).await.status().as_u16());
+    }
+    assert_eq!(
+        across,
+        [200, 200, 200, 429, 429, 429],
+        "counted once for both edges"
+    );
+    let r = get_as(&b, "/app/shared", &cookie).await;
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let mut each = Vec::new();
+    for edge in [&a, &b, &a, &b, &a, &b, &a, &b] {
+        each.push(get_as(edge, "/app/local", &cookie).await.status().as_u16());
+    }
+    assert_eq!(
+        each,
+        [200, 200, 200, 200, 200, 200, 429, 429],
+        "three per edge"
+    );
+    // Nothing of the key itself is stored in Redis, only its hash.
+    let keys = shared.redis.cli(&["--scan", "--pattern", "esprit:rate:*"]);
+    assert!(keys.contains("esprit:rate:across:"), "{keys}");
+    assert!(!keys.contains("127.0.0.1"), "{keys}");
+}

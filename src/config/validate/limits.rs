@@ -1,6 +1,7 @@
 //! `[[limits]]`: rate rules, each a path prefix (and methods), a key, a rate
 //! and a burst.
 
+use super::super::defaults as d;
 use super::super::error::Problems;
 use super::super::file::LimitSection;
 use super::super::model::{Limit, LimitKey};
@@ -108,8 +109,15 @@ pub(super) fn limits(raw: Vec<LimitSection>, p: &mut Problems) -> Vec<Limit> {
         if !(1..=1_000_000).contains(&burst) {
             p.add(format!("{at}.burst"), "out of range (1 to 1000000)");
         }
+        // A shared rule costs a Redis round trip per request it counts:
+        // worth it for the slow, security-minded rules (sign-ins, runs), not
+        // for one that sees every request.
+        let shared = l
+            .shared
+            .unwrap_or(per.as_secs_f64() / f64::from(count.max(1)) >= 1.0 / d::SHARED_RATE_UP_TO);
         if p.len() == before {
             out.push(Limit {
+                shared,
                 name,
                 prefix,
                 methods,
