@@ -27,8 +27,8 @@ const LAYERS: &[&[&str]] = &[
     &["admin", "auth", "console", "hub", "static_files", "tls"],
     // The Pingora service.
     &["edge"],
-    // Assembly.
-    &["server"],
+    // Assembly (and the one-off copy between storage backends).
+    &["server", "migrate"],
     // The fuzz harnesses, which drive every layer (assembly's checks too).
     &["fuzzing"],
 ];

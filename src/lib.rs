@@ -9,7 +9,8 @@
 //! 2. `limit` (client IP, the sign-in backoff; rate rules next);
 //! 3. concerns: `auth`, `hub`, `tls`;
 //! 4. `edge`, the Pingora service;
-//! 5. `server`, which assembles it (and `main`, the CLI); `fuzzing`, the
+//! 5. `server`, which assembles it, and `migrate` (SQLite to Redis), both
+//!    behind `main`, the CLI; `fuzzing`, the
 //!    fuzz harnesses over the layers below.
 
 #![warn(missing_docs)]
@@ -24,6 +25,7 @@ pub mod fuzzing;
 pub mod hub;
 pub mod identity;
 pub mod limit;
+pub mod migrate;
 pub mod private_file;
 pub mod redis_link;
 pub mod reply;

@@ -43,6 +43,13 @@ enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Copy this edge's SQLite sessions, devices and hub events into the
+    /// Redis that [storage] names (run it with the SQLite edge stopped).
+    Migrate {
+        /// The target backend (only `redis`).
+        #[arg(long, value_parser = ["redis"])]
+        to: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -339,6 +346,21 @@ fn main() -> ExitCode {
         Some(Command::User { action }) => return user_command(&cfg, action),
         Some(Command::Session { action }) => return session_command(&cfg, action),
         Some(Command::Key { action }) => return key_command(&cfg, action),
+        Some(Command::Migrate { to: _ }) => {
+            return match esprit_edge::migrate::to_redis(&cfg, esprit_edge::clock::now_ms()) {
+                Ok(c) => {
+                    println!(
+                        "copied {} session(s), {} device(s), {} hub event(s)",
+                        c.sessions, c.devices, c.events
+                    );
+                    if let Some(why) = c.events_skipped {
+                        println!("hub events not copied: {why}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            };
+        }
         _ => {}
     }
     if let Err(e) = server::preflight(&cfg) {
@@ -360,9 +382,12 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Some(Command::User { .. } | Command::Session { .. } | Command::Key { .. }) => {
-            ExitCode::SUCCESS
-        }
+        Some(
+            Command::User { .. }
+            | Command::Session { .. }
+            | Command::Key { .. }
+            | Command::Migrate { .. },
+        ) => ExitCode::SUCCESS,
         None => {
             let _log = telemetry::init();
             for a in &advice {

@@ -143,6 +143,43 @@ impl Devices {
             .map_err(|e| StoreError::Db(WHAT, e))
     }
 
+    /// Every live device as (key, user, issued, failures), for `esprit-edge
+    /// migrate` (SQLite only: a shared store is the target, not a source).
+    pub fn export(&self, now: i64) -> Result<Vec<([u8; 32], String, i64, i64)>, StoreError> {
+        let conn = self.conn()?;
+        let mut st = conn
+            .prepare("SELECT id_hash, user, issued, failures FROM devices WHERE issued >= ?1 AND failures < ?2")
+            .map_err(|e| StoreError::Db(WHAT, e))?;
+        let rows = st
+            .query_map(
+                params![now.saturating_sub(self.ttl_ms), DEVICE_FAILURES],
+                |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .map_err(|e| StoreError::Db(WHAT, e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (k, user, issued, failures) = row.map_err(|e| StoreError::Db(WHAT, e))?;
+            if let Ok(k) = <[u8; 32]>::try_from(k.as_slice()) {
+                out.push((k, user, issued, failures));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a device read from another store (Redis only).
+    pub fn import(
+        &self,
+        key: &[u8; 32],
+        user: &str,
+        issued: i64,
+        failures: i64,
+    ) -> Result<(), StoreError> {
+        match &self.store {
+            Store::Redis(r) => r.import(key, user, issued, failures),
+            Store::Sqlite(_) => Err(StoreError::Refused("devices are imported into Redis only")),
+        }
+    }
+
     /// Deletes devices past their lifetime or out of attempts; returns how many.
     pub fn prune(&self, now: i64) -> Result<usize, StoreError> {
         if let Store::Redis(_) = &self.store {

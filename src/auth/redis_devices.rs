@@ -56,13 +56,27 @@ impl RedisDevices {
 
     /// Stores device `key` of `user`, issued at `now`.
     pub fn issue(&self, key: &[u8; 32], user: &str, now: i64) -> Result<(), StoreError> {
+        self.import(key, user, now, 0)
+    }
+
+    /// Stores device `key` of `user` as issued at `issued` with `failures`
+    /// spent (a new device, or one copied by `esprit-edge migrate`).
+    pub fn import(
+        &self,
+        key: &[u8; 32],
+        user: &str,
+        issued: i64,
+        failures: i64,
+    ) -> Result<(), StoreError> {
+        let now = issued;
+        let failures = failures.to_string();
         let k = self.link.key(&["device", &hex(key)]);
         let set = self.link.key(&["user-devices", user]);
         let until = now.saturating_add(self.ttl_ms);
         self.run(|c| {
             redis::pipe()
                 .atomic()
-                .hset_multiple(&k, &[("user", user), ("failures", "0")])
+                .hset_multiple(&k, &[("user", user), ("failures", failures.as_str())])
                 .ignore()
                 .cmd("PEXPIREAT")
                 .arg(&k)

@@ -45,6 +45,15 @@ pub fn start(
                 if let Err(e) = follow(&link, &stream, &mut last, &fanout) {
                     tracing::debug!(target: "hub", error = %e, "live reader disconnected; resuming");
                     std::thread::sleep(Duration::from_millis(500));
+                    // A Redis that came back without its data (no
+                    // persistence) starts ids again: follow it from there,
+                    // or no live event would be newer than `last`.
+                    if let (Ok(newest), Some(seen)) = (store.last_id(), last)
+                        && newest < seen
+                    {
+                        tracing::error!(target: "hub", newest, seen, "Redis lost hub events (restarted without persistence?); following from its newest");
+                        last = Some(newest);
+                    }
                 }
             }
         })

@@ -475,3 +475,87 @@ shared = false
     assert!(keys.contains("esprit:rate:across:"), "{keys}");
     assert!(!keys.contains("127.0.0.1"), "{keys}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_copies_sessions_devices_and_events_with_their_ids() {
+    let shared = Shared::new().await;
+    // One edge on SQLite, as today.
+    let config = ConfigBuilder::new()
+        .hub("events_token", TOKEN)
+        .auth("users_file", shared.users_file())
+        .upstream("app", shared.app.address())
+        .route(Route::prefix("/app/").upstream("app").session())
+        .route(Route::prefix("/api/").hub().fallback("app").session())
+        .route(Route::exact("/api/events").hub().token())
+        .route(Route::prefix("/auth/").sign_in());
+    let sqlite_config = config.clone();
+    let mut edge = Edge::start_with(
+        move |dir: &Path, port| {
+            std::fs::write(dir.join("agents.json"), "[]").unwrap();
+            sqlite_config.render(dir, port)
+        },
+        &[],
+    );
+    add_user(&edge, "alice", "correct-horse-battery", &[]);
+    let cookie = sign_in(&edge).await;
+    let mut before = Vec::new();
+    for n in 0..5 {
+        before.push(emit(&edge, "kim", n).await);
+    }
+    edge.signal("TERM");
+    assert!(edge.wait_exit(WAIT).is_some());
+    edge.child = None;
+
+    // The same data dir, now with Redis: migrate, then start.
+    let redis_config = config
+        .clone()
+        .raw(&format!("\n[storage]\nurl = \"{}\"\n", shared.redis.url()));
+    std::fs::write(
+        &edge.config,
+        redis_config.render(edge.dir.path(), edge.port),
+    )
+    .unwrap();
+    let cfg = edge.config.display().to_string();
+    let (status, out, err) =
+        crate::common::run_binary(&["--config", &cfg, "migrate", "--to", "redis"], &[]);
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains("copied 1 session(s), 1 device(s), 5 hub event(s)"),
+        "{out}"
+    );
+    // Again: sessions are the same, events are not doubled.
+    let (status, out, _) =
+        crate::common::run_binary(&["--config", &cfg, "migrate", "--to", "redis"], &[]);
+    assert!(status.success());
+    assert!(
+        out.contains("hub events not copied: Redis already holds hub events"),
+        "{out}"
+    );
+    edge.spawn(&[], &[]);
+    let port = edge.port;
+    edge.wait_listening(port);
+    // Nobody was logged out, nothing was renumbered.
+    assert_eq!(
+        get_as(&edge, "/app/x", &cookie).await.status(),
+        200,
+        "the session moved"
+    );
+    let mut s = Stream::open(&edge, "kim", &cookie, Some(0)).await;
+    assert_eq!(s.ids(5).await, before);
+    let next = emit(&edge, "kim", 9).await;
+    assert!(
+        next > *before.last().unwrap(),
+        "ids continue after the copied ones"
+    );
+    assert_eq!(s.ids(1).await, [next]);
+    // A second edge on the same Redis knows it all too.
+    let other = shared.edge("");
+    assert_eq!(get_as(&other, "/app/x", &cookie).await.status(), 200);
+
+    // Without [storage] pointing at Redis, migrate says what is missing.
+    std::fs::write(&edge.config, config.render(edge.dir.path(), edge.port)).unwrap();
+    let (status, _, err) =
+        crate::common::run_binary(&["--config", &cfg, "migrate", "--to", "redis"], &[]);
+    assert!(!status.success());
+    assert!(err.contains("[storage] must name the target"), "{err}");
+}
