@@ -21,6 +21,9 @@ const WHAT: &str = "device";
 /// Wrong passwords a trusted device may send before it is forgotten.
 const DEVICE_FAILURES: i64 = 5;
 
+/// A device as `export` gives it: key, user, issued (ms), failures spent.
+pub type Exported = ([u8; 32], String, i64, i64);
+
 /// The known devices of each account.
 pub struct Devices {
     store: Store,
@@ -145,7 +148,7 @@ impl Devices {
 
     /// Every live device as (key, user, issued, failures), for `esprit-edge
     /// migrate` (SQLite only: a shared store is the target, not a source).
-    pub fn export(&self, now: i64) -> Result<Vec<([u8; 32], String, i64, i64)>, StoreError> {
+    pub fn export(&self, now: i64) -> Result<Vec<Exported>, StoreError> {
         let conn = self.conn()?;
         let mut st = conn
             .prepare("SELECT id_hash, user, issued, failures FROM devices WHERE issued >= ?1 AND failures < ?2")
