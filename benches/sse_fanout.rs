@@ -6,6 +6,9 @@
 //!
 //! Run with `benches/sse.sh` (builds the release binary, installs nginx):
 //!   cargo bench --bench sse_fanout -- [sizes=1000,5000,10000] [rate=10] [secs=10]
+//! With `STORAGE=redis`, each fan-out and the ingest run twice: once on one
+//! edge with SQLite, once on two edges sharing a real `redis-server`
+//! (subscribers split over both, events posted to the first).
 //! Everything runs on loopback; one process may open 20,000 files here, so the
 //! nginx comparison uses fewer streams (each costs it two sockets).
 
@@ -83,6 +86,45 @@ async fn wait_port(port: u16) {
     panic!("nothing listens on {port}");
 }
 
+/// A throwaway `redis-server` on a free loopback port.
+struct Redis {
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+async fn start_redis() -> Redis {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (scripts/setup installs it)");
+    wait_port(port).await;
+    Redis {
+        _proc: Proc(child),
+        _dir: dir,
+        port,
+    }
+}
+
+fn storage_section(redis: Option<&Redis>) -> String {
+    redis.map_or_else(String::new, |r| {
+        format!("[storage]\nurl = \"redis://127.0.0.1:{}\"\n", r.port)
+    })
+}
+
 async fn start_edge(dir: &Path, extra_routes: &str) -> (Proc, u16) {
     let port = free_port();
     let cfg = dir.join("edge.toml");
@@ -147,15 +189,34 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-async fn fanout_run(n: usize, rate: u64, secs: u64) {
+async fn fanout_run(n: usize, rate: u64, secs: u64, redis: Option<&Redis>) {
     let dir = tempfile::tempdir().expect("tmp");
-    let (edge, port) = start_edge(dir.path(), "").await;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let (edge, port) = start_edge(dir.path(), &storage_section(redis)).await;
+    // With Redis, a second edge holds half the subscribers.
+    let other_dir = tempfile::tempdir().expect("tmp");
+    let other = match redis {
+        Some(_) => Some(start_edge(other_dir.path(), &storage_section(redis)).await),
+        None => None,
+    };
+    let pids: Vec<u32> = std::iter::once(edge.0.id())
+        .chain(other.as_ref().map(|(p, _)| p.0.id()))
+        .collect();
+    let ports: Vec<u16> = std::iter::once(port)
+        .chain(other.as_ref().map(|(_, p)| *p))
+        .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss0 = rss_kib(edge.0.id());
-    let (socks, failed) = subscribe_many(addr, "/api/stream?npc=bench", n).await;
+    let rss0: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
+    let mut socks = Vec::new();
+    let mut failed = 0;
+    for (i, p) in ports.iter().enumerate() {
+        let share = n / ports.len() + usize::from(i < n % ports.len());
+        let addr = SocketAddr::from(([127, 0, 0, 1], *p));
+        let (s, f) = subscribe_many(addr, "/api/stream?npc=bench", share).await;
+        socks.extend(s);
+        failed += f;
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss1 = rss_kib(edge.0.id());
+    let rss1: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
     let connected = socks.len();
 
     let latencies = Arc::new(Mutex::new(Vec::<u64>::with_capacity(
@@ -233,8 +294,12 @@ async fn fanout_run(n: usize, rate: u64, secs: u64) {
         .load(Ordering::Relaxed)
         .saturating_sub(start_us)) as f64
         / 1e6;
+    let setup = match redis {
+        Some(_) => "2 edges, redis ",
+        None => "1 edge, sqlite ",
+    };
     println!(
-        "{n:>6} subs | connected {connected:>6} failed {failed:>4} | {expected} events @ {rate}/s, post failures {post_failures} | delivered {total:>8} of {:>8} | {:>8.0} deliveries/s | latency p50 {:>7.2} ms p99 {:>7.2} ms max {:>7.2} ms | idle RSS {:>6.2} KiB/subscriber",
+        "{setup}{n:>6} subs | connected {connected:>6} failed {failed:>4} | {expected} events @ {rate}/s, post failures {post_failures} | delivered {total:>8} of {:>8} | {:>8.0} deliveries/s | latency p50 {:>7.2} ms p99 {:>7.2} ms max {:>7.2} ms | idle RSS {:>6.2} KiB/subscriber",
         expected * connected as u64,
         total as f64 / span.max(0.001),
         percentile(&lat, 0.50),
@@ -243,11 +308,12 @@ async fn fanout_run(n: usize, rate: u64, secs: u64) {
         (rss1.saturating_sub(rss0)) as f64 / connected.max(1) as f64,
     );
     drop(edge);
+    drop(other);
 }
 
-async fn ingest_run(secs: u64, writers: usize) {
+async fn ingest_run(secs: u64, writers: usize, redis: Option<&Redis>) {
     let dir = tempfile::tempdir().expect("tmp");
-    let (edge, port) = start_edge(dir.path(), "").await;
+    let (edge, port) = start_edge(dir.path(), &storage_section(redis)).await;
     let url = format!("http://127.0.0.1:{port}/api/events");
     let acked = Arc::new(AtomicUsize::new(0));
     let until = Instant::now() + Duration::from_secs(secs);
@@ -274,7 +340,12 @@ async fn ingest_run(secs: u64, writers: usize) {
     }
     let n = acked.load(Ordering::Relaxed);
     println!(
-        "durable ingest: {writers} concurrent writers for {secs} s: {n} acknowledged events = {:.0} events/s (each on disk before its 202)",
+        "durable ingest ({}): {writers} concurrent writers for {secs} s: {n} acknowledged events = {:.0} events/s (each accepted by the store before its 202)",
+        if redis.is_some() {
+            "redis, appendfsync everysec"
+        } else {
+            "sqlite"
+        },
         n as f64 / secs as f64
     );
     drop(edge);
@@ -371,9 +442,19 @@ async fn main() {
     println!(
         "# SSE fan-out: one channel, {rate} events/s for {secs} s, esprit-edge release, 1 worker thread"
     );
+    let redis = match std::env::var("STORAGE").as_deref() {
+        Ok("redis") => Some(start_redis().await),
+        _ => None,
+    };
     for n in sizes {
-        fanout_run(n, rate, secs).await;
+        fanout_run(n, rate, secs, None).await;
+        if let Some(r) = &redis {
+            fanout_run(n, rate, secs, Some(r)).await;
+        }
     }
-    ingest_run(5, 16).await;
+    ingest_run(5, 16, None).await;
+    if let Some(r) = &redis {
+        ingest_run(5, 16, Some(r)).await;
+    }
     proxied_stream_memory(2000).await;
 }
