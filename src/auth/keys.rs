@@ -97,8 +97,15 @@ impl KeyRing {
             let file = KeyFile {
                 keys: vec![generate(now_ms)?],
             };
-            write(path, &file)?;
-            tracing::info!(target: "auth", file = %path.display(), "created the assertion signing key");
+            // Edges sharing a data dir may start together: one key file.
+            let mut text = serde_json::to_string_pretty(&file)
+                .map_err(|e| format!("cannot encode keys: {e}"))?;
+            text.push('\n');
+            let created = crate::private_file::create_private(path, text.as_bytes())
+                .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+            if created {
+                tracing::info!(target: "auth", file = %path.display(), "created the assertion signing key");
+            }
         }
         crate::private_file::make_private(path);
         Self::load(path)

@@ -26,6 +26,10 @@ pub struct Fanout {
     capacity: usize,
     all: broadcast::Sender<Arc<Live>>,
     channels: Mutex<HashMap<String, broadcast::Sender<Arc<Live>>>>,
+    /// Whether every event stored from now on will be published here. The
+    /// local journal publishes what it stores, so it starts true; a shared
+    /// store's reader sets it once it knows where it follows from.
+    live: std::sync::atomic::AtomicBool,
 }
 
 /// One subscriber's view.
@@ -55,7 +59,28 @@ impl Fanout {
             capacity,
             all,
             channels: Mutex::new(HashMap::new()),
+            live: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// A fan-out fed by a reader that is not following yet (Redis): until
+    /// `set_live`, a new subscriber could miss events stored before the
+    /// reader found its place, so streams are refused.
+    pub fn awaiting_reader(capacity: usize) -> Self {
+        let f = Self::new(capacity);
+        f.live.store(false, std::sync::atomic::Ordering::Release);
+        f
+    }
+
+    /// The reader follows the store from a known id on.
+    pub fn set_live(&self) {
+        self.live.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether a subscriber joining now gets every event stored after it
+    /// read its starting point.
+    pub fn is_live(&self) -> bool {
+        self.live.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Delivers to every subscriber of `ev.npc` and of every channel.

@@ -98,7 +98,10 @@ impl Hub {
         cfg: &config::Hub,
         link: Option<&Arc<crate::redis_link::RedisLink>>,
     ) -> Result<Arc<Self>, OpenError> {
-        let fanout = Arc::new(Fanout::new(cfg.subscriber_queue));
+        let fanout = Arc::new(match link {
+            None => Fanout::new(cfg.subscriber_queue),
+            Some(_) => Fanout::awaiting_reader(cfg.subscriber_queue),
+        });
         let (store, known): (Arc<dyn EventStore>, Vec<String>) = match link {
             None => {
                 let store = Arc::new(sqlite::SqliteStore::open(&cfg.store)?);

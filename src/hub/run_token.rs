@@ -63,7 +63,9 @@ impl RunTokens {
             let mut secret = [0u8; 32];
             getrandom::fill(&mut secret)
                 .map_err(|e| format!("no randomness for the run token key: {e}"))?;
-            crate::private_file::write_private(key_file, &secret)
+            // Another edge on the same data dir may create it at the same
+            // moment: whichever is first, both read that one.
+            crate::private_file::create_private(key_file, &secret)
                 .map_err(|e| format!("{}: cannot write: {e}", key_file.display()))?;
         }
         crate::private_file::make_private(key_file);

@@ -72,6 +72,14 @@ pub async fn serve(
 ) -> Result<Handled> {
     let head = session.req_header().method == http::Method::HEAD;
     let mut sub = hub.fanout.subscribe(&channels);
+    // Checked after subscribing: once live, every event stored after the
+    // read below reaches `sub`.
+    if !hub.fanout.is_live() {
+        return Ok(Handled::Reply(error(
+            503,
+            "live events are not available yet: the shared event store has not been reached since the edge started",
+        )));
+    }
     let ch = channels.clone();
     let (recent, max) = {
         let cfg = hub.cfg.load();

@@ -35,7 +35,12 @@ pub fn start(
             loop {
                 if last.is_none() {
                     match store.last_id() {
-                        Ok(id) => last = Some(id),
+                        Ok(id) => {
+                            // From here on nothing stored is missed, so
+                            // streams may start (they were refused).
+                            last = Some(id);
+                            fanout.set_live();
+                        }
                         Err(_) => {
                             std::thread::sleep(Duration::from_millis(500));
                             continue;

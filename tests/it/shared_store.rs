@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "test-only-token-0123456789";
 const WAIT: Duration = Duration::from_secs(10);
 
-/// One deployment: a Redis, a users file and an app both edges share.
+/// One deployment: a Redis, and what the README says every edge must be
+/// given the same (here one directory, as a shared compose volume): the
+/// users file, the run-token secret and the signing keys; and an app.
 struct Shared {
     redis: Redis,
     users: tempfile::TempDir,
@@ -37,7 +39,11 @@ impl Shared {
     }
 
     fn users_file(&self) -> String {
-        self.users.path().join("users.toml").display().to_string()
+        self.shared_file("users.toml")
+    }
+
+    fn shared_file(&self, name: &str) -> String {
+        self.users.path().join(name).display().to_string()
     }
 
     /// An edge of the deployment, with `extra` config of the test's own.
@@ -47,8 +53,11 @@ impl Shared {
         .to_string();
         let config = ConfigBuilder::new()
             .hub("events_token", TOKEN)
+            .hub("run_token_key", self.shared_file("run-token.key"))
             .auth("users_file", self.users_file())
+            .auth("keys_file", self.shared_file("signing-keys.json"))
             .upstream("app", self.app.address())
+            .route(Route::prefix("/open/").upstream("app"))
             .route(Route::prefix("/app/").upstream("app").session())
             .route(Route::prefix("/api/").hub().fallback("app").session())
             .route(Route::exact("/api/events").hub().token())
@@ -65,6 +74,10 @@ impl Shared {
             &[],
         )
     }
+}
+
+fn drop_edge(edge: Edge, f: impl FnOnce(&Edge)) {
+    f(&edge);
 }
 
 async fn login(edge: &Edge) -> reqwest::Response {
@@ -558,4 +571,144 @@ async fn migrate_copies_sessions_devices_and_events_with_their_ids() {
         crate::common::run_binary(&["--config", &cfg, "migrate", "--to", "redis"], &[]);
     assert!(!status.success());
     assert!(err.contains("[storage] must name the target"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_on_one_edge_takes_its_events_on_the_other() {
+    let shared = Shared::new().await;
+    let a = shared.edge("");
+    add_user(&a, "alice", "correct-horse-battery", &[]);
+    let b = shared.edge("");
+    let cookie = sign_in(&a).await;
+    let r = client()
+        .post(a.url("/api/run/approve"))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let run = r.json::<Value>().await.unwrap()["runId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let call = shared
+        .hook
+        .received()
+        .into_iter()
+        .find(|c| c["runId"] == run.as_str())
+        .expect("webhook call");
+    let token = call["eventsToken"].as_str().unwrap();
+    let mut s = Stream::open(&a, "boss", &cookie, None).await;
+    // The flow's progress reaches B (a load balancer's choice): B accepts
+    // the token A handed out, and A's subscriber sees the event.
+    let r = client()
+        .post(b.url("/api/events"))
+        .bearer_auth(token)
+        .json(&json!({"npc": "boss", "type": "step", "runId": run, "data": {"n": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    let mut seen = Vec::new();
+    while let Some(ev) = s.next(WAIT).await {
+        seen.push(ev.event.clone());
+        if ev.event == "step" {
+            assert_eq!(ev.data["data"]["n"], 1, "{:?}", ev.data);
+            break;
+        }
+    }
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("step"),
+        "A saw {seen:?}"
+    );
+    // Upstreams verify assertions from either edge with one JWKS.
+    let jwks = |e: &Edge| client().get(e.url("/auth/jwks.json")).send();
+    let (ja, jb) = (
+        jwks(&a).await.unwrap().text().await.unwrap(),
+        jwks(&b).await.unwrap().text().await.unwrap(),
+    );
+    assert!(ja.contains("\"kid\""), "{ja}");
+    assert_eq!(ja, jb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_started_while_redis_is_down_serves_and_catches_up() {
+    let mut shared = Shared::new().await;
+    // The user is added while Redis is up (`user add` ends any earlier
+    // sessions of the name, which needs the store), on a first edge.
+    drop_edge(shared.edge(""), |e| {
+        add_user(e, "alice", "correct-horse-battery", &[])
+    });
+    shared.redis.stop();
+    let a = shared.edge("");
+    a.wait_log(|v| {
+        v["target"] == "storage"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Redis is unreachable at start"))
+    });
+    assert_eq!(
+        client()
+            .get(a.url("/open/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "open routes serve without Redis"
+    );
+    assert_eq!(login(&a).await.status(), 503);
+    let ready = client()
+        .get(format!("http://127.0.0.1:{}/readyz", a.admin_port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let v: Value = ready.json().await.unwrap();
+    assert_eq!(v["stores"]["redis"]["up"], false, "{v}");
+
+    shared.redis.restart();
+    let deadline = Instant::now() + WAIT;
+    let cookie = loop {
+        let r = login(&a).await;
+        if r.status() == 303 {
+            let set = r.headers()["set-cookie"].to_str().unwrap();
+            break set.split(';').next().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "sign-in did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Streams wait for the edge's reader to find its place in Redis (503
+    // until then, so none misses an event stored meanwhile).
+    loop {
+        let r = client()
+            .get(a.url("/api/stream?npc=kim"))
+            .header("cookie", &cookie)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => break,
+            503 => assert!(
+                r.text().await.unwrap().contains("not available yet"),
+                "503 says why"
+            ),
+            other => panic!("stream answered {other}"),
+        }
+        assert!(Instant::now() < deadline, "streams did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut s = Stream::open(&a, "kim", &cookie, None).await;
+    let id = emit(&a, "kim", 1).await;
+    assert_eq!(
+        s.ids(1).await,
+        [id],
+        "the live reader found Redis: {}\n{}",
+        a.settled_stdout(),
+        a.stderr()
+    );
 }
