@@ -59,6 +59,31 @@ impl AuthService {
         self.identify_checked(req, secure).ok().flatten()
     }
 
+    /// The session cookies of `req` whose lookup would wait on Redis: the
+    /// edge resolves them with [`Self::warm`] on a blocking thread before
+    /// the gate, so a worker thread never waits on the network for them.
+    pub fn to_warm(&self, req: &RequestHeader, secure: bool) -> Vec<String> {
+        let now = now_ms();
+        cookies::session_values(req, secure)
+            .filter(|v| self.sessions.would_wait(v, now))
+            .take(4)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Reads `tokens` into the session cache (the first counts as a use, as
+    /// the gate would count it); failures are the gate's to report.
+    pub fn warm(&self, tokens: &[String]) {
+        let now = now_ms();
+        for (i, t) in tokens.iter().enumerate() {
+            if i == 0 {
+                let _ = self.sessions.resolve_checked(t, now);
+            } else {
+                let _ = self.sessions.peek(t, now);
+            }
+        }
+    }
+
     /// As [`Self::identify`], telling "the session store cannot be reached"
     /// (Redis down, and this session not cached within `offline_grace`)
     /// from "no session": the gate answers the first with 503, not with

@@ -232,6 +232,25 @@ impl Sessions {
         self.lookup(token, now, true)
     }
 
+    /// Whether resolving `token` now would wait on a shared store (not
+    /// cached, cached too long ago, or a use to record), so the edge can do
+    /// it on a blocking thread first and the gate then finds it cached.
+    /// Never for SQLite, whose index and cache keep it off disk.
+    pub fn would_wait(&self, token: &str, now: i64) -> bool {
+        if self.index.is_some() || token.len() != 64 {
+            return false;
+        }
+        let Ok(c) = self.cache.map.lock() else {
+            return false;
+        };
+        match c.get(token) {
+            None => true,
+            Some(e) => {
+                e.read_at.elapsed() >= self.recheck || now - e.rec.last_seen >= self.touch_ms
+            }
+        }
+    }
+
     /// The live session for `token` without counting as use: an open stream
     /// polls this, and must not keep an idle session alive by itself.
     pub fn peek(&self, token: &str, now: i64) -> Option<SessionRecord> {
@@ -589,5 +608,81 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// A store that keeps no id listing, like Redis, in memory: only the
+    /// cache policy is under test here (tests/it/shared_store.rs runs the
+    /// real Redis).
+    #[derive(Default)]
+    struct Listless(Mutex<HashMap<Key, Stored>>);
+
+    impl SessionStore for Listless {
+        fn insert(&self, key: &Key, s: &Stored, _: Ends) -> Result<(), StoreError> {
+            self.0.lock().unwrap().insert(*key, s.clone());
+            Ok(())
+        }
+        fn get(&self, key: &Key) -> Result<Option<Stored>, StoreError> {
+            Ok(self.0.lock().unwrap().get(key).cloned())
+        }
+        fn touch(&self, key: &Key, last_seen: i64, _: Ends) -> Result<(), StoreError> {
+            if let Some(s) = self.0.lock().unwrap().get_mut(key) {
+                s.last_seen = last_seen;
+            }
+            Ok(())
+        }
+        fn delete(&self, key: &Key) -> Result<(), StoreError> {
+            self.0.lock().unwrap().remove(key);
+            Ok(())
+        }
+        fn delete_user(&self, _: &str) -> Result<usize, StoreError> {
+            Ok(0)
+        }
+        fn delete_prefix(&self, _: &str) -> Result<usize, StoreError> {
+            Ok(0)
+        }
+        fn list(&self) -> Result<Vec<(Key, Stored)>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn prune(&self, _: i64, _: i64) -> Result<usize, StoreError> {
+            Ok(0)
+        }
+        fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn ids_since(&self, _: i64) -> Result<Option<Vec<(Key, i64)>>, StoreError> {
+            Ok(None)
+        }
+        fn announces_deletions(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn only_a_lookup_that_would_reach_a_shared_store_is_warmed_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = store(dir.path());
+        let t = sqlite.create("alice", 0).unwrap();
+        assert!(!sqlite.would_wait(&t, 1), "SQLite stays on the worker");
+
+        let mut shared = Sessions::with_store(
+            Box::new(Listless::default()),
+            Duration::from_secs(2 * 3600),
+            Duration::from_secs(12 * 3600),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        shared.recheck = Duration::from_millis(50);
+        let t = shared.create("alice", 0).unwrap();
+        shared.cache.map.lock().unwrap().clear();
+        assert!(shared.would_wait(&t, 1), "not cached: a read");
+        assert!(shared.resolve(&t, 1).is_some());
+        assert!(!shared.would_wait(&t, 2), "just read: the cache answers");
+        assert!(
+            shared.would_wait(&t, 2 + shared.touch_ms),
+            "a use to record"
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(shared.would_wait(&t, 3), "past the recheck: a read");
+        assert!(!shared.would_wait("short", 3), "not a session id");
     }
 }

@@ -152,6 +152,25 @@ impl Edge {
         )
     }
 
+    /// With sessions in Redis, reads the request's session on a blocking
+    /// thread when the cache cannot answer, so the gate (synchronous, like
+    /// its SQLite store) finds it cached and this worker thread, which
+    /// serves other connections too, never waits on the network.
+    async fn warm_session(&self, req: &RequestHeader, route: Option<&Route>, ctx: &RequestCtx) {
+        let (Some(auth), Some(route)) = (&self.auth, route) else {
+            return;
+        };
+        if route.auth != RouteAuth::Session {
+            return;
+        }
+        let tokens = auth.to_warm(req, ctx.facts.secure());
+        if tokens.is_empty() {
+            return;
+        }
+        let auth = auth.clone();
+        let _ = tokio::task::spawn_blocking(move || auth.warm(&tokens)).await;
+    }
+
     /// Counts the request against the rate rules of `stage` (DESIGN step 2).
     fn limit(&self, stage: Stage, req: &RequestHeader, ctx: &RequestCtx) -> Result<(), Box<Reply>> {
         let Some(live) = &ctx.live else {
@@ -365,17 +384,21 @@ impl ProxyHttp for Edge {
         let req = session.req_header();
         let refused = match self.limit(Stage::Peer, req, ctx) {
             Err(r) => Some((r, true)),
-            Ok(()) => match decision.route().map(|route| self.admit(req, route, ctx)) {
-                Some(Err(r)) => Some((r, false)),
-                _ => match self.limit(Stage::Identity, req, ctx) {
-                    Err(r) => Some((r, true)),
-                    Ok(()) if matches!(decision, Decision::Reply(..)) => None,
-                    Ok(()) if self.opens_stream(&decision, ctx) => {
-                        self.hold_stream(req, ctx).err().map(|r| (r, true))
-                    }
-                    Ok(()) => None,
-                },
-            },
+            Ok(()) => {
+                self.warm_session(req, decision.route().map(|r| &**r), ctx)
+                    .await;
+                match decision.route().map(|route| self.admit(req, route, ctx)) {
+                    Some(Err(r)) => Some((r, false)),
+                    _ => match self.limit(Stage::Identity, req, ctx) {
+                        Err(r) => Some((r, true)),
+                        Ok(()) if matches!(decision, Decision::Reply(..)) => None,
+                        Ok(()) if self.opens_stream(&decision, ctx) => {
+                            self.hold_stream(req, ctx).err().map(|r| (r, true))
+                        }
+                        Ok(()) => None,
+                    },
+                }
+            }
         };
         if let Some((reply, limited)) = refused {
             let token_route = decision.route().is_some_and(|r| r.auth == RouteAuth::Token);

@@ -2,7 +2,8 @@
 //! = "redis"`): a small pool of blocking connections, each command bounded
 //! by `storage.timeout`, and a breaker, so that when Redis is down a caller
 //! fails at once instead of every request waiting out the timeout. The
-//! breaker closes by itself: the next command after a second tries again.
+//! breaker closes by itself: a probe thread PINGs every second while it is
+//! open, so no request waits on a Redis that is still away.
 //!
 //! Blocking, like the SQLite stores it stands in for: the session and
 //! event traits are synchronous and called where SQLite is today (the
@@ -14,13 +15,13 @@ pub mod subscriber;
 
 use crate::config::{RedisStorage, redact_url};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// Connections kept for reuse; more are opened under load and closed after.
 const POOL_KEEP: usize = 16;
-/// How long the breaker stays open after a failure.
-const BREAK_FOR: Duration = Duration::from_secs(1);
+/// How often the probe tries a Redis the breaker gave up on.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a Redis command did not give an answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -51,12 +52,10 @@ pub struct RedisLink {
     shown: String,
     settings: RedisStorage,
     pool: Mutex<Vec<redis::Connection>>,
-    /// Until when (ms on [`Self::epoch`]) commands fail at once.
-    broken_until: AtomicU64,
-    /// Whether the last command reached Redis (for `/readyz` and logs).
+    /// Whether Redis answered last; while false (the breaker is open)
+    /// commands fail at once and only the probe tries Redis.
     up: AtomicBool,
     last_error: Mutex<String>,
-    epoch: Instant,
 }
 
 impl RedisLink {
@@ -69,16 +68,28 @@ impl RedisLink {
                 at: shown.clone(),
                 why: e.to_string().replace(&settings.url, &shown),
             })?;
-        Ok(std::sync::Arc::new(Self {
+        let link = std::sync::Arc::new(Self {
             client,
             shown,
             settings: settings.clone(),
             pool: Mutex::new(Vec::new()),
-            broken_until: AtomicU64::new(0),
             up: AtomicBool::new(true),
             last_error: Mutex::new(String::new()),
-            epoch: Instant::now(),
-        }))
+        });
+        let weak = std::sync::Arc::downgrade(&link);
+        // Ends when the link is dropped (a CLI command's link, a test's).
+        let _ = std::thread::Builder::new()
+            .name("esprit-edge-redis-probe".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(PROBE_EVERY);
+                    let Some(link) = weak.upgrade() else { return };
+                    if !link.is_up() {
+                        let _ = link.probe();
+                    }
+                }
+            });
+        Ok(link)
     }
 
     /// The settings it was made with.
@@ -94,10 +105,6 @@ impl RedisLink {
             k.push_str(p);
         }
         k
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Whether the last command reached Redis.
@@ -117,6 +124,11 @@ impl RedisLink {
         if let Some(c) = self.pool.lock().ok().and_then(|mut p| p.pop()) {
             return Ok(c);
         }
+        self.connect()
+    }
+
+    /// A new connection, its reads and writes bounded by the timeout.
+    fn connect(&self) -> Result<redis::Connection, LinkError> {
         let t = self.settings.timeout;
         let c = self
             .client
@@ -129,14 +141,13 @@ impl RedisLink {
     }
 
     /// Runs `f` on a connection. A connection or timeout failure opens the
-    /// breaker for a second and drops the connection; a command error (Redis
-    /// answered) keeps both.
+    /// breaker (until the probe reaches Redis) and drops the connection; a
+    /// command error (Redis answered) keeps both.
     pub fn run<T>(
         &self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, LinkError> {
-        let until = self.broken_until.load(Ordering::Relaxed);
-        if until > self.now() {
+        if !self.is_up() {
             let why = self
                 .last_error
                 .lock()
@@ -153,9 +164,6 @@ impl RedisLink {
         };
         match f(&mut c) {
             Ok(v) => {
-                if !self.up.swap(true, Ordering::Relaxed) {
-                    tracing::info!(target: "storage", redis = %self.shown, "Redis is reachable again");
-                }
                 if let Ok(mut p) = self.pool.lock()
                     && p.len() < POOL_KEEP
                 {
@@ -176,10 +184,6 @@ impl RedisLink {
     }
 
     fn trip(&self, e: &LinkError) {
-        self.broken_until.store(
-            self.now() + u64::try_from(BREAK_FOR.as_millis()).unwrap_or(1000),
-            Ordering::Relaxed,
-        );
         if let Ok(mut p) = self.pool.lock() {
             // The others shared the failure; they reconnect when next needed.
             p.clear();
@@ -192,12 +196,41 @@ impl RedisLink {
         }
     }
 
-    /// For `/readyz`: a PING now (the breaker is bypassed, so readiness
-    /// returns as soon as Redis does).
+    /// A PING on a new connection, whatever the breaker says; an answer
+    /// closes the breaker. Called by the probe thread and by [`Self::ping`].
+    fn probe(&self) -> Result<(), LinkError> {
+        let answered = self.connect().and_then(|mut c| {
+            redis::cmd("PING")
+                .query::<String>(&mut c)
+                .map_err(|e| self.unreachable(e.to_string()))
+                .map(|_| c)
+        });
+        match answered {
+            Ok(c) => {
+                if let Ok(mut p) = self.pool.lock() {
+                    p.push(c);
+                }
+                if !self.up.swap(true, Ordering::Relaxed) {
+                    tracing::info!(target: "storage", redis = %self.shown, "Redis is reachable again");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.trip(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// For `/readyz` and the start-up check: a PING now, even while the
+    /// breaker is open (so readiness returns as soon as Redis does).
     pub fn ping(&self) -> Result<(), LinkError> {
-        self.broken_until.store(0, Ordering::Relaxed);
-        self.run(|c| redis::cmd("PING").query::<String>(c))
-            .map(|_| ())
+        if self.is_up() {
+            self.run(|c| redis::cmd("PING").query::<String>(c))
+                .map(|_| ())
+        } else {
+            self.probe()
+        }
     }
 
     /// A connection of its own for a subscriber or a blocking read, with
@@ -212,6 +245,7 @@ impl RedisLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn dead() -> std::sync::Arc<RedisLink> {
         // A port nothing listens on: connect is refused at once.
