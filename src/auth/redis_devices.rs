@@ -49,7 +49,7 @@ impl RedisDevices {
 
     fn run<T>(
         &self,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+        f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         self.link.run(f).map_err(|e| StoreError::Shared(WHAT, e))
     }
@@ -74,8 +74,8 @@ impl RedisDevices {
         let set = self.link.key(&["user-devices", user]);
         let until = now.saturating_add(self.ttl_ms);
         self.run(|c| {
-            redis::pipe()
-                .atomic()
+            let mut p = redis::pipe();
+            p.atomic()
                 .hset_multiple(&k, &[("user", user), ("failures", failures.as_str())])
                 .ignore()
                 .cmd("PEXPIREAT")
@@ -83,12 +83,9 @@ impl RedisDevices {
                 .arg(until)
                 .ignore()
                 .sadd(&set, hex(key))
-                .ignore()
-                .cmd("PEXPIREAT")
-                .arg(&set)
-                .arg(until)
-                .ignore()
-                .query::<()>(c)
+                .ignore();
+            crate::redis_link::extend_expiry(&mut p, &set, until);
+            p.query::<()>(c)
         })
     }
 

@@ -76,7 +76,7 @@ impl RedisSessions {
 
     fn run<T>(
         &self,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+        f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         self.link.run(f).map_err(|e| StoreError::Shared(WHAT, e))
     }
@@ -109,8 +109,8 @@ impl SessionStore for RedisSessions {
         let k = self.session_key(key);
         let set = self.link.key(&["user-sessions", &s.user]);
         self.run(|c| {
-            redis::pipe()
-                .atomic()
+            let mut p = redis::pipe();
+            p.atomic()
                 .hset_multiple(
                     &k,
                     &[
@@ -125,13 +125,12 @@ impl SessionStore for RedisSessions {
                 .arg(ends.at)
                 .ignore()
                 .sadd(&set, hex(key))
-                .ignore()
-                // The set lives as long as the newest session in it may.
-                .cmd("PEXPIREAT")
-                .arg(&set)
-                .arg(ends.latest)
-                .ignore()
-                .query::<()>(c)
+                .ignore();
+            // The set lives as long as the longest-lived session in it may,
+            // in whatever order they are added (a migration adds the newest
+            // first).
+            crate::redis_link::extend_expiry(&mut p, &set, ends.latest);
+            p.query::<()>(c)
         })
     }
 

@@ -60,6 +60,9 @@ const CACHE_SWEEP_AT: usize = 10_000;
 #[derive(Default)]
 struct SessionCache {
     map: Mutex<HashMap<String, Cached>>,
+    /// Counts revocations announced by other edges: a store read that
+    /// raced one is not cached (it may be the session just revoked).
+    revocations: std::sync::atomic::AtomicU64,
 }
 
 impl SessionCache {
@@ -72,6 +75,8 @@ impl SessionCache {
 
 impl Revocations for SessionCache {
     fn revoked(&self, what: Revoked) {
+        self.revocations
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         match what {
             Revoked::Key(h) => self.retain(|_, e| hex(&e.key) != h),
             Revoked::User(u) => self.retain(|_, e| e.rec.user != u),
@@ -79,6 +84,8 @@ impl Revocations for SessionCache {
     }
 
     fn resubscribed(&self) {
+        self.revocations
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.retain(|_, _| false);
     }
 }
@@ -207,6 +214,12 @@ impl Sessions {
         now - r.last_seen > idle || now - r.created > absolute
     }
 
+    fn revocations_announced(&self) -> u64 {
+        self.cache
+            .revocations
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn cache_put(&self, token: &str, key: Key, rec: SessionRecord, read_at: Instant) {
         if let Ok(mut c) = self.cache.map.lock() {
             if c.len() >= CACHE_SWEEP_AT {
@@ -277,6 +290,7 @@ impl Sessions {
         let fresh = cached
             .as_ref()
             .is_some_and(|(_, _, read_at)| read_at.elapsed() < self.recheck);
+        let mut revocations_seen = None;
         let (k, rec, read_at, hit) = match cached {
             Some((k, rec, read_at)) if fresh => (k, rec, read_at, true),
             cached => {
@@ -285,6 +299,7 @@ impl Sessions {
                 if cached.is_none() && !self.known(&k, read_at) {
                     return Ok(None);
                 }
+                revocations_seen = Some(self.revocations_announced());
                 match self.store.get(&k) {
                     Ok(Some(s)) => (k, record(&k, s), read_at, false),
                     Ok(None) => {
@@ -320,7 +335,11 @@ impl Sessions {
             let _ = self.store.touch(&k, now, self.ends(rec.created, now));
         }
         // A plain cache hit (the gate's usual case) leaves the cache alone.
-        if touched || !hit {
+        // A read that a revocation overtook is answered but not kept: the
+        // announcement may have been for this very session, and caching
+        // it would let it work here for another recheck interval.
+        let raced = revocations_seen.is_some_and(|n| n != self.revocations_announced());
+        if (touched || !hit) && !raced {
             self.cache_put(token, k, rec.clone(), read_at);
         }
         Ok(Some(rec))
@@ -614,7 +633,12 @@ mod tests {
     /// cache policy is under test here (tests/it/shared_store.rs runs the
     /// real Redis).
     #[derive(Default)]
-    struct Listless(Mutex<HashMap<Key, Stored>>);
+    struct Listless(
+        Mutex<HashMap<Key, Stored>>,
+        /// Announces a revocation during each read, as another edge's
+        /// logout can arrive while this one waits on Redis.
+        Arc<Mutex<Option<Arc<dyn Revocations>>>>,
+    );
 
     impl SessionStore for Listless {
         fn insert(&self, key: &Key, s: &Stored, _: Ends) -> Result<(), StoreError> {
@@ -622,7 +646,11 @@ mod tests {
             Ok(())
         }
         fn get(&self, key: &Key) -> Result<Option<Stored>, StoreError> {
-            Ok(self.0.lock().unwrap().get(key).cloned())
+            let found = self.0.lock().unwrap().get(key).cloned();
+            if let Some(r) = self.1.lock().unwrap().as_ref() {
+                r.revoked(Revoked::Key(hex(key)));
+            }
+            Ok(found)
         }
         fn touch(&self, key: &Key, last_seen: i64, _: Ends) -> Result<(), StoreError> {
             if let Some(s) = self.0.lock().unwrap().get_mut(key) {
@@ -684,5 +712,29 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         assert!(shared.would_wait(&t, 3), "past the recheck: a read");
         assert!(!shared.would_wait("short", 3), "not a session id");
+    }
+
+    #[test]
+    fn a_read_overtaken_by_a_revocation_is_not_cached() {
+        let store = Listless::default();
+        let hook = store.1.clone();
+        let s = Sessions::with_store(
+            Box::new(store),
+            Duration::from_secs(2 * 3600),
+            Duration::from_secs(12 * 3600),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let t = s.create("alice", 0).unwrap();
+        s.cache.map.lock().unwrap().clear();
+        *hook.lock().unwrap() = Some(s.revocations());
+        assert!(s.resolve(&t, 1).is_some(), "the read itself is answered");
+        assert!(
+            s.would_wait(&t, 2),
+            "but not cached: the next request reads the store again"
+        );
+        *hook.lock().unwrap() = None;
+        assert!(s.resolve(&t, 2).is_some());
+        assert!(!s.would_wait(&t, 3), "an undisturbed read is cached");
     }
 }

@@ -17,33 +17,44 @@ use crate::redis_link::RedisLink;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Appends one event. KEYS: seq, all, channel stream, channels set, run
-/// hash, runs index, the npc's runs index, the run's event list. ARGV:
-/// payload, npc, per-channel cap, run id or '', status, ts, agent or '',
-/// '1' when the run ends.
-/// (EVAL with the source, not EVALSHA: in a pipeline a Redis restarted
-/// since the last load would fail the whole batch with NOSCRIPT; Redis
-/// caches the compiled script by its hash either way.)
-const APPEND: &str = r"local id = redis.call('INCR', KEYS[1])
-          local sid = '0-' .. id
-          redis.call('XADD', KEYS[2], sid, 'e', ARGV[1])
-          redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], sid, 'e', ARGV[1])
-          redis.call('SADD', KEYS[4], ARGV[2])
-          if ARGV[4] ~= '' then
-            if redis.call('EXISTS', KEYS[5]) == 0 then
-              redis.call('HSET', KEYS[5], 'npc', ARGV[2], 'started', ARGV[6])
-              redis.call('ZADD', KEYS[6], ARGV[6], ARGV[4])
-              redis.call('ZADD', KEYS[7], ARGV[6], ARGV[4])
+/// Appends a batch of events, atomically: Redis runs a script whole, so a
+/// batch is stored entirely or (a lost connection before it ran) not at
+/// all, as a SQLite transaction is. Per event, 8 KEYS: seq, all, channel
+/// stream, channels set, run hash, runs index, the npc's runs index, the
+/// run's event list; 9 ARGV: payload, npc, per-channel cap, run id or '',
+/// status, ts, agent or '', '1' when the run ends, a fixed id or ''
+/// (migration). Returns the ids.
+/// (EVAL with the source, not EVALSHA: a Redis restarted since the last
+/// load would fail with NOSCRIPT; Redis caches the compiled script by its
+/// hash either way.)
+const APPEND: &str = r"local ids = {}
+          for i = 0, #ARGV / 9 - 1 do
+            local k, a = i * 8, i * 9
+            if ARGV[a + 9] ~= '' then
+              redis.call('SET', KEYS[k + 1], tonumber(ARGV[a + 9]) - 1)
             end
-            redis.call('HSET', KEYS[5], 'status', ARGV[5], 'updated', ARGV[6])
-            if ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[5], 'agent') == 0 then
-              redis.call('HSET', KEYS[5], 'agent', ARGV[7])
+            local id = redis.call('INCR', KEYS[k + 1])
+            local sid = '0-' .. id
+            redis.call('XADD', KEYS[k + 2], sid, 'e', ARGV[a + 1])
+            redis.call('XADD', KEYS[k + 3], 'MAXLEN', '~', ARGV[a + 3], sid, 'e', ARGV[a + 1])
+            redis.call('SADD', KEYS[k + 4], ARGV[a + 2])
+            if ARGV[a + 4] ~= '' then
+              if redis.call('EXISTS', KEYS[k + 5]) == 0 then
+                redis.call('HSET', KEYS[k + 5], 'npc', ARGV[a + 2], 'started', ARGV[a + 6])
+                redis.call('ZADD', KEYS[k + 6], ARGV[a + 6], ARGV[a + 4])
+                redis.call('ZADD', KEYS[k + 7], ARGV[a + 6], ARGV[a + 4])
+              end
+              redis.call('HSET', KEYS[k + 5], 'status', ARGV[a + 5], 'updated', ARGV[a + 6])
+              if ARGV[a + 7] ~= '' and redis.call('HEXISTS', KEYS[k + 5], 'agent') == 0 then
+                redis.call('HSET', KEYS[k + 5], 'agent', ARGV[a + 7])
+              end
+              if ARGV[a + 8] == '1' then redis.call('HSET', KEYS[k + 5], 'ended', ARGV[a + 6]) end
+              redis.call('RPUSH', KEYS[k + 8], id)
+              redis.call('LTRIM', KEYS[k + 8], -1000, -1)
             end
-            if ARGV[8] == '1' then redis.call('HSET', KEYS[5], 'ended', ARGV[6]) end
-            redis.call('RPUSH', KEYS[8], id)
-            redis.call('LTRIM', KEYS[8], -1000, -1)
+            ids[#ids + 1] = id
           end
-          return id";
+          return ids";
 
 /// The shared event store.
 pub struct RedisStore {
@@ -115,7 +126,7 @@ impl RedisStore {
 
     fn run<T>(
         &self,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+        f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         self.link
             .run(f)
@@ -168,70 +179,64 @@ impl RedisStore {
         events: &[Event],
         agents: &HashMap<String, String>,
     ) -> Result<(), StoreError> {
-        let seq = self.link.key(&["events", "seq"]);
         for chunk in events.chunks(500) {
-            self.run(|c| {
-                let mut p = redis::pipe();
-                for ev in chunk {
-                    self.append_cmd(
-                        &mut p,
-                        ev,
-                        ev.run_id
-                            .as_ref()
-                            .and_then(|r| agents.get(r))
-                            .map(String::as_str),
-                        Some(ev.id),
-                    );
-                }
-                p.query::<()>(c)
-            })?;
-        }
-        if let Some(last) = events.last() {
-            self.run(|c| redis::cmd("SET").arg(&seq).arg(last.id).query::<()>(c))?;
+            let batch: Vec<(&Event, Option<&str>, Option<u64>)> = chunk
+                .iter()
+                .map(|ev| {
+                    let agent = ev.run_id.as_ref().and_then(|r| agents.get(r));
+                    (ev, agent.map(String::as_str), Some(ev.id))
+                })
+                .collect();
+            let cmd = self.append_cmd(&batch);
+            self.run(|c| cmd.query::<Vec<u64>>(c))?;
         }
         Ok(())
     }
 
-    fn append_cmd(
-        &self,
-        p: &mut redis::Pipeline,
-        ev: &Event,
-        agent: Option<&str>,
-        fixed_id: Option<u64>,
-    ) {
-        let payload = Payload {
-            ts: ev.ts,
-            npc: ev.npc.clone(),
-            kind: ev.kind.as_str().to_string(),
-            run_id: ev.run_id.clone(),
-            data: ev.data.clone(),
-        };
-        let run = ev.run_id.clone().unwrap_or_default();
-        let ends = matches!(ev.kind, EventType::Done | EventType::Error);
-        let body = serde_json::to_string(&payload).unwrap_or_default();
+    /// The one script call that appends `events` (each with its run's
+    /// agent and, migrating, its fixed id).
+    fn append_cmd(&self, events: &[(&Event, Option<&str>, Option<u64>)]) -> redis::Cmd {
+        let mut keys: Vec<String> = Vec::with_capacity(events.len() * 8);
+        let mut argv: Vec<String> = Vec::with_capacity(events.len() * 9);
         let seq = self.link.key(&["events", "seq"]);
-        // A fixed id (migration) is set on the counter just before, so the
-        // script's INCR lands on it.
-        if let Some(id) = fixed_id {
-            p.cmd("SET").arg(&seq).arg(id.saturating_sub(1)).ignore();
+        let all = Self::all_key(&self.link);
+        let channels = self.link.key(&["channels"]);
+        let runs = self.link.key(&["runs"]);
+        for (ev, agent, fixed_id) in events {
+            let payload = Payload {
+                ts: ev.ts,
+                npc: ev.npc.clone(),
+                kind: ev.kind.as_str().to_string(),
+                run_id: ev.run_id.clone(),
+                data: ev.data.clone(),
+            };
+            let run = ev.run_id.clone().unwrap_or_default();
+            let ends = matches!(ev.kind, EventType::Done | EventType::Error);
+            keys.extend([
+                seq.clone(),
+                all.clone(),
+                self.channel_key(&ev.npc),
+                channels.clone(),
+                self.link.key(&["run", &run]),
+                runs.clone(),
+                self.link.key(&["runs", "npc", &ev.npc]),
+                self.link.key(&["run-events", &run]),
+            ]);
+            argv.extend([
+                serde_json::to_string(&payload).unwrap_or_default(),
+                ev.npc.clone(),
+                self.keep_per_channel.to_string(),
+                run,
+                ev.kind.run_status().to_string(),
+                ev.ts.to_string(),
+                agent.unwrap_or("").to_string(),
+                if ends { "1" } else { "0" }.to_string(),
+                fixed_id.map(|i| i.to_string()).unwrap_or_default(),
+            ]);
         }
-        p.cmd("EVAL").arg(APPEND).arg(8);
-        p.arg(&seq)
-            .arg(Self::all_key(&self.link))
-            .arg(self.channel_key(&ev.npc))
-            .arg(self.link.key(&["channels"]))
-            .arg(self.link.key(&["run", &run]))
-            .arg(self.link.key(&["runs"]))
-            .arg(self.link.key(&["runs", "npc", &ev.npc]))
-            .arg(self.link.key(&["run-events", &run]))
-            .arg(body)
-            .arg(&ev.npc)
-            .arg(self.keep_per_channel)
-            .arg(&run)
-            .arg(ev.kind.run_status())
-            .arg(ev.ts)
-            .arg(agent.unwrap_or(""))
-            .arg(if ends { "1" } else { "0" });
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(APPEND).arg(keys.len()).arg(keys).arg(argv);
+        cmd
     }
 }
 
@@ -242,18 +247,13 @@ impl EventStore for RedisStore {
             .map_err(|e| StoreError::Shared(e.to_string()))
     }
 
+    /// The id counter, not the newest entry: retention may have emptied
+    /// the streams, and the script takes an id and writes its entries in
+    /// one step, so no event at or below the counter can appear later.
     fn last_id(&self) -> Result<u64, StoreError> {
-        let all = Self::all_key(&self.link);
-        let last: Vec<Entry> = self.run(|c| {
-            redis::cmd("XREVRANGE")
-                .arg(&all)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query(c)
-        })?;
-        Ok(last.first().and_then(|e| event_id(&e.0)).unwrap_or(0))
+        let seq = self.link.key(&["events", "seq"]);
+        let last: Option<u64> = self.run(|c| redis::cmd("GET").arg(&seq).query(c))?;
+        Ok(last.unwrap_or(0))
     }
 
     fn append(&self, batch: &[NewEvent]) -> Result<Vec<Event>, StoreError> {
@@ -273,13 +273,12 @@ impl EventStore for RedisStore {
                 )
             })
             .collect();
-        let ids: Vec<u64> = self.run(|c| {
-            let mut p = redis::pipe();
-            for (ev, agent) in &events {
-                self.append_cmd(&mut p, ev, agent.as_deref(), None);
-            }
-            p.query(c)
-        })?;
+        let batch: Vec<(&Event, Option<&str>, Option<u64>)> = events
+            .iter()
+            .map(|(ev, agent)| (ev, agent.as_deref(), None))
+            .collect();
+        let cmd = self.append_cmd(&batch);
+        let ids: Vec<u64> = self.run(|c| cmd.query(c))?;
         if ids.len() != events.len() {
             return Err(StoreError::Shared(format!(
                 "Redis answered {} ids for {} events",
@@ -378,16 +377,32 @@ impl EventStore for RedisStore {
             .collect())
     }
 
+    /// From the run's own channel stream, which keeps as many events as
+    /// SQLite keeps per channel (the all-channel stream may have lost a
+    /// quiet channel's events to a busy one's).
     fn run_events(&self, run_id: &str) -> Result<Vec<Event>, StoreError> {
         let list = self.link.key(&["run-events", run_id]);
-        let all = Self::all_key(&self.link);
-        let ids: Vec<u64> =
-            self.run(|c| redis::cmd("LRANGE").arg(&list).arg(0).arg(-1).query(c))?;
+        let run = self.link.key(&["run", run_id]);
+        let (npc, ids): (Option<String>, Vec<u64>) = self.run(|c| {
+            redis::pipe()
+                .cmd("HGET")
+                .arg(&run)
+                .arg("npc")
+                .cmd("LRANGE")
+                .arg(&list)
+                .arg(0)
+                .arg(-1)
+                .query(c)
+        })?;
+        let Some(npc) = npc else {
+            return Ok(Vec::new());
+        };
+        let stream = self.channel_key(&npc);
         let pages: Vec<Vec<Entry>> = self.run(|c| {
             let mut p = redis::pipe();
             for id in &ids {
                 let sid = stream_id(*id);
-                p.cmd("XRANGE").arg(&all).arg(&sid).arg(&sid);
+                p.cmd("XRANGE").arg(&stream).arg(&sid).arg(&sid);
             }
             p.query(c)
         })?;

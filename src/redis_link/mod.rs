@@ -119,14 +119,6 @@ impl RedisLink {
         }
     }
 
-    /// A connection: a pooled one, or a new one within the timeout.
-    fn connection(&self) -> Result<redis::Connection, LinkError> {
-        if let Some(c) = self.pool.lock().ok().and_then(|mut p| p.pop()) {
-            return Ok(c);
-        }
-        self.connect()
-    }
-
     /// A new connection, its reads and writes bounded by the timeout.
     fn connect(&self) -> Result<redis::Connection, LinkError> {
         let t = self.settings.timeout;
@@ -145,7 +137,7 @@ impl RedisLink {
     /// command error (Redis answered) keeps both.
     pub fn run<T>(
         &self,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, LinkError> {
         if !self.is_up() {
             let why = self
@@ -155,14 +147,32 @@ impl RedisLink {
                 .unwrap_or_default();
             return Err(self.unreachable(why));
         }
-        let mut c = match self.connection() {
+        let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+        let was_pooled = pooled.is_some();
+        let mut c = match pooled.map_or_else(|| self.connect(), Ok) {
             Ok(c) => c,
             Err(e) => {
                 self.trip(&e);
                 return Err(e);
             }
         };
-        match f(&mut c) {
+        let mut result = f(&mut c);
+        // A pooled connection Redis closed while it sat idle (Redis's
+        // `timeout`, a restart, a proxy between) fails on first use: that
+        // says nothing about Redis now, so one fresh connection tries again.
+        if was_pooled && result.as_ref().is_err_and(dropped) {
+            match self.connect() {
+                Ok(fresh) => {
+                    c = fresh;
+                    result = f(&mut c);
+                }
+                Err(e) => {
+                    self.trip(&e);
+                    return Err(e);
+                }
+            }
+        }
+        match result {
             Ok(v) => {
                 if let Ok(mut p) = self.pool.lock()
                     && p.len() < POOL_KEEP
@@ -240,6 +250,30 @@ impl RedisLink {
             .get_connection_with_timeout(self.settings.timeout)
             .map_err(|e| self.unreachable(e.to_string()))
     }
+}
+
+/// Whether `e` means the connection is gone (not that Redis refused).
+fn dropped(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+/// Moves `key`'s expiry to `at` (ms since epoch) unless it already lasts
+/// longer (`PEXPIREAT … GT`, which needs Redis 7; this works from 6.2). For
+/// the per-user sets, which must live as long as their longest-lived member
+/// whatever order members are added in.
+const EXTEND: &str = r"local t = redis.call('PTTL', KEYS[1])
+    if t == -2 then return 0 end
+    if t >= 0 then
+      local now = redis.call('TIME')
+      local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+      if now_ms + t >= tonumber(ARGV[1]) then return 0 end
+    end
+    return redis.call('PEXPIREAT', KEYS[1], ARGV[1])";
+
+/// Adds to `p` the command that extends `key`'s expiry to `at`, never
+/// shortening it (see `EXTEND`).
+pub fn extend_expiry(p: &mut redis::Pipeline, key: &str, at: i64) {
+    p.cmd("EVAL").arg(EXTEND).arg(1).arg(key).arg(at).ignore();
 }
 
 #[cfg(test)]

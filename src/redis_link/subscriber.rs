@@ -41,12 +41,14 @@ pub fn start(
 fn listen(link: &RedisLink, channels: &[String], listener: &dyn Listener) -> Result<(), String> {
     let mut conn = link.dedicated().map_err(|e| e.to_string())?;
     let mut ps = conn.as_pubsub();
+    // A read timeout, set first so a Redis that accepts but never answers
+    // cannot hold the SUBSCRIBE forever, and so a silently dead peer is
+    // noticed by the PING below.
+    ps.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
     for c in channels {
         ps.subscribe(c).map_err(|e| e.to_string())?;
     }
-    // A read timeout so a silently dead peer is noticed by the PING below.
-    ps.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
     listener.connected();
     loop {
         match ps.get_message() {

@@ -34,7 +34,8 @@ impl Shared {
             redis: Redis::start(),
             users: tempfile::tempdir().unwrap(),
             app: peers::echo("app").await,
-            hook: peers::webhook(200, Duration::ZERO).await,
+            // Slow enough that two clicks sent together overlap at Sim.
+            hook: peers::webhook(200, Duration::from_millis(300)).await,
         }
     }
 
@@ -249,15 +250,30 @@ async fn two_edges_share_sessions_events_replay_and_logout() {
         .unwrap();
     assert_eq!(r.status(), 303);
     let started = Instant::now();
+    // The bound is a second: pub/sub tells A at once, its stream
+    // sweep runs every second. (Without pub/sub, A would trust its cached
+    // copy for up to 3 s more: the cookie check below tells them apart.)
+    let mut refused_after = None;
+    while started.elapsed() < Duration::from_millis(900) {
+        if get_as(&a, "/app/x", &cookie).await.status() == 401 {
+            refused_after = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
-        watched.ends_within(Duration::from_secs(4)).await,
-        "A's stream outlived the logout on B"
+        refused_after.is_some(),
+        "A still took the cookie 0.9 s after the logout on B"
+    );
+    assert!(
+        watched.ends_within(Duration::from_secs(2)).await,
+        "A's stream outlived the logout on B by 2 s"
     );
     eprintln!(
-        "A's stream ended {:?} after the logout on B",
+        "A refused the cookie {:?} and ended its stream {:?} after the logout on B",
+        refused_after.unwrap_or_default(),
         started.elapsed()
     );
-    assert_eq!(get_as(&a, "/app/x", &cookie).await.status(), 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,19 +343,66 @@ async fn kill_9_of_an_edge_loses_no_acknowledged_event() {
     add_user(&a, "alice", "correct-horse-battery", &[]);
     let b = shared.edge("");
     let cookie = sign_in(&b).await;
-    let mut acked = Vec::new();
-    for n in 0..50 {
-        acked.push(emit(&a, "kim", n).await);
+    // Four writers keep posting to A; A is killed while they do.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let url = a.url("/api/events");
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (acked, url) = (acked.clone(), url.clone());
+            tokio::spawn(async move {
+                for n in 0.. {
+                    let r = client()
+                        .post(&url)
+                        .bearer_auth(TOKEN)
+                        .json(&json!({"npc": "kim", "type": "step", "data": {"w": w, "n": n}}))
+                        .send()
+                        .await;
+                    let Ok(r) = r else { break };
+                    if r.status() != 202 {
+                        break;
+                    }
+                    let Ok(v) = r.json::<Value>().await else {
+                        break;
+                    };
+                    acked.lock().unwrap().push(v["id"].as_u64().unwrap());
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    while acked.lock().unwrap().len() < 100 {
+        assert!(Instant::now() < deadline, "writers stalled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut child = a.child.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut acked = acked.lock().unwrap().clone();
+    acked.sort_unstable();
+    // B replays everything Redis holds: every acknowledged id is there
+    // (and perhaps a few stored whose 202 the kill cut off).
     let mut s = Stream::open(&b, "kim", &cookie, Some(0)).await;
-    assert_eq!(
-        s.ids(50).await,
-        acked,
-        "B replays every event A acknowledged"
+    let mut replayed = Vec::new();
+    while let Some(ev) = s.next(Duration::from_secs(2)).await {
+        replayed.push(ev.id.unwrap());
+    }
+    let missing: Vec<u64> = acked
+        .iter()
+        .filter(|id| !replayed.contains(id))
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged by A, not in Redis: {missing:?} ({} acked)",
+        acked.len()
     );
+    let mut unique = replayed.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique, replayed, "replayed in order, once each");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,19 +410,22 @@ async fn a_redis_outage_is_ridden_out_and_recovered_from() {
     let mut shared = Shared::new().await;
     let a = shared.edge("offline_grace = \"60s\"\n");
     add_user(&a, "alice", "correct-horse-battery", &[]);
-    let open = Edge::start(
-        &ConfigBuilder::new()
-            .upstream("app", shared.app.address())
-            .route(Route::prefix("/").upstream("app")),
-    );
     let cookie = sign_in(&a).await;
     assert_eq!(get_as(&a, "/app/x", &cookie).await.status(), 200);
     let before = emit(&a, "kim", 0).await;
+    // A stream open across the outage stays open (its session is within
+    // offline_grace) and gets what is posted after Redis is back.
+    let mut held = Stream::open(&a, "kim", &cookie, Some(before)).await;
 
     shared.redis.stop();
-    // Open routes do not need Redis at all.
+    // Open routes do not need Redis at all, on the Redis edge itself.
     assert_eq!(
-        client().get(open.url("/x")).send().await.unwrap().status(),
+        client()
+            .get(a.url("/open/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
     // Past the cache's 3 s re-read, a session this edge read within
@@ -424,6 +490,11 @@ async fn a_redis_outage_is_ridden_out_and_recovered_from() {
     );
     let live = emit(&a, "kim", 2).await;
     assert_eq!(s.ids(1).await, [live], "the live reader reconnected");
+    assert_eq!(
+        held.ids(2).await,
+        [after, live],
+        "the stream held open across the outage missed nothing"
+    );
     let ready = client()
         .get(format!("http://127.0.0.1:{}/readyz", a.admin_port))
         .send()
@@ -510,7 +581,12 @@ async fn migrate_copies_sessions_devices_and_events_with_their_ids() {
         &[],
     );
     add_user(&edge, "alice", "correct-horse-battery", &[]);
+    // Two sessions of one user, a second apart: migrated newest first, the
+    // user's set must still live as long as the newest one.
     let cookie = sign_in(&edge).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let _newer = sign_in(&edge).await;
+    let newest_signed_in = Instant::now();
     let mut before = Vec::new();
     for n in 0..5 {
         before.push(emit(&edge, "kim", n).await);
@@ -533,8 +609,21 @@ async fn migrate_copies_sessions_devices_and_events_with_their_ids() {
         crate::common::run_binary(&["--config", &cfg, "migrate", "--to", "redis"], &[]);
     assert!(status.success(), "{out}{err}");
     assert!(
-        out.contains("copied 1 session(s), 1 device(s), 5 hub event(s)"),
+        out.contains("copied 2 session(s), 2 device(s), 5 hub event(s)"),
         "{out}"
+    );
+    let pttl: i64 = shared
+        .redis
+        .cli(&["PTTL", "esprit:user-sessions:alice"])
+        .trim()
+        .parse()
+        .unwrap();
+    let absolute = 12 * 3600 * 1000;
+    let newest_end = absolute - newest_signed_in.elapsed().as_millis() as i64;
+    assert!(
+        pttl >= newest_end - 300,
+        "the user's set ends {} ms before the newest session may",
+        newest_end - pttl
     );
     // Again: sessions are the same, events are not doubled.
     let (status, out, _) =
