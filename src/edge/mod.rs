@@ -171,8 +171,15 @@ impl Edge {
         let _ = tokio::task::spawn_blocking(move || auth.warm(&tokens)).await;
     }
 
-    /// Counts the request against the rate rules of `stage` (DESIGN step 2).
-    fn limit(&self, stage: Stage, req: &RequestHeader, ctx: &RequestCtx) -> Result<(), Box<Reply>> {
+    /// Counts the request against the rate rules of `stage` (DESIGN step 2):
+    /// this edge's count here, the count shared in Redis (rules with
+    /// `shared`) on a blocking thread, so no worker thread waits on it.
+    async fn limit(
+        &self,
+        stage: Stage,
+        req: &RequestHeader,
+        ctx: &RequestCtx,
+    ) -> Result<(), Box<Reply>> {
         let Some(live) = &ctx.live else {
             return Ok(());
         };
@@ -202,9 +209,19 @@ impl Edge {
         } else {
             &ctx.facts.path
         };
-        live.limits
-            .check(stage, &req.method, path, &who)
-            .map_err(|e| Box::new(too_many(e, ctx.facts.json)))
+        let json = ctx.facts.json;
+        let pending = live
+            .limits
+            .check_local(stage, &req.method, path, &who)
+            .map_err(|e| Box::new(too_many(e, json)))?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let limits = live.limits.clone();
+        match tokio::task::spawn_blocking(move || limits.check_shared(&pending)).await {
+            Ok(Err(e)) => Err(Box::new(too_many(e, json))),
+            _ => Ok(()),
+        }
     }
 
     /// Who opens a stream: the client, and its session when signed in.
@@ -382,14 +399,14 @@ impl ProxyHttp for Edge {
         ctx.route = decision.route().cloned();
         // Limits by IP, then the route's gate, then limits by who it is.
         let req = session.req_header();
-        let refused = match self.limit(Stage::Peer, req, ctx) {
+        let refused = match self.limit(Stage::Peer, req, ctx).await {
             Err(r) => Some((r, true)),
             Ok(()) => {
                 self.warm_session(req, decision.route().map(|r| &**r), ctx)
                     .await;
                 match decision.route().map(|route| self.admit(req, route, ctx)) {
                     Some(Err(r)) => Some((r, false)),
-                    _ => match self.limit(Stage::Identity, req, ctx) {
+                    _ => match self.limit(Stage::Identity, req, ctx).await {
                         Err(r) => Some((r, true)),
                         Ok(()) if matches!(decision, Decision::Reply(..)) => None,
                         Ok(()) if self.opens_stream(&decision, ctx) => {

@@ -187,7 +187,11 @@ pub async fn serve(
                 write(session, Bytes::from_static(b": heartbeat\n\n"), &sub, last).await?
             }
             Step::Recheck => {
-                if guard.as_mut().is_some_and(StreamGuard::ended_now) {
+                let ended = match guard.as_mut() {
+                    Some(g) => g.ended_now_off_thread().await,
+                    None => false,
+                };
+                if ended {
                     tracing::info!(target: "hub", "session ended; closing its stream");
                     session.set_keepalive(None);
                     session.write_response_body(None, true).await?;

@@ -70,6 +70,14 @@ struct Rule<C: Clock> {
     policy: String,
 }
 
+/// A shared rule a request is within locally, still to be counted in
+/// Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    rule: usize,
+    key: String,
+}
+
 /// Every rate rule of the config.
 pub struct RateRules<C: Clock = DefaultClock> {
     rules: Vec<Rule<C>>,
@@ -150,42 +158,77 @@ impl<C: Clock + Clone> RateRules<C> {
         path: &str,
         who: &Subject<'_>,
     ) -> Result<(), Exceeded> {
-        for rule in self.rules.iter().filter(|r| r.stage == stage) {
+        let pending = self.check_local(stage, method, path, who)?;
+        self.check_shared(&pending)
+    }
+
+    /// This edge's own count, which never waits: the first rule the request
+    /// is over refuses it; the shared rules it is within are returned, for
+    /// [`Self::check_shared`] to ask Redis about (the edge does that on a
+    /// blocking thread).
+    pub fn check_local(
+        &self,
+        stage: Stage,
+        method: &http::Method,
+        path: &str,
+        who: &Subject<'_>,
+    ) -> Result<Vec<Pending>, Exceeded> {
+        let mut pending = Vec::new();
+        for (index, rule) in self.rules.iter().enumerate() {
             let l = &rule.limit;
-            if !path.starts_with(&l.prefix) || !(l.methods.is_empty() || l.methods.contains(method))
+            if rule.stage != stage
+                || !path.starts_with(&l.prefix)
+                || !(l.methods.is_empty() || l.methods.contains(method))
             {
                 continue;
             }
             let Some(key) = key_of(&l.key, who) else {
                 continue;
             };
-            let over = match rule.limiter.check_key(&key) {
-                Err(not_until) => Some(not_until.wait_time_from(self.clock.now())),
-                // Within this edge's count: the count of every edge decides.
-                Ok(()) => match &self.shared {
-                    Some(shared) if l.shared => {
-                        match shared.check(&l.name, &key, rule.interval, l.burst) {
-                            super::shared_rate::Verdict::Wait(w) => Some(w),
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                },
+            if let Err(not_until) = rule.limiter.check_key(&key) {
+                return Err(self.exceeded(rule, &key, not_until.wait_time_from(self.clock.now())));
+            }
+            // Within this edge's count: the count of every edge decides.
+            if l.shared && self.shared.is_some() {
+                pending.push(Pending { rule: index, key });
+            }
+        }
+        Ok(pending)
+    }
+
+    /// The count every edge shares, for the rules [`Self::check_local`]
+    /// left: one Redis round trip each (bounded by `storage.timeout`; while
+    /// Redis is away the local answer stands).
+    pub fn check_shared(&self, pending: &[Pending]) -> Result<(), Exceeded> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        for p in pending {
+            let Some(rule) = self.rules.get(p.rule) else {
+                continue;
             };
-            if let Some(wait) = over {
-                let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-                if rule.logged.check_key(&key).is_ok() {
-                    tracing::warn!(target: "limit", rule = %l.name, key = %redacted(&key), retry_after, "rate limit exceeded");
-                }
-                return Err(Exceeded {
-                    rule: l.name.clone(),
-                    retry_after,
-                    policy: rule.policy.clone(),
-                    state: format!("\"{}\";r=0;t={retry_after}", l.name),
-                });
+            let l = &rule.limit;
+            if let super::shared_rate::Verdict::Wait(w) =
+                shared.check(&l.name, &p.key, rule.interval, l.burst)
+            {
+                return Err(self.exceeded(rule, &p.key, w));
             }
         }
         Ok(())
+    }
+
+    fn exceeded(&self, rule: &Rule<C>, key: &str, wait: Duration) -> Exceeded {
+        let l = &rule.limit;
+        let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        if rule.logged.check_key(&key.to_string()).is_ok() {
+            tracing::warn!(target: "limit", rule = %l.name, key = %redacted(key), retry_after, "rate limit exceeded");
+        }
+        Exceeded {
+            rule: l.name.clone(),
+            retry_after,
+            policy: rule.policy.clone(),
+            state: format!("\"{}\";r=0;t={retry_after}", l.name),
+        }
     }
 
     /// Forgets keys whose state is back to fresh; returns how many are left.

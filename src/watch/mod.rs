@@ -79,6 +79,17 @@ impl StreamGuard {
         self.checked = Instant::now();
         !(self.alive)()
     }
+
+    /// As [`Self::ended_now`], on a blocking thread: with sessions in
+    /// Redis the check may wait on the network, and a stream's task runs
+    /// on a worker thread that serves other connections too.
+    pub async fn ended_now_off_thread(&mut self) -> bool {
+        self.checked = Instant::now();
+        let alive = self.alive.clone();
+        tokio::task::spawn_blocking(move || !alive())
+            .await
+            .unwrap_or(false)
+    }
 }
 
 struct Watched {
