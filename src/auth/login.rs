@@ -8,6 +8,7 @@ use super::csrf;
 use super::page;
 use super::redirect::safe_return_path;
 use super::service::AuthService;
+use super::store_error::StoreError;
 use super::users;
 use crate::clock::now_ms;
 use crate::limit::throttle;
@@ -120,9 +121,16 @@ impl AuthService {
                 if let Err(e) = csrf {
                     return Ok(Reply::json(403, &json!({ "error": e.to_string() }), "csrf"));
                 }
-                if let Some(token) = self.session_token(req, secure)
-                    && let Err(e) = self.sessions.revoke_checked(token)
-                {
+                let ended = match self.session_token(req, secure) {
+                    Some(token) => {
+                        let (sessions, token) = (self.sessions.clone(), token.to_string());
+                        tokio::task::spawn_blocking(move || sessions.revoke_checked(&token))
+                            .await
+                            .unwrap_or(Err(StoreError::Poisoned("session")))
+                    }
+                    None => Ok(()),
+                };
+                if let Err(e) = ended {
                     // Signed out here but not where the store is shared:
                     // saying "signed out" would leave it alive elsewhere.
                     tracing::error!(target: "auth", error = %e, "sign-out failed: the session store did not take it");
@@ -195,12 +203,8 @@ impl AuthService {
     /// attempts instead. Every attempt is counted before its password is
     /// checked, so a burst sent in parallel is held to the same few guesses
     /// as one sent in turn.
-    fn admit(&self, a: &Attempt, ip_key: &str, account_key: &str) -> Result<bool, Duration> {
-        let now_wall = now_ms();
-        if a.devices
-            .iter()
-            .any(|d| self.devices.admit(d, &a.username, now_wall))
-        {
+    fn admit(&self, known: bool, ip_key: &str, account_key: &str) -> Result<bool, Duration> {
+        if known {
             return Ok(true);
         }
         let now = Instant::now();
@@ -212,6 +216,21 @@ impl AuthService {
         Ok(false)
     }
 
+    /// Whether one of the attempt's device cookies is a known device of
+    /// the account (spending one of its attempts), asked on a blocking
+    /// thread: the device store is a file or a Redis round trip away.
+    async fn known_device(&self, a: &Attempt) -> bool {
+        if a.devices.is_empty() {
+            return false;
+        }
+        let devices = self.devices.clone();
+        let (cookies, user) = (a.devices.clone(), a.username.clone());
+        let now = now_ms();
+        tokio::task::spawn_blocking(move || cookies.iter().any(|d| devices.admit(d, &user, now)))
+            .await
+            .unwrap_or(false)
+    }
+
     async fn login(&self, a: Attempt, secure: bool, refuse: Refusal<'_>) -> pingora::Result<Reply> {
         let ip_key = a
             .client
@@ -219,7 +238,8 @@ impl AuthService {
         let name = users::UserName::parse(&a.username);
         // Names that cannot exist share one key, so junk names cannot grow the map.
         let account_key = name.as_ref().map_or("\0invalid", users::UserName::as_str);
-        let trusted_device = match self.admit(&a, &ip_key, account_key) {
+        let known = self.known_device(&a).await;
+        let trusted_device = match self.admit(known, &ip_key, account_key) {
             Ok(trusted) => trusted,
             Err(wait) => {
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -290,7 +310,24 @@ impl AuthService {
             self.per_account.succeed(account_key);
             self.per_ip.refund(&ip_key);
         }
-        let token = match self.sessions.create(&a.username, now_ms()) {
+        // The new session, the end of the one the browser held before (one
+        // browser, one session) and the device cookie, on a blocking thread:
+        // with Redis they are round trips.
+        let (sessions, devices) = (self.sessions.clone(), self.devices.clone());
+        let (user, old, spent) = (a.username.clone(), a.old.clone(), a.devices.clone());
+        let stored = tokio::task::spawn_blocking(move || {
+            let token = sessions.create(&user, now_ms())?;
+            if let Some(old) = &old {
+                sessions.revoke(old);
+            }
+            for d in &spent {
+                devices.forget(d);
+            }
+            Ok::<_, StoreError>((token, devices.issue(&user, now_ms())))
+        })
+        .await
+        .unwrap_or(Err(StoreError::Poisoned("session")));
+        let (token, device) = match stored {
             Ok(t) => t,
             Err(e) if e.unreachable() => {
                 tracing::error!(target: "auth", user = %a.username, error = %e, "sign-in refused: the session store is unreachable");
@@ -310,20 +347,13 @@ impl AuthService {
                 ));
             }
         };
-        // The session the browser held before (if any) ends here: one browser, one session.
-        if let Some(old) = &a.old {
-            self.sessions.revoke(old);
-        }
         let mut r = Reply::redirect(303, refuse.rd.unwrap_or("/").to_string());
         r.set_cookies.push(cookies::session(
             &token,
             u64::try_from(self.sessions.timeouts_ms().1 / 1000).unwrap_or(0),
             secure,
         ));
-        for d in &a.devices {
-            self.devices.forget(d);
-        }
-        match self.devices.issue(&a.username, now_ms()) {
+        match device {
             Ok(d) => r.set_cookies.push(cookies::device(&d, secure)),
             Err(e) => tracing::warn!(target: "auth", error = %e, "no device cookie issued"),
         }

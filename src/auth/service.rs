@@ -22,8 +22,8 @@ use std::time::Duration;
 pub struct AuthService {
     pub(super) cfg: config::Auth,
     pub(super) users: WatchedFile<Users>,
-    pub(super) sessions: Sessions,
-    pub(super) devices: Devices,
+    pub(super) sessions: Arc<Sessions>,
+    pub(super) devices: Arc<Devices>,
     /// Password checks at once (each argon2 check takes 19 MiB), with a
     /// bounded line; known devices first.
     pub(super) checks: Arc<WorkQueue>,
@@ -175,8 +175,8 @@ impl AuthService {
             checks: WorkQueue::new(cfg.login_concurrency, cfg.login_queue),
             users: WatchedFile::new(&cfg.users_file, loaded, Users::load, report_users),
             cfg,
-            sessions,
-            devices,
+            sessions: Arc::new(sessions),
+            devices: Arc::new(devices),
             dummy_hash,
             public_origin: config.server.public_origin.clone(),
             // A client IP gets 10 free failures, then waits grow to 15 min.

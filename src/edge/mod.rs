@@ -160,7 +160,16 @@ impl Edge {
         let (Some(auth), Some(route)) = (&self.auth, route) else {
             return;
         };
-        if route.auth != RouteAuth::Session {
+        // The gate, and the sign-in handler (`/auth/me`, logout, a sign-in
+        // replacing a session) read sessions; other routes never do.
+        let sign_in = matches!(
+            route.action,
+            RouteAction::Handler {
+                kind: HandlerKind::Auth,
+                ..
+            }
+        );
+        if route.auth != RouteAuth::Session && !sign_in {
             return;
         }
         let tokens = auth.to_warm(req, ctx.facts.secure());
