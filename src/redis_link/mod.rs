@@ -6,10 +6,12 @@
 //! open, so no request waits on a Redis that is still away.
 //!
 //! Blocking, like the SQLite stores it stands in for: the session and
-//! event traits are synchronous and called where SQLite is today (the
-//! session cache keeps Redis off the path of most requests). The pool is
-//! hand-written because r2d2 makes each caller wait its connection timeout
-//! while Redis is down, which the breaker exists to avoid.
+//! event traits are synchronous, and the edge calls them on blocking
+//! threads (`spawn_blocking`, the hub's reads, the journal's writer), never
+//! on a Pingora worker; the session cache keeps Redis off the path of most
+//! requests. The pool is hand-written because r2d2 makes each caller wait
+//! its connection timeout while Redis is down, which the breaker exists to
+//! avoid.
 
 pub mod subscriber;
 
