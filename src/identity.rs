@@ -24,7 +24,19 @@ pub struct Identity {
 /// Stays true while the session behind a request lives: long streams poll it
 /// so a logout, expiry or revocation ends them. Polling it is not use of the
 /// session (an open stream alone never keeps a session from going idle).
-pub type SessionAlive = Arc<dyn Fn() -> bool + Send + Sync>;
+pub type SessionAlive = Arc<dyn Fn(Lookup) -> bool + Send + Sync>;
+
+/// Where a [`SessionAlive`] check may look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Only at what this process knows now, never waiting on a store: a
+    /// stream's frames are filtered on a worker thread. A session due for a
+    /// re-read from a shared store is re-read in the background and counts
+    /// as alive until then (the next check, or the sweep, has the answer).
+    Cached,
+    /// The store too when needed (the sweep and off-thread checks).
+    Store,
+}
 
 /// The token of `Authorization: Bearer <token>` (scheme in any case): one
 /// reading for the hub's token check and the per-token rate rule, so a

@@ -41,33 +41,37 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Creates `path` with `bytes` unless it exists, atomically: edges that
 /// share a data dir and start at the same moment must end up with the one
-/// secret, not each with its own. Writes a 0600 temp file and hard-links it
-/// into place, which fails if `path` appeared meanwhile; returns whether
-/// this call created it (if not, read what the other process wrote).
+/// secret, not each with its own. Writes a 0600 temp file of a random name
+/// (two containers' edges are both PID 1) and hard-links it into place,
+/// which fails if `path` appeared meanwhile; returns whether this call
+/// created it (if not, read what the other process wrote). A filesystem
+/// without hard links gets the rename `write_private` does, which is
+/// atomic but lets a simultaneous second creator win.
 pub fn create_private(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
+    let mut suffix = [0u8; 8];
+    getrandom::fill(&mut suffix).map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".new.{}", std::process::id()));
+    tmp.push(format!(".new.{}", u64::from_le_bytes(suffix)));
     let tmp = std::path::PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
+    let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    let placed = written.and_then(|()| match std::fs::hard_link(&tmp, path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(_) if !path.exists() => std::fs::rename(&tmp, path).map(|()| true),
         Err(e) => Err(e),
-    }
+    });
+    let _ = std::fs::remove_file(&tmp);
+    placed
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use super::cookies;
 use super::service::AuthService;
 use super::users::Users;
 use crate::clock::now_ms;
-use crate::identity::{Identity, SessionAlive};
+use crate::identity::{Identity, Lookup, SessionAlive};
 use pingora::http::RequestHeader;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,22 +64,30 @@ impl AuthService {
     /// the gate, so a worker thread never waits on the network for them.
     pub fn to_warm(&self, req: &RequestHeader, secure: bool) -> Vec<String> {
         let now = now_ms();
-        cookies::session_values(req, secure)
-            .filter(|v| self.sessions.would_wait(v, now))
-            .take(4)
+        let values: Vec<&str> = cookies::session_values(req, secure).take(4).collect();
+        // One cookie (the usual case) is the one the gate uses, so its use
+        // is recorded here too; of several, the gate picks after reading.
+        let touch = values.len() == 1;
+        values
+            .into_iter()
+            .filter(|v| self.sessions.would_wait(v, now, touch))
             .map(str::to_string)
             .collect()
     }
 
-    /// Reads `tokens` into the session cache (the first counts as a use, as
-    /// the gate would count it); failures are the gate's to report.
+    /// Reads `tokens` (from [`Self::to_warm`]) into the session cache; a
+    /// single one counts as a use, as the gate would count it. Failures are
+    /// the gate's to report.
     pub fn warm(&self, tokens: &[String]) {
         let now = now_ms();
-        for (i, t) in tokens.iter().enumerate() {
-            if i == 0 {
-                let _ = self.sessions.resolve_checked(t, now);
-            } else {
-                let _ = self.sessions.peek(t, now);
+        match tokens {
+            [one] => {
+                let _ = self.sessions.resolve_checked(one, now);
+            }
+            several => {
+                for t in several {
+                    let _ = self.sessions.peek(t, now);
+                }
             }
         }
     }
@@ -129,9 +137,19 @@ impl AuthService {
     pub fn liveness(self: &Arc<Self>, req: &RequestHeader, secure: bool) -> Option<SessionAlive> {
         let token = self.session_token(req, secure)?.to_string();
         let auth = self.clone();
-        Some(Arc::new(move || {
+        Some(Arc::new(move |lookup| {
+            let now = now_ms();
+            if lookup == Lookup::Cached && auth.sessions.would_wait(&token, now, false) {
+                // Re-read on a blocking thread; this check counts it alive,
+                // the next one (or the sweep) has the answer.
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    let (auth, token) = (auth.clone(), token.clone());
+                    rt.spawn_blocking(move || auth.sessions.peek(&token, now_ms()));
+                }
+                return true;
+            }
             auth.sessions
-                .peek(&token, now_ms())
+                .peek(&token, now)
                 .is_some_and(|rec| auth.users().users.contains_key(&rec.user))
         }))
     }

@@ -60,16 +60,49 @@ const CACHE_SWEEP_AT: usize = 10_000;
 #[derive(Default)]
 struct SessionCache {
     map: Mutex<HashMap<String, Cached>>,
+    /// Tokens a shared store said it does not have (unknown, ended,
+    /// revoked), with when: answered without another round trip for
+    /// `recheck`, so a stale or forged cookie costs one read, not one per
+    /// check. SQLite's index does this job there.
+    absent: Mutex<HashMap<String, Instant>>,
     /// Counts revocations announced by other edges: a store read that
     /// raced one is not cached (it may be the session just revoked).
     revocations: std::sync::atomic::AtomicU64,
 }
 
 impl SessionCache {
-    fn retain(&self, keep: impl FnMut(&String, &mut Cached) -> bool) {
+    /// Drops the entries `keep` refuses, remembering their tokens as absent.
+    fn retain(&self, mut keep: impl FnMut(&String, &mut Cached) -> bool) {
+        let mut gone = Vec::new();
         if let Ok(mut c) = self.map.lock() {
-            c.retain(keep);
+            c.retain(|t, e| {
+                let k = keep(t, e);
+                if !k {
+                    gone.push(t.clone());
+                }
+                k
+            });
         }
+        for t in gone {
+            self.mark_absent(&t);
+        }
+    }
+
+    fn mark_absent(&self, token: &str) {
+        if let Ok(mut a) = self.absent.lock() {
+            if a.len() >= CACHE_SWEEP_AT {
+                a.retain(|_, at| at.elapsed() < RECHECK_EVERY);
+            }
+            a.insert(token.to_string(), Instant::now());
+        }
+    }
+
+    fn is_absent(&self, token: &str, within: Duration) -> bool {
+        self.absent
+            .lock()
+            .ok()
+            .and_then(|a| a.get(token).map(|at| at.elapsed() < within))
+            .unwrap_or(false)
     }
 }
 
@@ -86,7 +119,10 @@ impl Revocations for SessionCache {
     fn resubscribed(&self) {
         self.revocations
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.retain(|_, _| false);
+        // Not known to be gone, only unchecked: re-read, not refused.
+        if let Ok(mut c) = self.map.lock() {
+            c.clear();
+        }
     }
 }
 
@@ -205,7 +241,8 @@ impl Sessions {
         if let Some(index) = &self.index {
             index.add([(k, now)]);
         }
-        self.cache_put(&token, k, record(&k, stored), Instant::now());
+        let seen = self.revocations_announced();
+        self.cache_put(&token, k, record(&k, stored), Instant::now(), seen);
         Ok(token)
     }
 
@@ -220,8 +257,15 @@ impl Sessions {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn cache_put(&self, token: &str, key: Key, rec: SessionRecord, read_at: Instant) {
+    /// Caches `rec` unless a revocation was announced since `seen` (checked
+    /// under the lock the revocation handler takes): the announcement may
+    /// have been for this very session, and caching what was read before
+    /// it would let it work here for another recheck interval.
+    fn cache_put(&self, token: &str, key: Key, rec: SessionRecord, read_at: Instant, seen: u64) {
         if let Ok(mut c) = self.cache.map.lock() {
+            if self.revocations_announced() != seen {
+                return;
+            }
             if c.len() >= CACHE_SWEEP_AT {
                 let keep = self.recheck.max(self.offline_grace);
                 c.retain(|_, e| e.read_at.elapsed() < keep);
@@ -249,8 +293,8 @@ impl Sessions {
     /// cached, cached too long ago, or a use to record), so the edge can do
     /// it on a blocking thread first and the gate then finds it cached.
     /// Never for SQLite, whose index and cache keep it off disk.
-    pub fn would_wait(&self, token: &str, now: i64) -> bool {
-        if self.index.is_some() || token.len() != 64 {
+    pub fn would_wait(&self, token: &str, now: i64, touch: bool) -> bool {
+        if self.index.is_some() || token.len() != 64 || self.cache.is_absent(token, self.recheck) {
             return false;
         }
         let Ok(c) = self.cache.map.lock() else {
@@ -259,7 +303,8 @@ impl Sessions {
         match c.get(token) {
             None => true,
             Some(e) => {
-                e.read_at.elapsed() >= self.recheck || now - e.rec.last_seen >= self.touch_ms
+                e.read_at.elapsed() >= self.recheck
+                    || (touch && now - e.rec.last_seen >= self.touch_ms)
             }
         }
     }
@@ -279,6 +324,12 @@ impl Sessions {
         if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
         }
+        // Taken before anything is read: a revocation announced after this
+        // point keeps what this lookup read out of the cache.
+        let revocations_seen = self.revocations_announced();
+        if self.index.is_none() && self.cache.is_absent(token, self.recheck) {
+            return Ok(None);
+        }
         let cached = self
             .cache
             .map
@@ -290,7 +341,6 @@ impl Sessions {
         let fresh = cached
             .as_ref()
             .is_some_and(|(_, _, read_at)| read_at.elapsed() < self.recheck);
-        let mut revocations_seen = None;
         let (k, rec, read_at, hit) = match cached {
             Some((k, rec, read_at)) if fresh => (k, rec, read_at, true),
             cached => {
@@ -299,12 +349,14 @@ impl Sessions {
                 if cached.is_none() && !self.known(&k, read_at) {
                     return Ok(None);
                 }
-                revocations_seen = Some(self.revocations_announced());
                 match self.store.get(&k) {
                     Ok(Some(s)) => (k, record(&k, s), read_at, false),
                     Ok(None) => {
                         if let Ok(mut c) = self.cache.map.lock() {
                             c.remove(token);
+                        }
+                        if self.index.is_none() {
+                            self.cache.mark_absent(token);
                         }
                         // Deleted by another process.
                         if let Some(index) = &self.index {
@@ -338,9 +390,8 @@ impl Sessions {
         // A read that a revocation overtook is answered but not kept: the
         // announcement may have been for this very session, and caching
         // it would let it work here for another recheck interval.
-        let raced = revocations_seen.is_some_and(|n| n != self.revocations_announced());
-        if (touched || !hit) && !raced {
-            self.cache_put(token, k, rec.clone(), read_at);
+        if touched || !hit {
+            self.cache_put(token, k, rec.clone(), read_at, revocations_seen);
         }
         Ok(Some(rec))
     }
@@ -367,6 +418,9 @@ impl Sessions {
         if let Ok(mut c) = self.cache.map.lock() {
             c.remove(token);
         }
+        if self.index.is_none() {
+            self.cache.mark_absent(token);
+        }
         if let Some(index) = &self.index {
             index.remove([k]);
         }
@@ -387,8 +441,9 @@ impl Sessions {
         if let Ok(mut c) = self.cache.map.lock() {
             c.remove(token);
         }
-        if let Some(index) = &self.index {
-            index.remove([&k]);
+        match &self.index {
+            Some(index) => index.remove([&k]),
+            None => self.cache.mark_absent(token),
         }
         self.store.delete(&k)
     }
@@ -638,6 +693,8 @@ mod tests {
         /// Announces a revocation during each read, as another edge's
         /// logout can arrive while this one waits on Redis.
         Arc<Mutex<Option<Arc<dyn Revocations>>>>,
+        /// Reads so far.
+        Arc<std::sync::atomic::AtomicUsize>,
     );
 
     impl SessionStore for Listless {
@@ -646,6 +703,7 @@ mod tests {
             Ok(())
         }
         fn get(&self, key: &Key) -> Result<Option<Stored>, StoreError> {
+            self.2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let found = self.0.lock().unwrap().get(key).cloned();
             if let Some(r) = self.1.lock().unwrap().as_ref() {
                 r.revoked(Revoked::Key(hex(key)));
@@ -690,7 +748,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sqlite = store(dir.path());
         let t = sqlite.create("alice", 0).unwrap();
-        assert!(!sqlite.would_wait(&t, 1), "SQLite stays on the worker");
+        assert!(
+            !sqlite.would_wait(&t, 1, true),
+            "SQLite stays on the worker"
+        );
 
         let mut shared = Sessions::with_store(
             Box::new(Listless::default()),
@@ -699,19 +760,26 @@ mod tests {
             Duration::from_secs(60),
         )
         .unwrap();
-        shared.recheck = Duration::from_millis(50);
+        shared.recheck = Duration::from_millis(500);
         let t = shared.create("alice", 0).unwrap();
         shared.cache.map.lock().unwrap().clear();
-        assert!(shared.would_wait(&t, 1), "not cached: a read");
+        assert!(shared.would_wait(&t, 1, true), "not cached: a read");
         assert!(shared.resolve(&t, 1).is_some());
-        assert!(!shared.would_wait(&t, 2), "just read: the cache answers");
         assert!(
-            shared.would_wait(&t, 2 + shared.touch_ms),
+            !shared.would_wait(&t, 2, true),
+            "just read: the cache answers"
+        );
+        assert!(
+            shared.would_wait(&t, 2 + shared.touch_ms, true),
             "a use to record"
         );
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(shared.would_wait(&t, 3), "past the recheck: a read");
-        assert!(!shared.would_wait("short", 3), "not a session id");
+        assert!(
+            !shared.would_wait(&t, 2 + shared.touch_ms, false),
+            "a peek records no use"
+        );
+        std::thread::sleep(Duration::from_millis(520));
+        assert!(shared.would_wait(&t, 3, true), "past the recheck: a read");
+        assert!(!shared.would_wait("short", 3, true), "not a session id");
     }
 
     #[test]
@@ -730,11 +798,39 @@ mod tests {
         *hook.lock().unwrap() = Some(s.revocations());
         assert!(s.resolve(&t, 1).is_some(), "the read itself is answered");
         assert!(
-            s.would_wait(&t, 2),
+            s.would_wait(&t, 2, true),
             "but not cached: the next request reads the store again"
         );
         *hook.lock().unwrap() = None;
         assert!(s.resolve(&t, 2).is_some());
-        assert!(!s.would_wait(&t, 3), "an undisturbed read is cached");
+        assert!(!s.would_wait(&t, 3, true), "an undisturbed read is cached");
+    }
+
+    #[test]
+    fn a_token_the_shared_store_lacks_costs_one_read_per_recheck() {
+        let store = Listless::default();
+        let reads = store.2.clone();
+        let s = Sessions::with_store(
+            Box::new(store),
+            Duration::from_secs(2 * 3600),
+            Duration::from_secs(12 * 3600),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let read = || reads.load(std::sync::atomic::Ordering::SeqCst);
+        let forged = "cd".repeat(32);
+        assert!(s.resolve(&forged, 1).is_none());
+        assert!(s.resolve(&forged, 2).is_none());
+        assert!(s.peek(&forged, 3).is_none());
+        assert_eq!(read(), 1, "one read, then remembered as absent");
+        assert!(!s.would_wait(&forged, 4, true));
+        // A session revoked by another edge is absent at once, unread.
+        let t = s.create("alice", 0).unwrap();
+        assert!(s.resolve(&t, 5).is_some());
+        let before = read();
+        s.revocations().revoked(Revoked::User("alice".into()));
+        assert!(!s.would_wait(&t, 6, true));
+        assert!(s.resolve(&t, 6).is_none(), "revoked here without a read");
+        assert_eq!(read(), before);
     }
 }

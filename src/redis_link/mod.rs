@@ -254,9 +254,11 @@ impl RedisLink {
     }
 }
 
-/// Whether `e` means the connection is gone (not that Redis refused).
+/// Whether `e` means the connection was gone before Redis could run the
+/// command: not a timeout (Redis may have run it, and must not run it
+/// twice), not a refusal.
 fn dropped(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+    !e.is_timeout() && (e.is_connection_dropped() || e.is_io_error())
 }
 
 /// Moves `key`'s expiry to `at` (ms since epoch) unless it already lasts

@@ -14,7 +14,7 @@
 //! The duplicate descriptor is ours, so a sweep can never hit a descriptor
 //! number the process has since reused for another connection.
 
-use crate::identity::SessionAlive;
+use crate::identity::{Lookup, SessionAlive};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -65,19 +65,21 @@ impl StreamGuard {
         }
     }
 
-    /// Whether the session ended, checked at most every [`RECHECK`]: cheap
-    /// enough to call on every frame.
+    /// Whether the session ended, checked at most every [`RECHECK`] and
+    /// never waiting on a store ([`Lookup::Cached`]): cheap enough to call
+    /// on every frame, on the worker thread that filters it.
     pub fn ended(&mut self) -> bool {
         if self.checked.elapsed() < RECHECK {
             return false;
         }
-        self.ended_now()
+        self.checked = Instant::now();
+        !(self.alive)(Lookup::Cached)
     }
 
     /// Whether the session ended, checked now.
     pub fn ended_now(&mut self) -> bool {
         self.checked = Instant::now();
-        !(self.alive)()
+        !(self.alive)(Lookup::Store)
     }
 
     /// As [`Self::ended_now`], on a blocking thread: with sessions in
@@ -86,7 +88,7 @@ impl StreamGuard {
     pub async fn ended_now_off_thread(&mut self) -> bool {
         self.checked = Instant::now();
         let alive = self.alive.clone();
-        tokio::task::spawn_blocking(move || !alive())
+        tokio::task::spawn_blocking(move || !alive(Lookup::Store))
             .await
             .unwrap_or(false)
     }
@@ -165,7 +167,7 @@ impl StreamWatch {
         };
         let ended: Vec<u64> = checks
             .into_iter()
-            .filter(|(_, alive)| !alive())
+            .filter(|(_, alive)| !alive(Lookup::Store))
             .map(|(id, _)| id)
             .collect();
         if ended.is_empty() {
@@ -238,9 +240,9 @@ mod tests {
         let live1 = Arc::new(AtomicBool::new(true));
         let l1 = live1.clone();
         let r1 = watch
-            .register(s1.as_raw_fd(), Arc::new(move || l1.load(Ordering::SeqCst)))
+            .register(s1.as_raw_fd(), Arc::new(move |_| l1.load(Ordering::SeqCst)))
             .unwrap();
-        let _r2 = watch.register(s2.as_raw_fd(), Arc::new(|| true)).unwrap();
+        let _r2 = watch.register(s2.as_raw_fd(), Arc::new(|_| true)).unwrap();
         assert_eq!(watch.sweep(), 0);
         assert_eq!(watch.len(), 2);
 
@@ -267,7 +269,7 @@ mod tests {
         let watch = Arc::new(StreamWatch::default());
         let (mut client, server) = pair();
         let reg = watch
-            .register(server.as_raw_fd(), Arc::new(|| false))
+            .register(server.as_raw_fd(), Arc::new(|_| false))
             .unwrap();
         drop(reg);
         assert!(watch.is_empty());
@@ -285,7 +287,7 @@ mod tests {
     fn a_guard_rechecks_at_most_every_interval_but_can_check_now() {
         let live = Arc::new(AtomicBool::new(true));
         let l = live.clone();
-        let mut guard = StreamGuard::new(Arc::new(move || l.load(Ordering::SeqCst)));
+        let mut guard = StreamGuard::new(Arc::new(move |_| l.load(Ordering::SeqCst)));
         assert!(!guard.ended_now());
         live.store(false, Ordering::SeqCst);
         assert!(!guard.ended(), "checked just now: not again before RECHECK");
@@ -296,7 +298,7 @@ mod tests {
     fn a_guard_puts_its_socket_on_the_watch_until_dropped() {
         let watch = Arc::new(StreamWatch::default());
         let (_client, server) = pair();
-        let mut guard = StreamGuard::new(Arc::new(|| true));
+        let mut guard = StreamGuard::new(Arc::new(|_| true));
         guard.watch_socket(&watch, server.as_raw_fd());
         assert_eq!(watch.len(), 1);
         drop(guard);
