@@ -4,6 +4,9 @@
 # noisy shared machine. Small (1 KiB) responses over keep-alive, measured with wrk.
 #
 # Usage: benches/proxy.sh [rounds=5] [seconds=10] [connections=50]
+# STORAGE=redis adds the gated edge with its sessions in a throwaway
+# redis-server ([storage]), so the session check's cost on Redis shows
+# beside SQLite's.
 # Needs: scripts/setup --bench (nginx-light, wrk). Everything runs on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,12 +92,30 @@ CONF
 printf 'bench-password-1' | target/release/esprit-edge --config "$work/gate.toml" user add bench --password-stdin >/dev/null
 target/release/esprit-edge --config "$work/gate.toml" > "$work/gate.log" 2>&1 & pids+=($!)
 
+# STORAGE=redis: the same gated edge, its sessions in Redis.
+REDIS_GATE=""
+if [ "${STORAGE:-}" = redis ]; then
+  RPORT=$(free_port); REDIS_GATE=$(free_port)
+  mkdir -p "$work/redis" "$work/gredis"
+  redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$work/redis" --save '' --appendonly no > /dev/null & pids+=($!)
+  for _ in $(seq 50); do redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+  sed -e "s/127.0.0.1:$GATE/127.0.0.1:$REDIS_GATE/" -e "s|$work/gate|$work/gredis|g" "$work/gate.toml" > "$work/gredis.toml"
+  printf '[storage]\nurl = "redis://127.0.0.1:%s"\n' "$RPORT" >> "$work/gredis.toml"
+  printf 'bench-password-1' | target/release/esprit-edge --config "$work/gredis.toml" user add bench --password-stdin >/dev/null
+  target/release/esprit-edge --config "$work/gredis.toml" > "$work/gredis.log" 2>&1 & pids+=($!)
+fi
+
 # A bare Pingora proxy (no filters): the floor, so the edge's own cost shows.
 target/release/examples/bare_proxy "127.0.0.1:$BARE" "127.0.0.1:$UP" "$THREADS" > "$work/bare.log" 2>&1 & pids+=($!)
 
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$GATE/healthz" >/dev/null && break; sleep 0.1; done
 COOKIE=$(curl -s -o /dev/null -D - -H 'Sec-Fetch-Site: same-origin' --data 'username=bench&password=bench-password-1' "http://127.0.0.1:$GATE/auth/login" | awk -F'[:;] *' 'tolower($1)=="set-cookie" && $2 ~ /^esprit_session=/ {print $2}')
 [ -n "$COOKIE" ] || { echo "could not sign in to the gated edge" >&2; cat "$work/gate.log" >&2; exit 1; }
+if [ -n "$REDIS_GATE" ]; then
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$REDIS_GATE/healthz" >/dev/null && break; sleep 0.1; done
+  RCOOKIE=$(curl -s -o /dev/null -D - -H 'Sec-Fetch-Site: same-origin' --data 'username=bench&password=bench-password-1' "http://127.0.0.1:$REDIS_GATE/auth/login" | awk -F'[:;] *' 'tolower($1)=="set-cookie" && $2 ~ /^esprit_session=/ {print $2}')
+  [ -n "$RCOOKIE" ] || { echo "could not sign in to the Redis edge" >&2; cat "$work/gredis.log" >&2; exit 1; }
+fi
 
 for port in $UP $NGX $EDGE $BARE; do
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/bench" >/dev/null && break; sleep 0.1; done
@@ -121,7 +142,7 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else prin
 
 echo "# esprit-edge vs nginx (and bare Pingora): 1 KiB, keep-alive, wrk -t1 -c$CONNS -d${SECS}s, $ROUNDS alternated rounds, $THREADS proxy thread(s)"
 printf '%-6s %-12s %10s %9s %9s\n' round proxy req/s p50_ms p99_ms
-: > "$work/edge.res"; : > "$work/ngx.res"; : > "$work/bare.res"; : > "$work/gate.res"
+: > "$work/edge.res"; : > "$work/ngx.res"; : > "$work/bare.res"; : > "$work/gate.res"; : > "$work/gredis.res"
 for r in $(seq "$ROUNDS"); do
   # Rotate who goes first so drift in machine load falls on all.
   case $(( r % 3 )) in
@@ -129,12 +150,14 @@ for r in $(seq "$ROUNDS"); do
     2) order="nginx bare gate edge" ;;
     *) order="bare gate edge nginx" ;;
   esac
+  [ -n "$REDIS_GATE" ] && order="$order redis"
   for who in $order; do
     case $who in
       edge) res=$(run edge "$EDGE"); echo "$res" >> "$work/edge.res" ;;
       nginx) res=$(run nginx "$NGX"); echo "$res" >> "$work/ngx.res" ;;
       bare) res=$(run bare "$BARE"); echo "$res" >> "$work/bare.res" ;;
       gate) res=$(run gate "$GATE" "Cookie: $COOKIE"); echo "$res" >> "$work/gate.res" ;;
+      redis) res=$(run redis "$REDIS_GATE" "Cookie: $RCOOKIE"); echo "$res" >> "$work/gredis.res" ;;
     esac
     read -r rps p50 p99 <<<"$res"
     printf '%-6s %-12s %10s %9s %9s\n' "$r" "$who" "$rps" "$p50" "$p99"
@@ -161,3 +184,10 @@ awk -v g="$g_rps" -v e="$e_rps" 'BEGIN {printf "ratio gated/ungated edge (sessio
 # of per-round ratios is less hurt by load drifting between rounds.
 paste -d' ' <(cut -d' ' -f1 "$work/gate.res") <(cut -d' ' -f1 "$work/edge.res") \
   | awk '{printf "%.4f\n", $1/$2}' | median | awk '{printf ", %.2f (median of per-round ratios)\n", $1}'
+if [ -n "$REDIS_GATE" ]; then
+  r_rps=$(cut -d' ' -f1 "$work/gredis.res" | median); r_p50=$(cut -d' ' -f2 "$work/gredis.res" | median); r_p99=$(cut -d' ' -f3 "$work/gredis.res" | median)
+  printf 'gate, Redis  %-9s %-8s %-8s\n' "$r_rps" "$r_p50" "$r_p99"
+  awk -v r="$r_rps" -v g="$g_rps" 'BEGIN {printf "ratio gated on Redis / gated on SQLite: req/s %.2f (of medians)", r/g}'
+  paste -d' ' <(cut -d' ' -f1 "$work/gredis.res") <(cut -d' ' -f1 "$work/gate.res") \
+    | awk '{printf "%.4f\n", $1/$2}' | median | awk '{printf ", %.2f (median of per-round ratios)\n", $1}'
+fi
