@@ -94,6 +94,11 @@ async fn login(edge: &Edge) -> reqwest::Response {
 async fn sign_in(edge: &Edge) -> String {
     let r = login(edge).await;
     assert_eq!(r.status(), 303, "sign-in failed");
+    session_cookie(&r)
+}
+
+/// `name=value` of a sign-in's session cookie.
+fn session_cookie(r: &reqwest::Response) -> String {
     let set = r.headers()["set-cookie"].to_str().unwrap();
     set.split(';').next().unwrap().to_string()
 }
@@ -764,8 +769,7 @@ async fn an_edge_started_while_redis_is_down_serves_and_catches_up() {
     let cookie = loop {
         let r = login(&a).await;
         if r.status() == 303 {
-            let set = r.headers()["set-cookie"].to_str().unwrap();
-            break set.split(';').next().unwrap().to_string();
+            break session_cookie(&r);
         }
         assert!(Instant::now() < deadline, "sign-in did not recover");
         tokio::time::sleep(Duration::from_millis(200)).await;
