@@ -63,6 +63,9 @@ impl AuthService {
     /// edge resolves them with [`Self::warm`] on a blocking thread before
     /// the gate, so a worker thread never waits on the network for them.
     pub fn to_warm(&self, req: &RequestHeader, secure: bool) -> Vec<String> {
+        if !self.sessions.reads_ahead() {
+            return Vec::new();
+        }
         let now = now_ms();
         let values: Vec<&str> = cookies::session_values(req, secure).take(4).collect();
         // One cookie (the usual case) is the one the gate uses, so its use

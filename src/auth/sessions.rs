@@ -289,6 +289,13 @@ impl Sessions {
         self.lookup(token, now, true)
     }
 
+    /// Whether lookups may have to ask a shared store (Redis), so the edge
+    /// reads sessions ahead off its worker threads; SQLite's index and
+    /// cache keep it off disk, and such requests skip the read-ahead whole.
+    pub fn reads_ahead(&self) -> bool {
+        self.index.is_none()
+    }
+
     /// Whether resolving `token` now would wait on a shared store (not
     /// cached, cached too long ago, or a use to record), so the edge can do
     /// it on a blocking thread first and the gate then finds it cached.
@@ -743,6 +750,17 @@ mod tests {
         }
     }
 
+    /// Sessions over `store`, with the shipped timeouts.
+    fn listless(store: Listless) -> Sessions {
+        Sessions::with_store(
+            Box::new(store),
+            Duration::from_secs(2 * 3600),
+            Duration::from_secs(12 * 3600),
+            Duration::from_secs(60),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn only_a_lookup_that_would_reach_a_shared_store_is_warmed_first() {
         let dir = tempfile::tempdir().unwrap();
@@ -753,13 +771,7 @@ mod tests {
             "SQLite stays on the worker"
         );
 
-        let mut shared = Sessions::with_store(
-            Box::new(Listless::default()),
-            Duration::from_secs(2 * 3600),
-            Duration::from_secs(12 * 3600),
-            Duration::from_secs(60),
-        )
-        .unwrap();
+        let mut shared = listless(Listless::default());
         shared.recheck = Duration::from_millis(500);
         let t = shared.create("alice", 0).unwrap();
         shared.cache.map.lock().unwrap().clear();
@@ -786,13 +798,7 @@ mod tests {
     fn a_read_overtaken_by_a_revocation_is_not_cached() {
         let store = Listless::default();
         let hook = store.1.clone();
-        let s = Sessions::with_store(
-            Box::new(store),
-            Duration::from_secs(2 * 3600),
-            Duration::from_secs(12 * 3600),
-            Duration::from_secs(60),
-        )
-        .unwrap();
+        let s = listless(store);
         let t = s.create("alice", 0).unwrap();
         s.cache.map.lock().unwrap().clear();
         *hook.lock().unwrap() = Some(s.revocations());
@@ -810,13 +816,7 @@ mod tests {
     fn a_token_the_shared_store_lacks_costs_one_read_per_recheck() {
         let store = Listless::default();
         let reads = store.2.clone();
-        let s = Sessions::with_store(
-            Box::new(store),
-            Duration::from_secs(2 * 3600),
-            Duration::from_secs(12 * 3600),
-            Duration::from_secs(60),
-        )
-        .unwrap();
+        let s = listless(store);
         let read = || reads.load(std::sync::atomic::Ordering::SeqCst);
         let forged = "cd".repeat(32);
         assert!(s.resolve(&forged, 1).is_none());
